@@ -1,0 +1,81 @@
+"""The label contract: which OCI labels every image carries and what they mean.
+
+Plan, verify and inspect all read the keys from here, so a label is named in exactly one place.
+"""
+
+from __future__ import annotations
+
+from factory.matrix import BASE_COMPONENTS, COMPONENTS
+
+OCI = "org.opencontainers.image"
+
+#: OCI annotation keys the factory sets, and when.
+OCI_PLAN_KEYS = ("title", "description", "version", "source", "vendor", "base.name")
+OCI_BUILD_KEYS = ("created", "revision", "base.digest")
+
+#: Keys in the factory's namespace besides the component versions.
+FACTORY_KEYS = {
+    "build_mode": "how the image was made: source (compiled) or wheels (installed from an index)",
+    "cuda_arch": "the GPU architecture the image's CUDA code targets (sm_121 for GB10)",
+    "revision": "the tag's revision; bumped when a published tag must be rebuilt with other content",
+    "input_digest": "sha256 over everything that determines the image; equal digests mean nothing changed",
+}
+
+COMPONENT_MEANING = {
+    "ubuntu": "Ubuntu release of the image",
+    "python": "Python interpreter (major.minor)",
+    "cuda": "CUDA toolkit in /usr/local/cuda",
+    "nccl": "NCCL library torch is linked against",
+    "torch": "PyTorch",
+    "torchvision": "torchvision",
+    "torchaudio": "torchaudio",
+    "triton": "Triton (package `triton`)",
+    "flashinfer": "FlashInfer (package `flashinfer-python`)",
+    "vllm": "vLLM",
+    "transformers": "Hugging Face Transformers",
+    "ray": "Ray, for multi-node serving",
+}
+
+
+def component_key(namespace: str, component: str) -> str:
+    return f"{namespace}.{component}_version"
+
+
+def factory_key(namespace: str, name: str) -> str:
+    return f"{namespace}.{name}"
+
+
+def oci_key(name: str) -> str:
+    return f"{OCI}.{name}"
+
+
+def components_for(kind: str) -> tuple[str, ...]:
+    """Components an image of this kind is labelled with: a base has its own, a vLLM image all of them."""
+    return BASE_COMPONENTS if kind == "base" else COMPONENTS
+
+
+def components_from_labels(labels: dict[str, str], namespace: str) -> dict[str, str]:
+    """The component versions an image's labels claim, by component name."""
+    found = {}
+    for component in COMPONENTS:
+        value = labels.get(component_key(namespace, component))
+        if value is not None:
+            found[component] = value
+    return found
+
+
+def contract(namespace: str) -> dict:
+    """The contract as data (written to labels/contract.json)."""
+    return {
+        "namespace": namespace,
+        "components": {
+            component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c],
+                                          "images": ["base", "vllm"] if c in BASE_COMPONENTS else ["vllm"]}
+            for c in COMPONENTS
+        },
+        "factory": {factory_key(namespace, k): v for k, v in FACTORY_KEYS.items()},
+        "oci": {
+            "planned": [oci_key(k) for k in OCI_PLAN_KEYS],
+            "stamped_at_build": [oci_key(k) for k in OCI_BUILD_KEYS],
+        },
+    }

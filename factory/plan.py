@@ -1,0 +1,288 @@
+"""The build plan: a frozen, ordered graph of images with their exact build args, refs and labels.
+
+Pure apart from reading the Dockerfiles (and the files they COPY) to fingerprint them: the input digest of
+an image covers everything that decides its content, so an image whose digest label already matches the
+plan need not be built again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from factory import labels as L
+from factory.errors import InputError
+from factory.matrix import Base, Image, Matrix
+from factory.resolve import Resolution, tag_facts, tag_sort_key
+
+#: Default upstream sources, used when the matrix names no fork: (git URL, ref template).
+UPSTREAM_SOURCES = {
+    "nccl": ("https://github.com/NVIDIA/nccl.git", "v{version}"),
+    "torch": ("https://github.com/pytorch/pytorch.git", "v{version}"),
+    "torchvision": ("https://github.com/pytorch/vision.git", "v{version}"),
+    "torchaudio": ("https://github.com/pytorch/audio.git", "v{version}"),
+    "vllm": ("https://github.com/vllm-project/vllm.git", "v{version}"),
+}
+
+#: pip distribution names of the components installed from an index.
+DISTRIBUTIONS = {"triton": "triton", "flashinfer": "flashinfer-python"}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to build: what it is called, how it is built and what it promises."""
+
+    kind: str  # "base" or "vllm"
+    name: str  # the tag (vLLM) or base name
+    mode: str  # "source" or "wheels"
+    refs: tuple[str, ...]
+    dockerfile: str  # relative to the matrix folder
+    context: str
+    platform: str
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    input_digest: str
+    depends_on: str | None = None  # the base name a vLLM image is built FROM
+    from_ref: str | None = None  # the image named in FROM (base ref, or the CUDA image)
+    target: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.refs[0]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    images: tuple[ImageSpec, ...]
+    namespace: str
+
+    def get(self, name: str) -> ImageSpec:
+        for spec in self.images:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def bases(self) -> tuple[ImageSpec, ...]:
+        return tuple(s for s in self.images if s.kind == "base")
+
+    @property
+    def vllm_images(self) -> tuple[ImageSpec, ...]:
+        return tuple(s for s in self.images if s.kind == "vllm")
+
+    def as_dict(self) -> dict:
+        return {"namespace": self.namespace, "images": [spec.as_dict() for spec in self.images]}
+
+
+def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bool = False) -> list[str]:
+    """Names (vLLM tags or base names) matching tags or shell globs; no pattern means everything."""
+    names = sorted(matrix.image, key=tag_sort_key) + sorted(matrix.base)
+    if everything or not patterns:
+        return sorted(matrix.image, key=tag_sort_key)
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known tags: {', '.join(names[:6])} ..."
+            raise InputError(f"no tag or base matches {pattern!r}{hint}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
+def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
+    """The images needed for `names` (all tags when None): bases first, then the images on them."""
+    loaded = resolution.loaded
+    matrix = loaded.matrix
+    names = names if names is not None else sorted(matrix.image, key=tag_sort_key)
+    tags = [n for n in names if n in matrix.image]
+    base_names = sorted({n for n in names if n in matrix.base} | {matrix.image[t].base for t in tags})
+    missing = [b for b in base_names if b not in matrix.base]
+    if missing:
+        raise InputError(f"base {missing[0]!r} is not defined under [base] (run `factory check`)")
+    bases = {name: _base_spec(matrix, loaded.root, name, matrix.base[name]) for name in base_names}
+    images = [_image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base])
+              for tag in sorted(tags, key=tag_sort_key)]
+    return Plan(images=tuple(bases.values()) + tuple(images), namespace=matrix.defaults.label_namespace)
+
+
+def _source(component: str, version: str, override) -> tuple[str, str]:
+    if override is not None:
+        return override.repo, override.ref
+    repo, ref = UPSTREAM_SOURCES[component]
+    return repo, ref.format(version=version)
+
+
+def _cuda_image(matrix: Matrix, base: Base) -> str:
+    ubuntu = base.ubuntu or matrix.defaults.ubuntu
+    ref = matrix.defaults.cuda_image.format(cuda=base.cuda, ubuntu=ubuntu)
+    return f"{ref}@{base.cuda_image_digest}" if base.cuda_image_digest else ref
+
+
+def _dockerfile(matrix: Matrix, kind: str, mode: str) -> str:
+    files = matrix.defaults.dockerfiles
+    key = kind if mode == "source" else f"{kind}_wheels"
+    return getattr(files, key)
+
+
+def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
+    d = matrix.defaults
+    cuda_image = _cuda_image(matrix, base)
+    components = {
+        "ubuntu": base.ubuntu or d.ubuntu,
+        "python": base.python or d.python,
+        "cuda": base.cuda,
+        "nccl": base.nccl,
+        "torch": base.torch,
+        "torchvision": base.torchvision,
+        "torchaudio": base.torchaudio,
+    }
+    args = {
+        "CUDA_IMAGE": cuda_image,
+        "CUDA_VERSION": base.cuda,
+        "PYTHON_VERSION": components["python"],
+        "NCCL_VERSION": base.nccl,
+        "TORCH_VERSION": base.torch,
+        "TORCHVISION_VERSION": base.torchvision,
+        "TORCHAUDIO_VERSION": base.torchaudio,
+        "TORCH_CUDA_ARCH_LIST": d.build.torch_cuda_arch_list,
+    }
+    if base.mode == "source":
+        for component in ("nccl", "torch", "torchvision", "torchaudio"):
+            repo, ref = _source(component, getattr(base, component), base.sources.get(component))
+            args[f"{component.upper()}_REPO"] = repo
+            args[f"{component.upper()}_REF"] = ref
+        args.update(NCCL_GENCODE=d.build.nccl_gencode, MAX_JOBS=str(d.build.max_jobs),
+                    NVCC_THREADS=str(d.build.nvcc_threads))
+    else:
+        args.update(INDEX_URL=d.index_url, TORCH_INDEX_URL=d.torch_index_url or "")
+    repo = d.repositories.base
+    labels = _labels(matrix, "base", name, base.mode, base.revision, components, cuda_image,
+                     description="PyTorch development base for NVIDIA DGX Spark (GB10, sm_121)",
+                     title=repo.rsplit("/", 1)[-1])
+    return _finish(root, d.label_namespace, kind="base", name=name, mode=base.mode, repo=repo, revision=base.revision,
+                   dockerfile=_dockerfile(matrix, "base", base.mode), platform=d.platform, args=args,
+                   labels=labels, parent_digest="", depends_on=None, from_ref=cuda_image)
+
+
+def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageSpec) -> ImageSpec:
+    d = matrix.defaults
+    components = tag_facts(matrix, tag).components
+    args = {
+        "BASE_IMAGE": base.ref,
+        "VLLM_VERSION": image.vllm,
+        "TRITON_VERSION": image.triton,
+        "FLASHINFER_VERSION": image.flashinfer,
+        "TRANSFORMERS_VERSION": image.transformers,
+        "RAY_VERSION": components["ray"],
+        "INDEX_URL": d.index_url,
+    }
+    if image.mode == "source":
+        repo, ref = _source("vllm", image.vllm, image.sources.get("vllm"))
+        args.update(VLLM_REPO=repo, VLLM_REF=ref, TORCH_CUDA_ARCH_LIST=d.build.torch_cuda_arch_list,
+                    MAX_JOBS=str(d.build.max_jobs), NVCC_THREADS=str(d.build.nvcc_threads))
+        for component, dist in DISTRIBUTIONS.items():
+            source = image.sources.get(component)
+            version = getattr(image, component)
+            args[f"{component.upper()}_REQUIREMENT"] = (
+                f"{dist} @ git+{source.repo}@{source.ref}" if source else f"{dist}=={version}"
+            )
+        del args["TRITON_VERSION"], args["FLASHINFER_VERSION"]
+    repo = d.repositories.vllm
+    labels = _labels(matrix, "vllm", tag, image.mode, image.revision, components, base.ref,
+                     description=f"vLLM {image.vllm} with Transformers {image.transformers} for NVIDIA DGX Spark",
+                     title=repo.rsplit("/", 1)[-1])
+    return _finish(root, d.label_namespace, kind="vllm", name=tag, mode=image.mode, repo=repo, revision=image.revision,
+                   dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
+                   labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref)
+
+
+def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, components: dict[str, str],
+            from_ref: str, *, description: str, title: str) -> dict[str, str]:
+    d = matrix.defaults
+    ns = d.label_namespace
+    out = {L.component_key(ns, c): components[c] for c in L.components_for(kind)}
+    out[L.factory_key(ns, "build_mode")] = mode
+    out[L.factory_key(ns, "cuda_arch")] = d.build.cuda_arch
+    out[L.factory_key(ns, "revision")] = str(revision)
+    out.update({
+        L.oci_key("title"): title,
+        L.oci_key("description"): description,
+        L.oci_key("version"): name,
+        L.oci_key("source"): d.source_url,
+        L.oci_key("vendor"): d.vendor,
+        L.oci_key("base.name"): from_ref,
+    })
+    return out
+
+
+def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo: str, revision: int, dockerfile: str,
+            platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
+            depends_on: str | None, from_ref: str) -> ImageSpec:
+    context = str(Path(dockerfile).parent)
+    digest = input_digest(root, dockerfile, platform, args, labels, parent_digest)
+    labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
+    refs = [f"{repo}:{name}"]
+    if revision:
+        refs.append(f"{repo}:{name}-r{revision}")
+    return ImageSpec(kind=kind, name=name, mode=mode, refs=tuple(refs), dockerfile=dockerfile,
+                     context=context, platform=platform, build_args=dict(sorted(args.items())),
+                     labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
+                     from_ref=from_ref)
+
+
+_COPY = re.compile(r"^\s*(COPY|ADD)\s+(.*)$", re.IGNORECASE)
+
+
+def dockerfile_inputs(dockerfile: Path) -> list[Path]:
+    """Files of the build context a Dockerfile copies in (COPY/ADD without --from), sorted."""
+    context = dockerfile.parent
+    found: set[Path] = set()
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        match = _COPY.match(line)
+        if not match:
+            continue
+        words = [w for w in shlex.split(match[2], comments=True)]
+        if any(w.startswith("--from") for w in words):
+            continue
+        sources = [w for w in words if not w.startswith("--")][:-1]
+        for source in sources:
+            if "://" in source:
+                continue
+            hits = sorted(context.glob(source)) or [context / source]
+            for hit in hits:
+                found.update(p for p in hit.rglob("*") if p.is_file()) if hit.is_dir() else found.add(hit)
+    return sorted(found)
+
+
+def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],
+                 parent_digest: str) -> str:
+    path = root / dockerfile
+    try:
+        files = {str(p.relative_to(path.parent)): _sha256(p) for p in dockerfile_inputs(path)}
+        recipe = _sha256(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc.filename}: file missing (named by the matrix's dockerfiles or a COPY)") from None
+    payload = {
+        "dockerfile": recipe,
+        "files": files,
+        "platform": platform,
+        "build_args": dict(sorted(args.items())),
+        "labels": dict(sorted(labels.items())),
+        "parent": parent_digest,
+    }
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
