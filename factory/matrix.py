@@ -8,7 +8,6 @@ needs one.
 from __future__ import annotations
 
 import re
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,9 +15,9 @@ from typing import Annotated, Literal
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-if sys.version_info >= (3, 11):
+try:
     import tomllib
-else:  # pragma: no cover - the project needs 3.11, this only keeps the declared fallback honest
+except ModuleNotFoundError:  # pragma: no cover - Python < 3.11 (pyproject installs tomli there)
     import tomli as tomllib
 
 from factory.errors import InputError

@@ -11,12 +11,11 @@ import difflib
 import fnmatch
 import hashlib
 import json
-import re
-import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from factory import labels as L
+from factory.dockerfile import dockerfile_inputs
 from factory.errors import InputError
 from factory.matrix import Base, Image, Matrix
 from factory.resolve import Resolution, tag_facts, tag_sort_key
@@ -238,30 +237,6 @@ def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo
                      context=context, platform=platform, build_args=dict(sorted(args.items())),
                      labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
                      from_ref=from_ref)
-
-
-_COPY = re.compile(r"^\s*(COPY|ADD)\s+(.*)$", re.IGNORECASE)
-
-
-def dockerfile_inputs(dockerfile: Path) -> list[Path]:
-    """Files of the build context a Dockerfile copies in (COPY/ADD without --from), sorted."""
-    context = dockerfile.parent
-    found: set[Path] = set()
-    for line in dockerfile.read_text(encoding="utf-8").splitlines():
-        match = _COPY.match(line)
-        if not match:
-            continue
-        words = [w for w in shlex.split(match[2], comments=True)]
-        if any(w.startswith("--from") for w in words):
-            continue
-        sources = [w for w in words if not w.startswith("--")][:-1]
-        for source in sources:
-            if "://" in source:
-                continue
-            hits = sorted(context.glob(source)) or [context / source]
-            for hit in hits:
-                found.update(p for p in hit.rglob("*") if p.is_file()) if hit.is_dir() else found.add(hit)
-    return sorted(found)
 
 
 def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],

@@ -1,0 +1,52 @@
+# spark-image-factory — every target sets up what it needs; `make plan` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup plan check list test unit lint engine engine-stop bench labels docs clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+plan: setup            ## the main job: show the build graph of matrix.toml (no Docker needed)
+	$(BIN)/factory plan
+
+check: setup           ## check every tag against the rules
+	$(BIN)/factory check
+
+list: setup
+	$(BIN)/factory list
+
+engine:                ## install and start Docker Engine + Buildx, a local registry and QEMU (as root)
+	bash scripts/engine.sh up
+
+engine-stop:           ## stop only what `make engine` started
+	bash scripts/engine.sh stop
+
+test: setup engine lint   ## everything CI runs: lint, then all tests, engine tests included
+	FACTORY_REQUIRE_ENGINE=1 $(BIN)/pytest
+
+unit: setup            ## the fast tests that need no engine
+	$(BIN)/pytest -m "not engine"
+
+lint: setup
+	$(BIN)/ruff check factory tests benchmarks dockerfiles/smoke.py
+	$(BIN)/hadolint --config .hadolint.yaml dockerfiles/*.Dockerfile
+
+labels: setup          ## regenerate labels/ from matrix.toml
+	$(BIN)/factory labels --write
+
+docs: setup            ## regenerate the image table in README.md
+	$(BIN)/factory docs
+
+bench: setup           ## benchmarks; see benchmarks/README.md
+	$(BIN)/python benchmarks/plan_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

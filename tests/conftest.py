@@ -1,0 +1,70 @@
+"""Shared fixtures: the shipped matrix and small matrices written from text."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "matrix.toml"
+
+SMALL = """\
+schema = 1
+
+[base."2.10.0-cu131"]
+cuda = "13.1.0"
+nccl = "2.29.2-1"
+torch = "2.10.0"
+torchvision = "0.25.0"
+torchaudio = "2.10.0"
+
+[image."0.17.0-t4"]
+base = "2.10.0-cu131"
+vllm = "0.17.0"
+triton = "3.6.0"
+flashinfer = "0.6.4"
+transformers = "4.57.6"
+
+[image."0.17.0-t5"]
+base = "2.10.0-cu131"
+vllm = "0.17.0"
+triton = "3.6.0"
+flashinfer = "0.6.4"
+transformers = "5.3.0"
+allow = [{ rule = "vllm-0.17.0/transformers", reason = "the -t5 variant runs Transformers 5 on purpose" }]
+
+[[rule]]
+id = "vllm-0.17.0/transformers"
+when = { vllm = "==0.17.0" }
+require = { transformers = ">=4.56.0,<5" }
+reason = "vLLM 0.17.0 declares transformers>=4.56.0,<5"
+source = "https://pypi.org/project/vllm/0.17.0/"
+"""
+
+
+@pytest.fixture
+def shipped_matrix(tmp_path: Path) -> Path:
+    """A copy of the shipped matrix with its Dockerfiles, safe to edit."""
+    shutil.copy(SHIPPED, tmp_path / "matrix.toml")
+    shutil.copytree(ROOT / "dockerfiles", tmp_path / "dockerfiles")
+    return tmp_path / "matrix.toml"
+
+
+@pytest.fixture
+def write_matrix(tmp_path: Path):
+    """Write matrix text (and empty Dockerfiles it names by default) into a temp folder."""
+
+    def write(text: str = SMALL) -> Path:
+        (tmp_path / "dockerfiles").mkdir(exist_ok=True)
+        for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels"):
+            path = tmp_path / "dockerfiles" / f"{name}.Dockerfile"
+            if not path.exists():
+                path.write_text(f"# {name}\nARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\n")
+        path = tmp_path / "matrix.toml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

@@ -1,0 +1,110 @@
+"""The command line as a user meets it: exit codes, messages, JSON, and no heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from factory.cli import main
+from tests.conftest import ROOT, SHIPPED, SMALL
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_passes_on_the_shipped_matrix(capsys):
+    code, out, _ = run(capsys, "check", "--matrix", str(SHIPPED))
+    assert code == 0
+    assert "OK: no unwaived errors" in out and "WAIVED deviations" in out
+
+
+def test_check_fails_naming_the_rule_for_t4_with_transformers_5(capsys, shipped_matrix):
+    text = shipped_matrix.read_text()
+    start = text.index('[image."0.15.0-t4"]')
+    end = text.index("[image.", start + 5)
+    section = text[start:end].replace('transformers = "4.57.6"', 'transformers = "5.0.0"')
+    shipped_matrix.write_text(text[:start] + section + text[end:])
+    code, out, _ = run(capsys, "check", "--matrix", str(shipped_matrix))
+    assert code == 1
+    assert '[vllm-0.15.0/transformers] found transformers 5.0.0' in out
+    assert 'image "0.15.0-t4": [builtin/tag-name]' in out
+    assert "FAILED" in out
+
+
+def test_check_json_is_stable(capsys, write_matrix):
+    code, out, _ = run(capsys, "check", "--json", "--matrix", str(write_matrix(SMALL)))
+    data = json.loads(out)
+    assert code == 0 and data["ok"] is True
+    assert set(data["violations"][0]) == {"subject", "tag", "rule", "severity", "component", "found", "required",
+                                          "reason", "source", "waived", "waiver_reason"}
+
+
+def test_list_rules(capsys):
+    code, out, _ = run(capsys, "check", "--list-rules", "--matrix", str(SHIPPED))
+    assert code == 0 and "builtin/tag-name" in out and "vllm-0.33.0/torch" in out
+
+
+def test_plan_json_and_text(capsys):
+    code, out, _ = run(capsys, "plan", "0.15.0-t5", "--json", "--matrix", str(SHIPPED))
+    data = json.loads(out)
+    assert code == 0 and [i["name"] for i in data["images"]] == ["2.10.0-cu131", "0.15.0-t5"]
+    code, out, _ = run(capsys, "plan", "0.15.*", "--matrix", str(SHIPPED))
+    assert code == 0 and "[1] base 2.10.0-cu131" in out and "[5] vllm 0.15.1-t5 on 2.10.0-cu131" in out
+
+
+def test_plan_github_matrix(capsys):
+    code, out, _ = run(capsys, "plan", "0.16.*", "--format", "github", "--matrix", str(SHIPPED))
+    data = json.loads(out)
+    assert [j["name"] for j in data["bases"]["include"]] == ["2.10.0-v2-cu131"]
+    assert {j["depends_on"] for j in data["images"]["include"]} == {"2.10.0-v2-cu131"}
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list", "--matrix", str(SHIPPED))
+    assert code == 0 and "0.33.0-t5 *" in out and "2.10.0-v2-cu131" in out
+
+
+def test_schema_is_json_schema(capsys):
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["additionalProperties"] is False and "image" in schema["properties"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["plan", "0.15.0-t6"], "did you mean"),
+    (["plan", "--nope"], "unrecognized arguments"),
+    (["check", "--matrix", "/nonexistent/matrix.toml"], "no such matrix file"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_exits_2_with_one_clear_message(capsys, argv, needle):
+    if "--matrix" not in argv:
+        argv = [*argv, "--matrix", str(SHIPPED)] if argv[0] in ("plan", "check") else argv
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_light_commands_do_not_import_heavy_libraries():
+    probe = (
+        "import sys\nfrom factory.cli import main\n"
+        "for argv in (['plan', '--matrix', sys.argv[1]], ['check', '--matrix', sys.argv[1]],"
+        " ['list', '--matrix', sys.argv[1]]):\n"
+        "    assert main(argv) == 0\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('python_on_whales', 'httpx'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(SHIPPED)], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_python_dash_m_factory_works():
+    done = subprocess.run([sys.executable, "-m", "factory", "list", "--matrix", str(SHIPPED)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "0.15.0-t5" in done.stdout

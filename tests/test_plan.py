@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from factory.errors import InputError
+from factory.matrix import load
+from factory.plan import build_plan, dockerfile_inputs, select
+from factory.resolve import resolve
+from tests.conftest import SHIPPED
+
+
+def _plan(path, names=None):
+    r = resolve(load(path))
+    return build_plan(r, select(r.matrix, names or []))
+
+
+def test_plan_for_one_tag_is_its_base_then_the_image():
+    plan = _plan(SHIPPED, ["0.15.0-t5"])
+    assert [(s.kind, s.name) for s in plan.images] == [("base", "2.10.0-cu131"), ("vllm", "0.15.0-t5")]
+    base, image = plan.images
+    assert image.depends_on == "2.10.0-cu131" and image.from_ref == base.ref
+    assert base.ref == "scitrera/dgx-spark-pytorch-dev:2.10.0-cu131"
+    assert image.ref == "scitrera/dgx-spark-vllm:0.15.0-t5"
+    assert image.build_args["BASE_IMAGE"] == base.ref
+    assert base.build_args["TORCH_CUDA_ARCH_LIST"] == "12.1a"
+    assert base.build_args["NCCL_REF"] == "v2.29.2-1" and base.build_args["MAX_JOBS"] == "8"
+    assert image.build_args["FLASHINFER_REQUIREMENT"] == "flashinfer-python==0.6.2"
+    assert image.platform == "linux/arm64"
+
+
+def test_every_component_is_labelled_base_components_included():
+    plan = _plan(SHIPPED, ["0.15.0-t5"])
+    base, image = plan.images
+    ns = "dev.scitrera"
+    expected = {"ubuntu": "24.04", "python": "3.12", "cuda": "13.1.0", "nccl": "2.29.2-1", "torch": "2.10.0",
+                "torchvision": "0.25.0", "torchaudio": "2.10.0", "triton": "3.5.1", "flashinfer": "0.6.2",
+                "vllm": "0.15.0", "transformers": "5.0.0", "ray": "2.53.0"}
+    for component, version in expected.items():
+        assert image.labels[f"{ns}.{component}_version"] == version
+    assert f"{ns}.vllm_version" not in base.labels and base.labels[f"{ns}.cuda_version"] == "13.1.0"
+    assert image.labels["org.opencontainers.image.version"] == "0.15.0-t5"
+    assert image.labels["org.opencontainers.image.base.name"] == base.ref
+    assert image.labels[f"{ns}.input_digest"] == image.input_digest
+
+
+def test_fork_source_is_carried_into_the_plan():
+    image = _plan(SHIPPED, ["0.14.0-t5"]).get("0.14.0-t5")
+    assert image.build_args["VLLM_REPO"] != "https://github.com/vllm-project/vllm.git"
+    assert _plan(SHIPPED, ["0.14.0-t4"]).get("0.14.0-t4").build_args["VLLM_REF"] == "v0.14.0"
+
+
+def test_globs_all_and_order():
+    plan = _plan(SHIPPED, ["0.15.*"])
+    assert [s.name for s in plan.images] == ["2.10.0-cu131", "0.15.0-t4", "0.15.0-t5", "0.15.1-t4", "0.15.1-t5"]
+    everything = _plan(SHIPPED)
+    kinds = [s.kind for s in everything.images]
+    assert kinds == sorted(kinds)  # every base before every image
+    assert len(everything.bases) == 4 and len(everything.vllm_images) == 15
+    for spec in everything.vllm_images:
+        assert [s.name for s in everything.images].index(spec.depends_on) < everything.images.index(spec)
+
+
+def test_plan_is_deterministic():
+    assert _plan(SHIPPED).as_dict() == _plan(SHIPPED).as_dict()
+
+
+def test_unknown_tag_gets_close_matches():
+    with pytest.raises(InputError, match=r"did you mean .*0\.15\.0-t5"):
+        _plan(SHIPPED, ["0.15.0-t6"])
+
+
+def test_t4_and_t5_differ_only_where_they_should():
+    plan = _plan(SHIPPED, ["0.15.0-*"])
+    t4, t5 = plan.get("0.15.0-t4"), plan.get("0.15.0-t5")
+    diff = {k for k in t4.build_args if t4.build_args[k] != t5.build_args[k]}
+    assert diff == {"TRANSFORMERS_VERSION"}
+
+
+def test_input_digest_follows_every_input(shipped_matrix):
+    before = _plan(shipped_matrix, ["0.15.0-t5"])
+    text = shipped_matrix.read_text()
+    dockerfile = shipped_matrix.parent / "dockerfiles" / "vllm.Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "\n# touched\n")
+    after_recipe = _plan(shipped_matrix, ["0.15.0-t5"])
+    assert after_recipe.images[0].input_digest == before.images[0].input_digest
+    assert after_recipe.images[1].input_digest != before.images[1].input_digest
+    shipped_matrix.write_text(text.replace('nccl = "2.29.2-1"', 'nccl = "2.29.3-1"', 1))
+    after_pin = _plan(shipped_matrix, ["0.15.0-t5"])
+    assert after_pin.images[0].input_digest != before.images[0].input_digest
+    assert after_pin.images[1].input_digest != after_recipe.images[1].input_digest, "a base change rebuilds"
+
+
+def test_copied_files_are_inputs(tmp_path):
+    (tmp_path / "smoke.py").write_text("print()")
+    (tmp_path / "x.Dockerfile").write_text("FROM scratch\nCOPY --chmod=755 smoke.py /opt/\nCOPY --from=b /a /b\n")
+    assert dockerfile_inputs(tmp_path / "x.Dockerfile") == [tmp_path / "smoke.py"]
+
+
+def test_revision_adds_a_ref(shipped_matrix):
+    text = shipped_matrix.read_text().replace('vllm = "0.15.0"', 'vllm = "0.15.0"\nrevision = 2', 1)
+    shipped_matrix.write_text(text)
+    spec = _plan(shipped_matrix, ["0.15.0-t4"]).get("0.15.0-t4")
+    assert spec.refs == ("scitrera/dgx-spark-vllm:0.15.0-t4", "scitrera/dgx-spark-vllm:0.15.0-t4-r2")
+    assert spec.labels["dev.scitrera.revision"] == "2"
+
+
+def test_wheel_mode_tag_has_no_compile_knobs():
+    plan = _plan(SHIPPED, ["0.33.0-t5"])
+    base, image = plan.images
+    assert base.mode == image.mode == "wheels"
+    assert "MAX_JOBS" not in base.build_args and "TORCH_REPO" not in base.build_args
+    assert "VLLM_REPO" not in image.build_args and image.build_args["VLLM_VERSION"] == "0.33.0"
+    assert image.dockerfile.endswith("vllm-wheels.Dockerfile")
