@@ -2,6 +2,87 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 
 def register(sub, add, command, index_options) -> None:
-    """Add the adapter-backed subcommands to the CLI parser."""
+    """Add the adapter-backed subcommands to the CLI parser and the command table."""
+    build = add("build", "build bases then vLLM images with Docker Buildx, skipping what is up to date")
+    _selection(build)
+    build.add_argument("--push", action="store_true", help="push every image once all are built and verified")
+    build.add_argument("--platform", help="override the matrix platform (default: linux/arm64)")
+    build.add_argument("--builder", help="the Buildx builder to use (e.g. a multi-node builder)")
+    build.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
+                       help="Buildx cache source, e.g. type=registry,ref=HOST/REPO:cache (repeatable)")
+    build.add_argument("--cache-to", metavar="SPEC", help="Buildx cache export, e.g. type=inline")
+    build.add_argument("--dry-run", action="store_true", help="print the exact docker commands, build nothing")
+    build.add_argument("--no-verify", action="store_true", help="skip checking labels against image content")
+    build.add_argument("--force", action="store_true", help="allow overwriting a published tag with other content")
+    build.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
+    build.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
+    build.add_argument("--report", type=Path, default=Path(".factory/build-report.json"))
+    build.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    command("build")(cmd_build)
+
+    verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
+    verify.add_argument("image", metavar="IMAGE")
+    verify.add_argument("--json", action="store_true")
+    command("verify")(cmd_verify)
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tags", nargs="*", metavar="TAG|GLOB", help="tags, base names or globs")
+    p.add_argument("--all", action="store_true", help="every tag")
+
+
+def _plan_for(args):
+    from factory.errors import InputError
+    from factory.matrix import load
+    from factory.plan import build_plan, select
+    from factory.resolve import resolve
+
+    if not args.tags and not args.all:
+        raise InputError("name the tags to build (TAG, GLOB ...) or pass --all")
+    loaded = load(args.matrix)
+    resolution = resolve(loaded)
+    if resolution.blocking:
+        first = resolution.blocking[0]
+        raise InputError(f"{loaded.path}: {len(resolution.blocking)} unwaived rule violation(s), first: "
+                         f"{first.subject} [{first.rule}] found {first.found}, required {first.required}"
+                         " (run `factory check`)")
+    return loaded, build_plan(resolution, select(loaded.matrix, args.tags, args.all))
+
+
+def cmd_build(args) -> int:
+    from factory.build import BuildOptions, run_build
+    from factory.render import to_json
+
+    loaded, plan = _plan_for(args)
+    options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
+                           cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
+                           verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
+                           report=args.report, allow_http=args.allow_http)
+    report = run_build(plan, loaded.root, options)
+    if args.json:
+        print(to_json(report.as_dict()))
+    return 0 if report.ok else 1
+
+
+def cmd_verify(args) -> int:
+    from factory.matrix import load
+    from factory.render import to_json
+    from factory.verify import verify_local
+
+    namespace = load(args.matrix).matrix.defaults.label_namespace if Path(args.matrix).exists() else "dev.scitrera"
+    mismatches = verify_local(args.image, None, namespace)
+    if args.json:
+        print(to_json({"image": args.image, "ok": not mismatches,
+                       "mismatches": [m.__dict__ for m in mismatches]}))
+    elif mismatches:
+        print(f"{args.image}: {len(mismatches)} label(s) do not match the image content")
+        for m in mismatches:
+            print(f"  {m.message}")
+    else:
+        print(f"{args.image}: every component label matches the image content")
+    return 1 if mismatches else 0

@@ -1,0 +1,302 @@
+"""`factory build`: bases first, then each vLLM image on its base, skipping what is up to date.
+
+Nothing is pushed until every image of the run is built (and verified): a failed build leaves no
+half-published release behind. Every build streams into a log file of its own, and the run ends with a
+JSON report of what was built, skipped or failed, with digests and durations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from factory import labels as L
+from factory.plan import ImageSpec, Plan
+
+BUILT, UP_TO_DATE, FAILED, BLOCKED, PUSHED, PLANNED = (
+    "built", "up to date", "failed", "not built (its base failed)", "pushed", "planned")
+
+
+@dataclass
+class ImageResult:
+    name: str
+    kind: str
+    refs: list[str]
+    status: str
+    input_digest: str
+    digest: str | None = None
+    duration_s: float = 0.0
+    log: str | None = None
+    error: str | None = None
+    where: str | None = None  # "local" or "registry" for up-to-date images
+    pushed: list[str] = field(default_factory=list)
+    verified: bool | None = None
+
+
+@dataclass
+class BuildReport:
+    started: str
+    images: list[ImageResult]
+    pushed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.status in (FAILED, BLOCKED) or r.verified is False for r in self.images)
+
+    def as_dict(self) -> dict:
+        return {"started": self.started, "ok": self.ok, "pushed": self.pushed,
+                "images": [asdict(r) for r in self.images]}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    push: bool = False
+    platform: str | None = None
+    builder: str | None = None
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
+    dry_run: bool = False
+    verify: bool = True
+    force: bool = False
+    log_dir: Path = Path(".factory/logs")
+    report: Path = Path(".factory/build-report.json")
+    registry_check: bool = True
+    allow_http: bool = False
+
+
+Printer = Callable[[str], None]
+
+
+def git_revision(root: Path) -> str:
+    """The commit of the repository holding the matrix ("unknown" outside git)."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def build_time_labels(spec: ImageSpec, *, created: str, revision: str, base_digest: str | None) -> dict[str, str]:
+    out = {**spec.labels, L.oci_key("created"): created, L.oci_key("revision"): revision}
+    if base_digest:
+        out[L.oci_key("base.digest")] = base_digest
+    return out
+
+
+def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[str, str],
+                metadata_file: Path | None = None):
+    from factory.docker import BuildRequest
+
+    return BuildRequest(
+        context=root / spec.context,
+        dockerfile=root / spec.dockerfile,
+        tags=spec.refs,
+        platform=options.platform or spec.platform,
+        build_args=spec.build_args,
+        labels=labels,
+        target=spec.target,
+        load=True,
+        builder=options.builder,
+        cache_from=options.cache_from,
+        cache_to=options.cache_to,
+        metadata_file=metadata_file,
+    )
+
+
+def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = print) -> BuildReport:
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    revision = git_revision(root)
+    if options.dry_run:
+        return _dry_run(plan, root, options, started, revision, out)
+
+    from factory import docker
+
+    version = docker.check_engine()
+    out(f"engine: Docker {version}; {len(plan.images)} image(s) in the plan")
+    options.log_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, ImageResult] = {}
+    for index, spec in enumerate(plan.images, 1):
+        head = f"[{index}/{len(plan.images)}] {spec.kind} {spec.name}"
+        result = ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
+                             input_digest=spec.input_digest)
+        results[spec.name] = result
+        if spec.depends_on and results[spec.depends_on].status in (FAILED, BLOCKED):
+            result.status = BLOCKED
+            out(f"{head}: not built, its base {spec.depends_on} failed")
+            continue
+        where = _up_to_date(spec, options)
+        if where:
+            result.status, result.where = UP_TO_DATE, where
+            result.digest = docker.local_id(spec.ref)
+            out(f"{head}: up to date ({where}), input {spec.input_digest[:19]}")
+            continue
+        base_digest = results[spec.depends_on].digest if spec.depends_on else None
+        labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
+        _build_one(spec, root, options, labels, result, head, out)
+    report = BuildReport(started=started, images=list(results.values()))
+    if report.ok and options.verify:
+        _verify(plan, report, options, out)
+    if options.push:
+        if report.ok:
+            _push_all(plan, report, options, out)
+        else:
+            out("push: nothing pushed, because the run did not fully succeed")
+    _write_report(report, options.report, out)
+    return report
+
+
+def _up_to_date(spec: ImageSpec, options: BuildOptions) -> str | None:
+    from factory import docker
+
+    key = L.factory_key(_namespace(spec), "input_digest")
+    local = docker.local_labels(spec.ref)
+    if local is not None and local.get(key) == spec.input_digest:
+        return "local"
+    if options.push and options.registry_check:
+        remote = _registry_labels(spec.ref, spec.platform, options)
+        if remote is not None and remote.get(key) == spec.input_digest:
+            return "registry"
+    return None
+
+
+def _registry_labels(ref: str, platform: str, options: BuildOptions) -> dict[str, str] | None:
+    from factory.registry import RegistryClient, RegistryError
+
+    try:
+        with RegistryClient(allow_http=options.allow_http) as client:
+            if client.exists(ref) is None:
+                return None
+            return client.labels(ref, platform)
+    except RegistryError:
+        return None
+
+
+def _namespace(spec: ImageSpec) -> str:
+    key = next(k for k in spec.labels if k.endswith(".input_digest"))
+    return key.removesuffix(".input_digest")
+
+
+def _build_one(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[str, str], result: ImageResult,
+               head: str, out: Printer) -> None:
+    from factory import docker
+
+    log_path = options.log_dir / f"{spec.name}.log"
+    metadata = options.log_dir / f"{spec.name}.metadata.json"
+    request = request_for(spec, root, options, labels, metadata_file=metadata)
+    result.log = str(log_path)
+    start = time.monotonic()
+    out(f"{head}: building {spec.ref} ({spec.platform}), log {log_path}")
+    steps = _Steps(lambda text: out(f"    {time.monotonic() - start:7.1f}s  {text}"))
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {request.command_line()}\n")
+
+        def on_line(line: str) -> None:
+            log.write(line + "\n")
+            steps.feed(line)
+
+        try:
+            docker.build(request, on_line)
+        except docker.EngineError as error:
+            result.status, result.error = FAILED, str(error)
+    result.duration_s = round(time.monotonic() - start, 2)
+    if result.status == FAILED:
+        out(f"{head}: FAILED after {result.duration_s:.1f}s: {result.error}")
+        out(_tail(log_path))
+        out(f"    full log: {log_path}")
+        return
+    result.status = BUILT
+    result.digest = docker.local_id(spec.ref)
+    out(f"{head}: built in {result.duration_s:.1f}s, {result.digest}")
+
+
+class _Steps:
+    """Turns BuildKit's plain progress into one line per step: `[stage 2/5] RUN ...  done 12.3s`."""
+
+    _NAMED = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
+    _END = re.compile(r"^#(\d+) (DONE [\d.]+s|CACHED|ERROR.*)$")
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self.show = show
+        self.names: dict[str, str] = {}
+
+    def feed(self, line: str) -> None:
+        text = line.strip()
+        named = self._NAMED.match(text)
+        if named and "[internal]" not in named[2] and named[1] not in self.names:
+            self.names[named[1]] = named[2][:110]
+            return
+        end = self._END.match(text)
+        if end and end[1] in self.names:
+            self.show(f"{self.names.pop(end[1])}  {end[2].lower()}")
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(f"    | {line}" for line in text[-lines:])
+
+
+def _verify(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
+    """Check every image's labels against what is really installed (factory.verify) before any push."""
+    from factory.verify import verify_local
+
+    for spec, result in zip(plan.images, report.images, strict=True):
+        if result.status not in (BUILT, UP_TO_DATE) or result.where == "registry":
+            continue
+        mismatches = verify_local(spec.ref, spec.kind, plan.namespace)
+        result.verified = not mismatches
+        if mismatches:
+            result.error = "; ".join(m.message for m in mismatches)
+            out(f"verify {spec.name}: FAILED")
+            for m in mismatches:
+                out(f"    {m.message}")
+        else:
+            out(f"verify {spec.name}: every label matches the image content")
+
+
+def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
+    from factory import docker
+    from factory.publish import check_immutable
+
+    check_immutable(plan, report, options, out)
+    for spec, result in zip(plan.images, report.images, strict=True):
+        if result.where == "registry":
+            continue
+        for ref in spec.refs:
+            start = time.monotonic()
+            docker.push(ref, lambda line: None)
+            result.pushed.append(ref)
+            out(f"push {ref}: done in {time.monotonic() - start:.1f}s")
+        if result.status == BUILT:
+            result.status = PUSHED
+    report.pushed = True
+
+
+def _write_report(report: BuildReport, path: Path, out: Printer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    built = sum(r.status in (BUILT, PUSHED) for r in report.images)
+    fresh = sum(r.status == UP_TO_DATE for r in report.images)
+    failed = sum(r.status in (FAILED, BLOCKED) for r in report.images)
+    out(f"summary: {built} built, {fresh} up to date, {failed} failed; report {path}")
+
+
+def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revision: str, out: Printer):
+    results = []
+    for spec in plan.images:
+        base_digest = f"<digest of {spec.depends_on}>" if spec.depends_on else None
+        labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
+        out(request_for(spec, root, options, labels).command_line())
+        results.append(ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
+                                   input_digest=spec.input_digest))
+    if options.push:
+        for spec in plan.images:
+            for ref in spec.refs:
+                out(f"docker push {ref}")
+    return BuildReport(started=started, images=results)

@@ -1,0 +1,210 @@
+"""The engine adapter: the only module that talks to Docker, through python-on-whales.
+
+Each function is one engine call with plain values in and out, so the use cases above it stay readable
+and the errors an engine can give are turned into one clear sentence each.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factory.errors import WorkFailed
+
+
+class EngineError(WorkFailed):
+    """The engine, Buildx or a registry behind them could not do what was asked."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything one `docker buildx build` needs; `argv()` is the exact command it runs."""
+
+    context: Path
+    dockerfile: Path
+    tags: tuple[str, ...]
+    platform: str
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    target: str | None = None
+    load: bool = True
+    push: bool = False
+    builder: str | None = None
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
+    metadata_file: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        cmd = ["docker", "buildx", "build", "--progress", "plain", "--platform", self.platform,
+               "--file", str(self.dockerfile)]
+        if self.builder:
+            cmd += ["--builder", self.builder]
+        if self.target:
+            cmd += ["--target", self.target]
+        for tag in self.tags:
+            cmd += ["--tag", tag]
+        for key, value in self.build_args.items():
+            cmd += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            cmd += ["--label", f"{key}={value}"]
+        for source in self.cache_from:
+            cmd += ["--cache-from", source]
+        if self.cache_to:
+            cmd += ["--cache-to", self.cache_to]
+        if self.load:
+            cmd.append("--load")
+        if self.push:
+            cmd.append("--push")
+        if self.metadata_file:
+            cmd += ["--metadata-file", str(self.metadata_file)]
+        cmd.append(str(self.context))
+        return cmd
+
+    def command_line(self) -> str:
+        return shlex.join(self.argv())
+
+
+def _docker():
+    from python_on_whales import docker
+
+    return docker
+
+
+def _exceptions():
+    from python_on_whales import exceptions
+
+    return exceptions
+
+
+def check_engine() -> str:
+    """The engine's version; one clear sentence when the engine or Buildx is missing."""
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        version = docker.version()
+    except exc.DockerException as error:
+        raise EngineError(
+            "cannot reach the Docker engine (is dockerd running? `make engine` starts one): "
+            + _first_line(error)
+        ) from None
+    except FileNotFoundError:
+        raise EngineError("the docker client is not installed (`make engine` installs Docker Engine)") from None
+    try:
+        docker.buildx.version()
+    except exc.DockerException:
+        raise EngineError(
+            "Docker Buildx is missing: install the buildx CLI plugin (`make engine` does)") from None
+    server = getattr(version, "server", None)
+    return getattr(server, "version", None) or "unknown"
+
+
+def local_labels(ref: str) -> dict[str, str] | None:
+    """Labels of a local image, or None when the engine has no image by that name."""
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        image = docker.image.inspect(ref)
+    except exc.NoSuchImage:
+        return None
+    except exc.DockerException as error:
+        raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
+    return dict(image.config.labels or {})
+
+
+def local_id(ref: str) -> str | None:
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        return docker.image.inspect(ref).id
+    except exc.NoSuchImage:
+        return None
+
+
+def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
+    """Run one build, streaming every log line to `on_line`; raise EngineError when it fails."""
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        lines: Iterator[str] = docker.buildx.build(
+            request.context,
+            file=request.dockerfile,
+            tags=list(request.tags),
+            platforms=[request.platform],
+            build_args=request.build_args,
+            labels=request.labels,
+            target=request.target,
+            load=request.load,
+            push=request.push,
+            builder=request.builder,
+            cache_from=list(request.cache_from) or None,
+            cache_to=request.cache_to,
+            metadata_file=request.metadata_file,
+            progress="plain",
+            stream_logs=True,
+        )
+        for line in lines:
+            on_line(line.rstrip("\n"))
+    except exc.DockerException as error:
+        raise EngineError(f"docker buildx build failed (exit {error.return_code})") from None
+
+
+def push(ref: str, on_line: Callable[[str], None]) -> None:
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        for _stream, chunk in docker.image.push(ref, stream_logs=True) or ():
+            on_line(chunk.decode(errors="replace").rstrip("\n"))
+    except exc.DockerException as error:
+        raise EngineError(f"push of {ref} failed: {_first_line(error)}") from None
+
+
+def tag(source: str, target: str) -> None:
+    _docker().image.tag(source, target)
+
+
+def export_rootfs(ref: str, dest: Path) -> None:
+    """Unpack an image's filesystem into `dest` without running anything in it (create, export, remove)."""
+    import tarfile
+
+    docker = _docker()
+    exc = _exceptions()
+    dest.mkdir(parents=True, exist_ok=True)
+    tar_path = dest.parent / f"{dest.name}.tar"
+    try:
+        container = docker.container.create(ref, command=["/nonexistent"])
+    except exc.DockerException as error:
+        raise EngineError(f"cannot create a container from {ref}: {_first_line(error)}") from None
+    try:
+        container.export(tar_path)
+    finally:
+        container.remove(force=True)
+    try:
+        with tarfile.open(tar_path) as archive:
+            archive.extractall(dest, filter=_inside)
+    finally:
+        tar_path.unlink(missing_ok=True)
+
+
+def _inside(member, dest: str):
+    """tarfile filter: absolute symlinks become relative to the image root; devices are skipped."""
+    import os
+    import tarfile
+
+    if member.isdev() or member.isfifo():
+        return None
+    if member.issym() and member.linkname.startswith("/"):
+        here = os.path.dirname(member.name.lstrip("/"))
+        member = member.replace(linkname=os.path.relpath(member.linkname.lstrip("/"), here or "."))
+    try:
+        return tarfile.tar_filter(member, dest)
+    except tarfile.FilterError:
+        return None
+
+
+def _first_line(error: Exception) -> str:
+    text = (getattr(error, "stderr", None) or str(error)).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
