@@ -31,6 +31,18 @@ def register(sub, add, command, index_options) -> None:
     command("verify")(cmd_verify)
 
 
+    labels = add("labels", "write or check labels/: the label contract, its JSON Schema, one golden file per tag")
+    labels.add_argument("--write", action="store_true", help="regenerate the files")
+    labels.add_argument("--check", action="store_true", help="exit 1 when labels/ is out of date (CI)")
+    labels.add_argument("--dir", type=Path, default=None, help="folder (default: labels/ beside the matrix)")
+    command("labels")(cmd_labels)
+
+    docs = add("docs", "rewrite the generated image table in README.md from the matrix")
+    docs.add_argument("--check", action="store_true", help="exit 1 when the README table is stale (CI)")
+    docs.add_argument("--readme", type=Path, default=None, help="default: README.md beside the matrix")
+    command("docs")(cmd_docs)
+
+
 def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("tags", nargs="*", metavar="TAG|GLOB", help="tags, base names or globs")
     p.add_argument("--all", action="store_true", help="every tag")
@@ -86,3 +98,44 @@ def cmd_verify(args) -> int:
     else:
         print(f"{args.image}: every component label matches the image content")
     return 1 if mismatches else 0
+
+
+def cmd_labels(args) -> int:
+    from factory.golden import label_files, sync
+    from factory.matrix import load
+    from factory.plan import build_plan
+    from factory.resolve import resolve
+
+    loaded = load(args.matrix)
+    folder = args.dir or loaded.root / "labels"
+    problems = sync(folder, label_files(build_plan(resolve(loaded))), write=args.write)
+    if args.write:
+        print(f"{folder}: {len(problems)} file(s) updated" if problems else f"{folder}: already up to date")
+        return 0
+    for problem in problems:
+        print(problem)
+    if problems:
+        print("labels/ is out of date with matrix.toml: run `factory labels --write` and review the diff")
+        return 1
+    print(f"{folder}: up to date with {loaded.path.name}")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from factory.golden import image_table, render_readme
+    from factory.matrix import load
+    from factory.resolve import resolve
+
+    loaded = load(args.matrix)
+    readme = args.readme or loaded.root / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    new = render_readme(text, image_table(resolve(loaded)), readme)
+    if args.check:
+        if new != text:
+            print(f"{readme}: the image table is stale; run `factory docs`")
+            return 1
+        print(f"{readme}: the image table is up to date")
+        return 0
+    readme.write_text(new, encoding="utf-8")
+    print(f"{readme}: image table {'rewritten' if new != text else 'already up to date'}")
+    return 0

@@ -1,0 +1,63 @@
+"""Helpers for tests that need the real engine (started by scripts/engine.sh): skip or fail clearly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "engine"
+REGISTRY = "127.0.0.1:5000"
+
+
+def engine_reason() -> str | None:
+    """Why engine tests cannot run here, or None when an engine with Buildx and the registry answer."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+                              text=True, timeout=20)
+        buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer within 20s"
+    if info.returncode != 0:
+        return "no Docker engine reachable (start one with `make engine`)"
+    if buildx.returncode != 0:
+        return "Docker Buildx is not installed"
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5)
+    except OSError:
+        return f"no local registry on {REGISTRY} (`make engine` starts one)"
+    return None
+
+
+def require_engine() -> None:
+    reason = engine_reason()
+    if reason is None:
+        return
+    if os.environ.get("FACTORY_REQUIRE_ENGINE") == "1":
+        pytest.fail(f"engine tests must run here (FACTORY_REQUIRE_ENGINE=1) but: {reason}")
+    pytest.skip(reason)
+
+
+def fixture_release(tmp_path: Path) -> Path:
+    """A private copy of the fixture release whose repositories no other test uses."""
+    dest = tmp_path / "release"
+    shutil.copytree(FIXTURE, dest)
+    unique = f"factory-test-{uuid.uuid4().hex[:10]}"
+    matrix = dest / "matrix.toml"
+    matrix.write_text(matrix.read_text().replace("factory-test", unique))
+    return matrix
+
+
+def docker_json(*argv: str):
+    import json
+
+    done = subprocess.run(["docker", *argv], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)

@@ -1,0 +1,112 @@
+"""`factory build` on a real engine: the production code path on a fixture release (arm64 under QEMU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from factory.cli import main
+from factory.matrix import load
+from factory.plan import build_plan
+from factory.resolve import resolve
+from tests.engine_support import docker_json, fixture_release, require_engine
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(autouse=True)
+def _engine():
+    require_engine()
+
+
+def build(capsys, tmp_path, matrix, *args):
+    report = tmp_path / "report.json"
+    code = main(["build", *args, "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
+                 "--report", str(report)])
+    out, err = capsys.readouterr()
+    data = json.loads(report.read_text()) if report.exists() else None
+    return code, out + err, data
+
+
+def statuses(data):
+    return {i["name"]: i["status"] for i in data["images"]}
+
+
+def test_build_twice_builds_once_and_stamps_every_label(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t5")
+    assert code == 0, out
+    assert statuses(data) == {"2.10.0-cu131": "built", "0.17.0-t5": "built"}
+    assert "[1/2] base 2.10.0-cu131: building" in out and "log " in out
+    plan = build_plan(resolve(load(matrix)))
+    image = plan.get("0.17.0-t5")
+    [inspected] = docker_json("image", "inspect", image.ref)
+    labels = inspected["Config"]["Labels"]
+    for key, value in image.labels.items():
+        assert labels[key] == value, key
+    assert labels["org.opencontainers.image.base.digest"] == data["images"][0]["digest"]
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+    assert len(labels["org.opencontainers.image.revision"]) in (40, 7) or labels[
+        "org.opencontainers.image.revision"] == "unknown"
+    assert inspected["Architecture"] == "arm64"
+    assert all(i["verified"] is True for i in data["images"])
+
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t5")
+    assert code == 0 and set(statuses(data).values()) == {"up to date"}, out
+    assert "0 built, 2 up to date" in out
+
+
+def test_pin_change_rebuilds_only_what_it_touches(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    assert build(capsys, tmp_path, matrix, "0.17.*")[0] == 0
+    matrix.write_text(matrix.read_text().replace('transformers = "5.3.0"', 'transformers = "5.3.1"'))
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.*")
+    assert code == 0, out
+    assert statuses(data) == {"2.10.0-cu131": "up to date", "0.17.0-t4": "up to date", "0.17.0-t5": "built"}
+    labels = docker_json("image", "inspect", data["images"][2]["refs"][0])[0]["Config"]["Labels"]
+    assert labels["dev.scitrera.transformers_version"] == "5.3.1"
+
+
+def test_push_publishes_to_the_registry(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
+    assert code == 0, out
+    assert statuses(data) == {"2.10.0-cu131": "pushed", "0.17.0-t4": "pushed"}
+    ref = data["images"][1]["refs"][0]
+    raw = subprocess.run(["skopeo", "--override-arch", "arm64", "inspect", "--tls-verify=false",
+                          f"docker://{ref}"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(raw)["Labels"]["dev.scitrera.vllm_version"] == "0.17.0"
+    # pushed and nothing changed: the registry copy counts as up to date, nothing is rebuilt or re-pushed
+    subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=True)
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
+    assert code == 0 and statuses(data)["0.17.0-t4"] == "up to date", out
+    assert data["images"][1]["where"] == "registry"
+
+
+def test_failing_build_exits_1_shows_the_log_and_pushes_nothing(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    dockerfile = matrix.parent / "dockerfiles" / "vllm.Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "COPY smoke.py", "RUN echo 'the fixture fails here' && exit 3\nCOPY smoke.py"))
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.*", "--push")
+    assert code == 1
+    assert statuses(data) == {"2.10.0-cu131": "built", "0.17.0-t4": "failed", "0.17.0-t5": "failed"}
+    assert "the fixture fails here" in out and "full log:" in out
+    assert "nothing pushed" in out
+    base_ref = data["images"][0]["refs"][0]
+    inspect = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{base_ref}"],
+                             capture_output=True, text=True)
+    assert inspect.returncode != 0, "the base of a failed run must not be published"
+
+
+def test_dry_run_prints_commands_and_builds_nothing(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    code, out, _ = build(capsys, tmp_path, matrix, "0.17.0-t4", "--dry-run", "--push")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("docker buildx build --progress plain --platform linux/arm64")
+    assert "--build-arg BASE_IMAGE=" in lines[1] and "docker push" in out
+    ref = build_plan(resolve(load(matrix))).get("0.17.0-t4").ref
+    assert subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0
