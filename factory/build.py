@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from factory import labels as L
+from factory.errors import WorkFailed
 from factory.plan import ImageSpec, Plan
 
 BUILT, UP_TO_DATE, FAILED, BLOCKED, PUSHED, PLANNED = (
@@ -44,14 +47,17 @@ class BuildReport:
     started: str
     images: list[ImageResult]
     pushed: bool = False
+    error: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not any(r.status in (FAILED, BLOCKED) or r.verified is False for r in self.images)
+        return self.error is None and not any(
+            r.status in (FAILED, BLOCKED) or r.verified is False for r in self.images)
 
     def as_dict(self) -> dict:
-        return {"started": self.started, "ok": self.ok, "pushed": self.pushed,
-                "images": [asdict(r) for r in self.images]}
+        return {"started": self.started, "ok": self.ok, "pushed": self.pushed, "error": self.error,
+                "aliases": self.aliases, "images": [asdict(r) for r in self.images]}
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class BuildOptions:
     report: Path = Path(".factory/build-report.json")
     registry_check: bool = True
     allow_http: bool = False
+    jobs: int = 1
+    aliases: dict[str, str] = field(default_factory=dict)  # alias ref -> source ref, pushed last
+    push_attempts: int = 4
+    push_backoff_s: float = 1.0
 
 
 Printer = Callable[[str], None]
@@ -121,31 +131,46 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
     version = docker.check_engine()
     out(f"engine: Docker {version}; {len(plan.images)} image(s) in the plan")
     options.log_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, ImageResult] = {}
-    for index, spec in enumerate(plan.images, 1):
+    results = {spec.name: ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
+                                      input_digest=spec.input_digest) for spec in plan.images}
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            out(text)
+
+    def one(index: int, spec: ImageSpec) -> None:
         head = f"[{index}/{len(plan.images)}] {spec.kind} {spec.name}"
-        result = ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
-                             input_digest=spec.input_digest)
-        results[spec.name] = result
+        result = results[spec.name]
         if spec.depends_on and results[spec.depends_on].status in (FAILED, BLOCKED):
             result.status = BLOCKED
-            out(f"{head}: not built, its base {spec.depends_on} failed")
-            continue
+            say(f"{head}: not built, its base {spec.depends_on} failed")
+            return
         where = _up_to_date(spec, options)
         if where:
             result.status, result.where = UP_TO_DATE, where
             result.digest = docker.local_id(spec.ref)
-            out(f"{head}: up to date ({where}), input {spec.input_digest[:19]}")
-            continue
+            say(f"{head}: up to date ({where}), input {spec.input_digest[:19]}")
+            return
         base_digest = results[spec.depends_on].digest if spec.depends_on else None
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
-        _build_one(spec, root, options, labels, result, head, out)
+        _build_one(spec, root, options, labels, result, head, say)
+
+    numbered = list(enumerate(plan.images, 1))
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        # bases first (all of them), then every image on them: within a wave builds are independent
+        for wave in ([n for n in numbered if n[1].kind == "base"], [n for n in numbered if n[1].kind != "base"]):
+            list(pool.map(lambda item: one(*item), wave))
     report = BuildReport(started=started, images=list(results.values()))
     if report.ok and options.verify:
         _verify(plan, report, options, out)
     if options.push:
         if report.ok:
-            _push_all(plan, report, options, out)
+            try:
+                _push_all(plan, report, options, out)
+            except WorkFailed as error:
+                report.error = str(error)
+                out(f"push: FAILED: {error}")
         else:
             out("push: nothing pushed, because the run did not fully succeed")
     _write_report(report, options.report, out)
@@ -261,6 +286,7 @@ def _verify(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer
 
 
 def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
+    """Push bases, then images, then moving aliases last: an alias never points at an unfinished release."""
     from factory import docker
     from factory.publish import check_immutable
 
@@ -269,13 +295,34 @@ def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Print
         if result.where == "registry":
             continue
         for ref in spec.refs:
-            start = time.monotonic()
-            docker.push(ref, lambda line: None)
+            _push_with_retries(ref, options, out)
             result.pushed.append(ref)
-            out(f"push {ref}: done in {time.monotonic() - start:.1f}s")
         if result.status == BUILT:
             result.status = PUSHED
+    for alias, source in options.aliases.items():
+        docker.tag(source, alias)
+        _push_with_retries(alias, options, out)
+        report.aliases[alias] = source
     report.pushed = True
+
+
+def _push_with_retries(ref: str, options: BuildOptions, out: Printer) -> None:
+    from factory import docker
+
+    for attempt in range(1, options.push_attempts + 1):
+        start = time.monotonic()
+        try:
+            docker.push(ref, lambda line: None)
+        except docker.EngineError as error:
+            if attempt == options.push_attempts:
+                raise docker.EngineError(f"{error} (gave up after {attempt} attempts; rerun to finish the "
+                                         "release: what is already pushed is not rebuilt)") from None
+            delay = options.push_backoff_s * 2 ** (attempt - 1)
+            out(f"push {ref}: attempt {attempt} failed ({error}); retrying in {delay:.0f}s")
+            time.sleep(delay)
+            continue
+        out(f"push {ref}: done in {time.monotonic() - start:.1f}s")
+        return
 
 
 def _write_report(report: BuildReport, path: Path, out: Printer) -> None:

@@ -23,6 +23,7 @@ def register(sub, add, command, index_options) -> None:
     build.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
     build.add_argument("--report", type=Path, default=Path(".factory/build-report.json"))
     build.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    build.add_argument("--jobs", type=int, default=1, help="images built at once (default 1)")
     command("build")(cmd_build)
 
     verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
@@ -41,6 +42,30 @@ def register(sub, add, command, index_options) -> None:
     docs.add_argument("--check", action="store_true", help="exit 1 when the README table is stale (CI)")
     docs.add_argument("--readme", type=Path, default=None, help="default: README.md beside the matrix")
     command("docs")(cmd_docs)
+
+
+    release = add("release", "build, verify, then push a whole release; a failure anywhere publishes nothing new")
+    _selection(release)
+    release.add_argument("--dry-run", action="store_true", help="print the exact docker commands, do nothing")
+    release.add_argument("--jobs", type=int, default=2, help="images built at once (default 2)")
+    release.add_argument("--no-aliases", action="store_true", help="do not move `latest` and `<minor>-tN`")
+    release.add_argument("--builder", help="the Buildx builder to use")
+    release.add_argument("--cache-from", action="append", default=[], metavar="SPEC")
+    release.add_argument("--cache-to", metavar="SPEC")
+    release.add_argument("--force", action="store_true", help="allow overwriting a published tag with other content")
+    release.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
+    release.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
+    release.add_argument("--report", type=Path, default=Path(".factory/release-report.json"))
+    release.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    command("release")(cmd_release)
+
+    bake = add("bake", "write a Buildx bake file of the selected graph (bases as targets, images on them)")
+    _selection(bake)
+    bake.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
+    bake.add_argument("--cache-from", action="append", default=[], metavar="SPEC")
+    bake.add_argument("--cache-to", metavar="SPEC")
+    bake.add_argument("--platform", action="append", default=[], help="override platforms (repeatable)")
+    command("bake")(cmd_bake)
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -74,8 +99,36 @@ def cmd_build(args) -> int:
     options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
-                           report=args.report, allow_http=args.allow_http)
+                           report=args.report, allow_http=args.allow_http, jobs=args.jobs)
     report = run_build(plan, loaded.root, options)
+    if args.json:
+        print(to_json(report.as_dict()))
+    return 0 if report.ok else 1
+
+
+def cmd_release(args) -> int:
+    from factory.build import BuildOptions, run_build
+    from factory.errors import InputError
+    from factory.plan import aliases
+    from factory.render import table, to_json
+
+    if args.jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    loaded, plan = _plan_for(args)
+    moving = {} if args.no_aliases else aliases(loaded.matrix, plan)
+    options = BuildOptions(push=True, builder=args.builder, cache_from=tuple(args.cache_from),
+                           cache_to=args.cache_to, dry_run=args.dry_run, force=args.force, log_dir=args.log_dir,
+                           report=args.report, allow_http=args.allow_http, jobs=args.jobs, aliases=moving)
+    report = run_build(plan, loaded.root, options)
+    if args.dry_run:
+        for alias, source in moving.items():
+            print(f"docker tag {source} {alias} && docker push {alias}")
+        return 0
+    rows = [(r.name, r.status, ", ".join(r.pushed) or "-", (r.digest or "")[:19]) for r in report.images]
+    print(table(["image", "status", "pushed", "digest"], rows))
+    if report.aliases:
+        print("aliases: " + ", ".join(f"{a} -> {s.rsplit(':', 1)[-1]}" for a, s in report.aliases.items()))
+    print("release complete" if report.ok else "release NOT complete: rerun to finish (nothing is rebuilt)")
     if args.json:
         print(to_json(report.as_dict()))
     return 0 if report.ok else 1
@@ -138,4 +191,26 @@ def cmd_docs(args) -> int:
         return 0
     readme.write_text(new, encoding="utf-8")
     print(f"{readme}: image table {'rewritten' if new != text else 'already up to date'}")
+    return 0
+
+
+def cmd_bake(args) -> int:
+    from datetime import UTC, datetime
+
+    from factory.bake import bake_file
+    from factory.build import git_revision
+    from factory.render import to_json
+
+    if not args.tags:
+        args.all = True
+    loaded, plan = _plan_for(args)
+    data = bake_file(plan, loaded.root, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     revision=git_revision(loaded.root), cache_from=tuple(args.cache_from), cache_to=args.cache_to,
+                     platforms=tuple(args.platform) or None)
+    text = to_json(data) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"{args.output}: {len(data['target'])} target(s); run `docker buildx bake -f {args.output} --load`")
+    else:
+        print(text, end="")
     return 0

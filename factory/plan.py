@@ -261,3 +261,26 @@ def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def aliases(matrix: Matrix, plan: Plan) -> dict[str, str]:
+    """Moving tags, docker-library style: `latest` is the default tag; `<major>.<minor>-t<N>` is the newest
+    tag of that vLLM minor and Transformers variant. Only tags in the plan move."""
+    from packaging.version import Version
+
+    repo = matrix.defaults.repositories.vllm
+    planned = {spec.name for spec in plan.vllm_images}
+    out: dict[str, str] = {}
+    newest: dict[str, tuple[Version, str]] = {}
+    for tag, image in matrix.image.items():
+        version = Version(image.vllm)
+        variant = tag.rsplit("-", 1)[-1]
+        key = f"{version.major}.{version.minor}-{variant}"
+        if key not in newest or version > newest[key][0]:
+            newest[key] = (version, tag)
+        if image.default and tag in planned:
+            out[f"{repo}:latest"] = f"{repo}:{tag}"
+    for key, (_, tag) in sorted(newest.items()):
+        if tag in planned:
+            out[f"{repo}:{key}"] = f"{repo}:{tag}"
+    return out

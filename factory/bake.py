@@ -1,0 +1,49 @@
+"""`factory bake`: the build graph as a Buildx bake file, so one BuildKit solve builds it on any builder.
+
+Each vLLM image gets its base through a named context keyed by the base's image reference
+(`contexts = {"<base ref>" = "target:<base target>"}`): the Dockerfile's `FROM ${BASE_IMAGE}` then resolves
+to the base built in the same solve, while BASE_IMAGE keeps the value the plan fingerprinted.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from factory.build import build_time_labels
+from factory.plan import ImageSpec, Plan
+
+
+def target_name(spec: ImageSpec) -> str:
+    return f"{spec.kind}-{re.sub(r'[^A-Za-z0-9_-]', '_', spec.name)}"
+
+
+def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from: tuple[str, ...] = (),
+              cache_to: str | None = None, platforms: tuple[str, ...] | None = None) -> dict:
+    targets: dict[str, dict] = {}
+    by_name = {spec.name: spec for spec in plan.images}
+    for spec in plan.images:
+        target = {
+            "context": str(root / spec.context),
+            "dockerfile": str(root / spec.dockerfile),
+            "tags": list(spec.refs),
+            "args": dict(spec.build_args),
+            "labels": build_time_labels(spec, created=created, revision=revision, base_digest=None),
+            "platforms": list(platforms or (spec.platform,)),
+        }
+        if spec.target:
+            target["target"] = spec.target
+        if spec.depends_on:
+            base = by_name[spec.depends_on]
+            target["contexts"] = {base.ref: f"target:{target_name(base)}"}
+        if cache_from:
+            target["cache-from"] = list(cache_from)
+        if cache_to:
+            target["cache-to"] = [cache_to]
+        targets[target_name(spec)] = target
+    groups = {
+        "default": {"targets": list(targets)},
+        "bases": {"targets": [target_name(s) for s in plan.bases]},
+        "images": {"targets": [target_name(s) for s in plan.vllm_images]},
+    }
+    return {"group": groups, "target": targets}
