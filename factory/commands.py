@@ -57,7 +57,16 @@ def register(sub, add, command, index_options) -> None:
     release.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
     release.add_argument("--report", type=Path, default=Path(".factory/release-report.json"))
     release.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    release.add_argument("--push-attempts", type=int, default=4, help="tries per push, with backoff (default 4)")
     command("release")(cmd_release)
+
+    smoke = add("smoke", "run the GPU smoke program inside an image: numerics, arch, versions (needs a GPU host)")
+    smoke.add_argument("image", metavar="IMAGE")
+    smoke.add_argument("--gpus", default="all", help="docker --gpus value (default: all)")
+    smoke.add_argument("--arch", default=None, help="expected GPU arch (default: the matrix's, sm_121)")
+    smoke.add_argument("--nccl", action="store_true", help="also run a one-process NCCL all-reduce")
+    smoke.add_argument("--json", action="store_true")
+    command("smoke")(cmd_smoke)
 
     bake = add("bake", "write a Buildx bake file of the selected graph (bases as targets, images on them)")
     _selection(bake)
@@ -118,7 +127,8 @@ def cmd_release(args) -> int:
     moving = {} if args.no_aliases else aliases(loaded.matrix, plan)
     options = BuildOptions(push=True, builder=args.builder, cache_from=tuple(args.cache_from),
                            cache_to=args.cache_to, dry_run=args.dry_run, force=args.force, log_dir=args.log_dir,
-                           report=args.report, allow_http=args.allow_http, jobs=args.jobs, aliases=moving)
+                           report=args.report, allow_http=args.allow_http, jobs=args.jobs, aliases=moving,
+                           push_attempts=max(1, args.push_attempts))
     report = run_build(plan, loaded.root, options)
     if args.dry_run:
         for alias, source in moving.items():
@@ -214,3 +224,22 @@ def cmd_bake(args) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def cmd_smoke(args) -> int:
+    from factory import docker
+    from factory.errors import InputError
+    from factory.matrix import load
+    from factory.render import to_json
+    from factory.smoke import expect_from_labels, render_table, smoke_image
+
+    matrix = load(args.matrix).matrix if Path(args.matrix).exists() else None
+    namespace = matrix.defaults.label_namespace if matrix else "dev.scitrera"
+    arch = args.arch or (matrix.defaults.build.cuda_arch if matrix else "sm_121")
+    labels = docker.local_labels(args.image)
+    if labels is None:
+        raise InputError(f"no local image {args.image} (build or pull it first)")
+    report = smoke_image(args.image, gpus=args.gpus, arch=arch, expect=expect_from_labels(labels, namespace),
+                         nccl=args.nccl)
+    print(to_json(report.raw) if args.json else render_table(report))
+    return 0 if report.ok else 1
