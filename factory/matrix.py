@@ -8,6 +8,7 @@ needs one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -197,10 +198,9 @@ class Matrix(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class LoadedMatrix(BaseModel):
+@dataclass(frozen=True)
+class LoadedMatrix:
     """A matrix and where it came from (Dockerfile paths are relative to its folder)."""
-
-    model_config = ConfigDict(frozen=True)
 
     matrix: Matrix
     path: Path

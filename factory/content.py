@@ -1,0 +1,684 @@
+"""Labels that never lie: what an image really contains, read from its exported root filesystem.
+
+`scan` walks a root filesystem on disk (an image exported with `docker export` or unpacked layers; often an
+arm64 image on an x86 host, so nothing in it is executed) and finds the version of every labelled component:
+Python distributions from their `*.dist-info/METADATA`, CUDA from `version.json`, NCCL from its library file
+names, header or wheel, Python and Ubuntu from the interpreter and `os-release`. It also checks that torch is
+a CUDA build and lists every shared object that needs a CUDA 12 library.
+
+`verify` compares those findings with the image's labels and returns one `Mismatch` per lie.
+
+Symlinks inside the root (`/usr/local/cuda -> /usr/local/cuda-13.1`, often absolute) are resolved relative to
+the root, never outside it. Paths in findings and messages are image paths (`/opt/venv/...`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from packaging.version import InvalidVersion, Version
+
+from factory import elf
+from factory.labels import component_key, components_for
+from factory.matrix import COMPONENTS, version_of
+
+Kind = Literal["base", "vllm"]
+
+#: Python distributions (PEP 503 normalised names) that are components, and the component each one is.
+DIST_COMPONENTS = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "torchaudio": "torchaudio",
+    "triton": "triton",
+    "flashinfer-python": "flashinfer",
+    "vllm": "vllm",
+    "transformers": "transformers",
+    "ray": "ray",
+}
+
+#: Site-packages directories, in the order Python in the image would import from them (a venv first).
+SITE_PATTERNS = (
+    "opt/*/lib/python3*/site-packages",
+    "usr/local/lib/python3*/site-packages",
+    "usr/local/lib/python3*/dist-packages",
+    "usr/lib/python3*/site-packages",
+    "usr/lib/python3*/dist-packages",
+)
+
+#: Top-level directories whose shared objects are checked (site-packages all live below them).
+ELF_TOPS = ("usr", "opt")
+
+#: Shared objects larger than this are not read (no real library is; a huge file is data named *.so).
+MAX_ELF_SIZE = 2 * 1024**3
+
+#: CUDA 12 sonames. Only libraries whose soname major follows the CUDA major are listed (cudart, cuBLAS,
+#: NVRTC, nvJitLink, CUPTI, NPP, nvJPEG, nvFatbin), plus cuFFT/cuSOLVER's CUDA 12 sonames (.so.11). cuSPARSE,
+#: cuFFT and cuSOLVER are `.so.12` in CUDA 13 too and cuRAND is `.so.10` in both, so those prove nothing.
+CUDA12_SONAME = re.compile(
+    r"^lib(?:cudart|cublas|cublasLt|nvblas|nvrtc|nvrtc-builtins|nvJitLink|cupti|nvperf_host|nvperf_target"
+    r"|npp[a-z]*|nvjpeg|nvfatbin)\.so\.12(?:\.[0-9.]*)?$"
+    r"|^lib(?:cufft|cufftw|cusolver|cusolverMg)\.so\.11(?:\.[0-9.]*)?$"
+)
+
+_SHARED_OBJECT = re.compile(r"\.so(?:\.[0-9][0-9A-Za-z.]*)?$")
+_NCCL_LIBRARY = re.compile(r"^libnccl\.so\.(\d+\.\d+\.\d+)$")
+_NCCL_DEFINE = re.compile(r"^\s*#\s*define\s+NCCL_(MAJOR|MINOR|PATCH)\s+(\d+)\b", re.MULTILINE)
+_NCCL_DISTS = re.compile(r"^nvidia-nccl-cu(\d+)$")
+_PYTHON_BINARY = re.compile(r"^python(3\.\d+)$")
+_NAME = re.compile(r"[-_.]+")
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a root filesystem really contains.
+
+    `components`: component -> version text found; `locations`: component -> image path it was read from;
+    `torch_cuda`: whether torch has `torch/lib/libtorch_cuda.so` (None without torch); `cuda12_objects`: image
+    paths of shared objects that need a CUDA 12 library, with the libraries in `cuda12_needed`; `duplicates`:
+    distribution -> every `(version, path)`, in import order, when it is installed more than once (the first
+    shadows the rest); `notes`:
+    everything else worth knowing (unreadable files, several NCCLs, a CUDA directory without the link).
+    """
+
+    components: dict[str, str] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)
+    torch_cuda: bool | None = None
+    cuda12_objects: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    cuda12_needed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    duplicates: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The findings as JSON-ready data."""
+        return {
+            "components": dict(self.components),
+            "locations": dict(self.locations),
+            "torch_cuda": self.torch_cuda,
+            "cuda12_objects": list(self.cuda12_objects),
+            "cuda12_needed": {path: list(libs) for path, libs in self.cuda12_needed.items()},
+            "duplicates": {
+                name: [{"version": version, "location": where} for version, where in copies]
+                for name, copies in self.duplicates.items()
+            },
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One way an image's labels disagree with its content; `message` says it in one sentence."""
+
+    component: str
+    label: str
+    expected: str
+    found: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- paths inside the root ---------------------------------------------------------------------------------
+
+
+def resolve_in_root(root: Path, path: str | PurePosixPath, *, max_links: int = 40) -> Path | None:
+    """`path` (an image path) resolved inside `root` like a chroot would, or None where it does not exist.
+
+    Absolute symlink targets start again at `root` and `..` never climbs above it, so the result is always
+    inside `root`; a symlink loop gives None.
+    """
+    rel = _resolve(Path(root), str(path), max_links)
+    return None if rel is None else Path(root).joinpath(*rel)
+
+
+def image_path(parts: tuple[str, ...] | list[str]) -> str:
+    return "/" + "/".join(parts)
+
+
+def _resolve(root: Path, path: str, max_links: int = 40) -> tuple[str, ...] | None:
+    pending = deque(PurePosixPath(path).parts)
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("/", "", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            links += 1
+            if links > max_links:
+                return None
+            try:
+                target = PurePosixPath(os.readlink(candidate))
+            except OSError:
+                return None
+            if target.is_absolute():
+                resolved = []
+            pending.extendleft(reversed(target.parts))
+        else:
+            resolved.append(part)
+    return tuple(resolved)
+
+
+def _glob(root: Path, pattern: str) -> list[tuple[str, ...]]:
+    """Resolved paths (as parts) matching a `/`-separated pattern; symlinks are followed inside the root."""
+    current: list[tuple[str, ...]] = [()]
+    for part in pattern.strip("/").split("/"):
+        found: dict[tuple[str, ...], None] = {}
+        for base in current:
+            if any(c in part for c in "*?["):
+                try:
+                    names = sorted(os.listdir(root.joinpath(*base)))
+                except OSError:
+                    continue
+                candidates = [(*base, n) for n in fnmatch.filter(names, part)]
+            else:
+                candidates = [(*base, part)]
+            for candidate in candidates:
+                rel = _resolve(root, image_path(candidate))
+                if rel is not None:
+                    found[rel] = None
+        current = list(found)
+    return current
+
+
+def _read_text(root: Path, path: str | tuple[str, ...], limit: int = 1 << 20) -> str | None:
+    """The start of a regular file at an image path (symlinks resolved inside the root), or None."""
+    rel = _resolve(root, path if isinstance(path, str) else image_path(path))
+    if rel is None:
+        return None
+    try:
+        with open(root.joinpath(*rel), encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:  # a directory, unreadable, or gone
+        return None
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return _NAME.sub("-", name).lower()
+
+
+def _version(component: str, text: str) -> Version | None:
+    try:
+        return Version(version_of(component, text).public)
+    except InvalidVersion:
+        return None
+
+
+def versions_equal(component: str, label: str, found: str) -> bool:
+    """Whether a label's version text and a found version are the same release (PEP 440 public versions).
+
+    NCCL's Debian package revision (`2.29.2-1`) is dropped; Python compares major.minor. Text that is not a
+    version compares as text.
+    """
+    if component == "python":
+        label, found = ".".join(label.split(".")[:2]), ".".join(found.split(".")[:2])
+    a, b = _version(component, label), _version(component, found)
+    if a is None or b is None:
+        return label.strip() == found.strip()
+    return a == b
+
+
+# --- the scan ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    name: str
+    version: str
+    where: str  # image path of the .dist-info / .egg-info
+    site: tuple[str, ...]  # resolved site-packages directory (parts)
+
+
+@dataclass
+class _Scan:
+    root: Path
+    components: dict[str, str] = field(default_factory=dict)
+    locations: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    dists: dict[str, list[_Dist]] = field(default_factory=dict)
+    nccl: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, version, where)
+    cuda12: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def found(self, component: str, version: str, where: str) -> None:
+        self.components[component] = version
+        self.locations[component] = where
+
+
+def scan(root: Path, *, check_objects: bool = True) -> Findings:
+    """Find what is really installed in the root filesystem at `root` (nothing in it is executed).
+
+    `check_objects=False` skips reading every shared object (no `cuda12_objects`, NCCL only from the usual
+    library directories).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory (expected an image's root filesystem)")
+    s = _Scan(root)
+    sites = _scan_dists(s)
+    _scan_ubuntu(s)
+    _scan_python(s, sites)
+    _scan_cuda(s)
+    torch_cuda = _scan_torch(s)
+    if check_objects:
+        _scan_objects(s)
+    else:
+        directories = [d for p in ("usr/lib", "usr/local/lib", "usr/lib/*-linux-gnu", "opt/nccl/lib")
+                       for d in _glob(root, p)]
+        directories += [d for site in sites for sub in ("nvidia/nccl/lib", "torch/lib")
+                        for d in _glob(root, image_path((*site, sub)))]
+        for directory in dict.fromkeys(directories):
+            _nccl_from_directory(s, directory)
+    _scan_nccl(s, sites)
+    return Findings(
+        components=dict(s.components),
+        locations=dict(s.locations),
+        torch_cuda=torch_cuda,
+        cuda12_objects=tuple(sorted(s.cuda12)),
+        notes=tuple(s.notes),
+        cuda12_needed=dict(sorted(s.cuda12.items())),
+        duplicates={
+            name: tuple((d.version, d.where) for d in copies) for name, copies in s.dists.items() if len(copies) > 1
+        },
+    )
+
+
+def _scan_dists(s: _Scan) -> list[tuple[str, ...]]:
+    """Read every distribution's metadata; returns the site-packages directories in import order."""
+    sites: list[tuple[str, ...]] = []
+    for pattern in SITE_PATTERNS:
+        for site in _glob(s.root, pattern):
+            if site not in sites and s.root.joinpath(*site).is_dir():
+                sites.append(site)
+    for site in sites:
+        try:
+            names = sorted(os.listdir(s.root.joinpath(*site)))
+        except OSError as exc:
+            s.notes.append(f"cannot list {image_path(site)}: {exc.strerror or exc}")
+            continue
+        for entry in names:
+            if not entry.endswith((".dist-info", ".egg-info")):
+                continue
+            dist = _read_dist(s, site, entry)
+            if dist is None:
+                continue
+            copies = s.dists.setdefault(dist.name, [])
+            # Debian ships some packages with both .dist-info and .egg-info: one install, not two.
+            if not any(c.site == site and c.version == dist.version for c in copies):
+                copies.append(dist)
+
+    for name, copies in s.dists.items():
+        first = copies[0]
+        if name in DIST_COMPONENTS:
+            s.found(DIST_COMPONENTS[name], first.version, first.where)
+        if len(copies) > 1:
+            listed = ", ".join(f"{d.version} at {d.where}" for d in copies)
+            s.notes.append(f"{name} is installed {len(copies)} times ({listed}); {first.where} shadows the rest")
+    return sites
+
+
+def _read_dist(s: _Scan, site: tuple[str, ...], entry: str) -> _Dist | None:
+    where = image_path((*site, entry))
+    if entry.endswith(".dist-info"):
+        text = _read_text(s.root, (*site, entry, "METADATA"), 256 * 1024)
+    else:  # an .egg-info directory with PKG-INFO, or an .egg-info file
+        text = _read_text(s.root, (*site, entry, "PKG-INFO"), 256 * 1024) or _read_text(s.root, where, 256 * 1024)
+    name = version = None
+    if text is not None:
+        for line in text.splitlines():
+            if not line.strip():
+                break  # the headers end at the first blank line; the description follows
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key == "name" and name is None:
+                name = value.strip()
+            elif key == "version" and version is None:
+                version = value.strip()
+    if not name or not version:
+        # Fall back to the directory name, `name-version.dist-info`.
+        stem = entry.rsplit(".", 1)[0]
+        dir_name, _, dir_version = stem.partition("-")
+        if dir_name and dir_version:
+            s.notes.append(f"{where}: no readable Name/Version in its metadata; using the directory name")
+            name, version = name or dir_name, version or dir_version.split("-")[0]
+        else:
+            s.notes.append(f"{where}: no readable Name/Version in its metadata; ignored")
+            return None
+    return _Dist(normalize_name(name), version, where, site)
+
+
+def _scan_ubuntu(s: _Scan) -> None:
+    for candidate in ("etc/os-release", "usr/lib/os-release"):
+        rel = _resolve(s.root, candidate)
+        if rel is None:
+            continue
+        text = _read_text(s.root, rel)
+        if text is None:
+            continue
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip("\"'")
+        where = "/" + candidate
+        if fields.get("ID") == "ubuntu" and fields.get("VERSION_ID"):
+            s.found("ubuntu", fields["VERSION_ID"], where)
+        else:
+            s.notes.append(f"{where} says ID={fields.get('ID', '?')} VERSION_ID={fields.get('VERSION_ID', '?')}, "
+                           "not an Ubuntu release")
+        return
+    s.notes.append("no /etc/os-release or /usr/lib/os-release")
+
+
+def _scan_python(s: _Scan, sites: list[tuple[str, ...]]) -> None:
+    # The venv's pyvenv.cfg first (the venv holding torch if there are several), then the interpreters.
+    venvs = _glob(s.root, "opt/*/pyvenv.cfg")
+    torch = s.dists.get("torch")
+    if torch:
+        venvs.sort(key=lambda cfg: torch[0].site[: len(cfg) - 1] != cfg[:-1])
+    for cfg in venvs:
+        text = _read_text(s.root, cfg) or ""
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in ("version", "version_info"):
+                match = re.match(r"(\d+)\.(\d+)", value.strip())
+                if match:
+                    s.found("python", f"{match[1]}.{match[2]}", image_path(cfg))
+                    return
+    for directory in ("usr/local/bin", "usr/bin"):
+        rel = _resolve(s.root, directory)
+        if rel is None:
+            continue
+        # The version `python3` points to, else the newest python3.X binary.
+        link = _resolve(s.root, image_path((*rel, "python3")))
+        if link is not None and (m := _PYTHON_BINARY.match(link[-1])):
+            s.found("python", m[1], image_path(link))
+            return
+        try:
+            names = os.listdir(s.root.joinpath(*rel))
+        except OSError:
+            continue
+        versions = sorted((m[1] for n in names if (m := _PYTHON_BINARY.match(n))), key=_sort_key)
+        if versions:
+            if len(versions) > 1:
+                s.notes.append(f"several Pythons in {image_path(rel)}: {', '.join(versions)}; taking the newest")
+            s.found("python", versions[-1], image_path((*rel, f"python{versions[-1]}")))
+            return
+    # Last resort: the python3.X in a site-packages path.
+    for site in sites:
+        for part in site:
+            if m := re.fullmatch(r"python(3\.\d+)", part):
+                s.found("python", m[1], image_path(site))
+                return
+
+
+def _sort_key(text: str) -> tuple:
+    try:
+        return (0, Version(text))
+    except InvalidVersion:
+        return (-1, text)
+
+
+def _scan_cuda(s: _Scan) -> None:
+    link = _resolve(s.root, "usr/local/cuda")
+    directories = [link] if link is not None else []
+    parent = _resolve(s.root, "usr/local")
+    dangling = link is None and parent is not None and os.path.islink(s.root.joinpath(*parent, "cuda"))
+    if dangling:
+        target = os.readlink(s.root.joinpath(*parent, "cuda"))
+        s.notes.append(f"/usr/local/cuda is a link to {target}, which is not in the image")
+    elif link is None:
+        directories = sorted(_glob(s.root, "usr/local/cuda-*"), key=lambda d: _sort_key(d[-1][5:]))
+        directories = [d for d in directories if s.root.joinpath(*d).is_dir()]
+        if directories:
+            listed = ", ".join(image_path(d) for d in directories)
+            s.notes.append(f"no /usr/local/cuda link; reading {image_path(directories[-1])} (found {listed})")
+            directories = directories[-1:]
+    for directory in directories:
+        text = _read_text(s.root, (*directory, "version.json"))
+        if text is not None:
+            try:
+                data = json.loads(text)
+                version = data["cuda"]["version"]
+            except (ValueError, KeyError, TypeError):
+                s.notes.append(f"{image_path((*directory, 'version.json'))} has no cuda.version")
+            else:
+                s.found("cuda", str(version), image_path((*directory, "version.json")))
+                return
+        text = _read_text(s.root, (*directory, "version.txt"))
+        if text is not None and (m := re.search(r"CUDA Version\s+(\d+(?:\.\d+)*)", text)):
+            s.found("cuda", m[1], image_path((*directory, "version.txt")))
+            return
+        s.notes.append(f"{image_path(directory)} has neither version.json nor version.txt")
+
+
+def _scan_torch(s: _Scan) -> bool | None:
+    torch = s.dists.get("torch")
+    if not torch:
+        return None
+    lib = _resolve(s.root, image_path((*torch[0].site, "torch", "lib", "libtorch_cuda.so")))
+    return lib is not None and s.root.joinpath(*lib).is_file()
+
+
+def _scan_objects(s: _Scan) -> None:
+    """Read the dynamic section of every shared object under /usr and /opt; note NCCL libraries on the way."""
+    stack = [(top,) for top in ELF_TOPS if _is_real_dir(s.root / top)]
+    while stack:
+        parts = stack.pop()
+        directory = s.root.joinpath(*parts)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            s.notes.append(f"cannot list {image_path(parts)}: {exc.strerror or exc}")
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((*parts, entry.name))
+                    continue
+                if not _SHARED_OBJECT.search(entry.name):
+                    continue
+                if _NCCL_LIBRARY.match(entry.name):
+                    _nccl_from_file(s, parts, entry.name)
+                if not entry.is_file(follow_symlinks=False):
+                    continue  # a symlink: its target is read where it lives
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            if size > MAX_ELF_SIZE:
+                s.notes.append(f"{image_path((*parts, entry.name))}: {size} bytes, too large to read; skipped")
+                continue
+            _check_object(s, parts, entry.name)
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_object(s: _Scan, parts: tuple[str, ...], name: str) -> None:
+    path = s.root.joinpath(*parts, name)
+    if not elf.is_elf(path):
+        return  # a linker script (libc.so) or other text named *.so
+    where = image_path((*parts, name))
+    try:
+        needs = elf.needed(path)
+    except (elf.ElfError, OSError) as exc:
+        s.notes.append(f"{where}: unreadable ELF ({exc})")
+        return
+    cuda12 = tuple(lib for lib in needs if CUDA12_SONAME.match(lib))
+    if cuda12:
+        s.cuda12[where] = cuda12
+
+
+def _nccl_rank(parts: tuple[str, ...]) -> int:
+    """How surely an NCCL library at this place is the one torch loads (lower is surer)."""
+    text = image_path(parts)
+    if "/site-packages/nvidia/" in text or "/dist-packages/nvidia/" in text:
+        return 1
+    if text.endswith("/torch/lib"):
+        return 2
+    if text in ("/usr/local/lib", "/opt/nccl/lib"):
+        return 3
+    if text == "/usr/lib" or re.fullmatch(r"/usr/lib/[^/]+-linux-gnu", text):
+        return 4
+    return 5
+
+
+def _nccl_from_file(s: _Scan, parts: tuple[str, ...], name: str) -> None:
+    match = _NCCL_LIBRARY.match(name)
+    if match:
+        s.nccl.append((_nccl_rank(parts), match[1], image_path((*parts, name))))
+
+
+def _nccl_from_directory(s: _Scan, parts: tuple[str, ...]) -> None:
+    try:
+        names = sorted(os.listdir(s.root.joinpath(*parts)))
+    except OSError:
+        return
+    for name in names:
+        _nccl_from_file(s, parts, name)
+
+
+def _scan_nccl(s: _Scan, sites: list[tuple[str, ...]]) -> None:
+    torch_site = s.dists["torch"][0].site if "torch" in s.dists else None
+    for name, copies in s.dists.items():
+        match = _NCCL_DISTS.match(name)
+        if not match:
+            continue
+        for dist in copies:
+            s.nccl.append((0 if dist.site == torch_site else 6, dist.version, dist.where))
+            if match[1] != "13":
+                s.notes.append(f"{dist.where}: an NCCL wheel for CUDA {match[1]}")
+    headers = ["usr/local/include/nccl.h", "opt/nccl/include/nccl.h", "usr/include/nccl.h",
+               "usr/local/cuda/include/nccl.h"]
+    headers += [image_path((*site, "nvidia", "nccl", "include", "nccl.h")) for site in sites]
+    seen: set[tuple[str, ...]] = set()
+    for header in headers:
+        rel = _resolve(s.root, header)
+        if rel is None or rel in seen:
+            continue
+        seen.add(rel)
+        text = _read_text(s.root, rel, 64 * 1024) or ""
+        defines = {k: v for k, v in _NCCL_DEFINE.findall(text)}
+        if len(defines) == 3:
+            version = f"{defines['MAJOR']}.{defines['MINOR']}.{defines['PATCH']}"
+            s.nccl.append((7, version, image_path(rel)))
+    if not s.nccl:
+        return
+    s.nccl.sort(key=lambda c: (c[0], c[2]))
+    _rank, version, where = s.nccl[0]
+    s.found("nccl", version, where)
+    others = sorted({(v, w) for _r, v, w in s.nccl[1:] if not versions_equal("nccl", v, version)})
+    if others:
+        listed = ", ".join(f"{v} at {w}" for v, w in others)
+        s.notes.append(f"NCCL {version} at {where} is the one reported (the likeliest for torch), but the image "
+                       f"also has NCCL {listed}")
+
+
+# --- verification ------------------------------------------------------------------------------------------
+
+_WHAT = {
+    "ubuntu": "no Ubuntu /etc/os-release",
+    "python": "no Python (no pyvenv.cfg, python3.X or site-packages)",
+    "cuda": "no /usr/local/cuda/version.json",
+    "nccl": "no NCCL (no libnccl.so.X.Y.Z, nccl.h or nvidia-nccl wheel)",
+}
+
+
+def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kind) -> list[Mismatch]:
+    """Every way the labels disagree with the findings; [] when every label tells the truth.
+
+    Each component label is compared with the version found (PEP 440 public versions; NCCL without its
+    Debian revision; Python by major.minor). A label for something the image lacks, a component the kind
+    must carry without a label, copies of a labelled distribution at other versions, a CPU-only torch and,
+    in a CUDA 13 (or later) image, every shared object that needs a CUDA 12 library are mismatches too.
+    """
+    if kind not in ("base", "vllm"):
+        raise ValueError(f"unknown image kind {kind!r} (expected 'base' or 'vllm')")
+    labels = labels or {}
+    mismatches: list[Mismatch] = []
+    required = set(components_for(kind))
+    for component in COMPONENTS:
+        key = component_key(namespace, component)
+        expected = labels.get(key)
+        found = findings.components.get(component)
+        where = findings.locations.get(component, "")
+        if expected is None:
+            if component in required:
+                seen = f"the image has {found} at {where}" if found else "the image does not have it either"
+                mismatches.append(Mismatch(component, key, "", found or "", where,
+                                           f"{component}: a {kind} image must carry label {key}, but it has "
+                                           f"none ({seen})"))
+            continue
+        if found is None:
+            what = _WHAT.get(component, f"no {component} distribution (*.dist-info) in any site-packages")
+            mismatches.append(Mismatch(component, key, expected, "", "",
+                                       f"{component}: label {key}={expected} but the image has {what}"))
+            continue
+        if not versions_equal(component, expected, found):
+            mismatches.append(Mismatch(component, key, expected, found, where,
+                                       f"{component}: label {key}={expected} but {where} says {found}"))
+            continue
+        mismatches.extend(_shadowed(findings, component, key, expected))
+
+    torch_key = component_key(namespace, "torch")
+    if findings.torch_cuda is False:
+        where = findings.locations.get("torch", "")
+        expected = labels.get(torch_key, "")
+        mismatches.append(Mismatch("torch", torch_key, expected, "cpu-only", where,
+                                   f"torch: label {torch_key}={expected or '(none)'} but torch is a CPU-only "
+                                   f"build (no torch/lib/libtorch_cuda.so next to {where})"))
+
+    cuda_key = component_key(namespace, "cuda")
+    cuda = labels.get(cuda_key) or findings.components.get("cuda")
+    major = _major(cuda)
+    if major is not None and major >= 13:
+        for path in findings.cuda12_objects:
+            libs = findings.cuda12_needed.get(path, ())
+            needs = ", ".join(libs) or "CUDA 12 libraries"
+            mismatches.append(Mismatch("cuda-abi", cuda_key, cuda or "", needs, path,
+                                       f"cuda-abi: {path} needs {needs} from CUDA 12, but the image is CUDA {cuda}"))
+    return mismatches
+
+
+def _shadowed(findings: Findings, component: str, key: str, expected: str) -> list[Mismatch]:
+    """A mismatch when a labelled distribution is installed more than once and a copy has another version."""
+    names = [name for name, c in DIST_COMPONENTS.items() if c == component]
+    out = []
+    for name in names:
+        copies = findings.duplicates.get(name, ())
+        other = [(v, w) for v, w in copies[1:] if not versions_equal(component, expected, v)]
+        if other:
+            listed = ", ".join(f"{v} at {w}" for v, w in other)
+            out.append(Mismatch(component, key, expected, other[0][0], other[0][1],
+                                f"{component}: label {key}={expected} matches {copies[0][1]}, but {name} is also "
+                                f"installed as {listed} (shadowing)"))
+    return out
+
+
+def _major(text: str | None) -> int | None:
+    if not text:
+        return None
+    match = re.match(r"\s*(\d+)", text)
+    return int(match[1]) if match else None

@@ -1,0 +1,406 @@
+"""Labels that never lie: scan fake root filesystems and verify labels against what is really there."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from factory import content
+from factory.content import Findings, Mismatch, resolve_in_root, scan, verify, versions_equal
+from factory.labels import component_key
+from tests.test_elf import gcc_library, needs_gcc, write_elf
+
+NS = "dev.scitrera"
+SITE = "opt/venv/lib/python3.12/site-packages"
+
+VERSIONS = {
+    "ubuntu": "24.04",
+    "python": "3.12",
+    "cuda": "13.1.0",
+    "nccl": "2.29.2-1",
+    "torch": "2.10.0",
+    "torchvision": "0.25.0",
+    "torchaudio": "2.10.0",
+    "triton": "3.6.0",
+    "flashinfer": "0.6.4",
+    "vllm": "0.17.0",
+    "transformers": "4.57.6",
+    "ray": "2.53.0",
+}
+BASE = ("ubuntu", "python", "cuda", "nccl", "torch", "torchvision", "torchaudio")
+DISTS = {  # dist-info directory stem -> (METADATA Name, Version)
+    "torch": ("torch", "2.10.0+cu131"),
+    "torchvision": ("torchvision", "0.25.0"),
+    "torchaudio": ("torchaudio", "2.10.0"),
+    "triton": ("triton", "3.6.0"),
+    "flashinfer_python": ("flashinfer-python", "0.6.4"),
+    "vllm": ("vllm", "0.17.0"),
+    "transformers": ("transformers", "4.57.6"),
+    "ray": ("ray", "2.53.0"),
+    "numpy": ("numpy", "2.2.6"),
+}
+
+
+def labels(kind: str = "vllm", **changes: str | None) -> dict[str, str]:
+    versions = {**VERSIONS, **changes}
+    components = BASE if kind == "base" else tuple(VERSIONS)
+    return {component_key(NS, c): v for c, v in versions.items() if c in components and v is not None}
+
+
+def put(root: Path, rel: str, text: str = "") -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def link(root: Path, rel: str, target: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+
+
+def dist(root: Path, site: str, stem: str, name: str, version: str) -> Path:
+    return put(root, f"{site}/{stem}-{version}.dist-info/METADATA",
+               f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: x\n\nVersion: 0.0.0 in the body\n")
+
+
+def make_image(root: Path, kind: str = "vllm", skip: tuple[str, ...] = ()) -> Path:
+    """A root filesystem with everything the labels above promise (a CUDA 13 source-mode image)."""
+    put(root, "etc/os-release", 'PRETTY_NAME="Ubuntu 24.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\n')
+    put(root, "usr/bin/python3.12")
+    link(root, "usr/bin/python3", "python3.12")
+    put(root, "opt/venv/pyvenv.cfg", "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.12.3\n")
+    link(root, "opt/venv/lib64", "lib")
+    for stem, (name, version) in DISTS.items():
+        if kind == "base" and stem not in ("torch", "torchvision", "torchaudio", "numpy"):
+            continue
+        if stem not in skip:
+            dist(root, SITE, stem, name, version)
+    torch_lib = root / SITE / "torch/lib"
+    write_elf(torch_lib / "libtorch_cuda.so", ["libcudart.so.13", "libnccl.so.2", "libcusparse.so.12"],
+              soname="libtorch_cuda.so")
+    write_elf(torch_lib / "libc10.so", ["libstdc++.so.6"], soname="libc10.so")
+    put(root, "usr/local/cuda-13.1/version.json",
+        json.dumps({"cuda": {"name": "CUDA SDK", "version": "13.1.0"}, "cuda_cudart": {"version": "13.1.80"}}))
+    link(root, "usr/local/cuda", "/usr/local/cuda-13.1")  # absolute, as in the real images
+    write_elf(root / "usr/local/cuda-13.1/lib64/libcudart.so.13.1.80", ["libc.so.6"], soname="libcudart.so.13")
+    link(root, "usr/local/cuda-13.1/lib64/libcudart.so.13", "libcudart.so.13.1.80")
+    write_elf(root / "usr/local/lib/libnccl.so.2.29.2", ["libcudart.so.13"], soname="libnccl.so.2")
+    link(root, "usr/local/lib/libnccl.so.2", "libnccl.so.2.29.2")
+    put(root, "usr/local/include/nccl.h", "#define NCCL_MAJOR 2\n#define NCCL_MINOR 29\n#define NCCL_PATCH 2\n")
+    put(root, "usr/lib/aarch64-linux-gnu/libc.so", "/* GNU ld script */\nGROUP ( libc.so.6 )\n")
+    return root
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    return make_image(tmp_path / "rootfs")
+
+
+def components(mismatches: list[Mismatch]) -> list[str]:
+    return [m.component for m in mismatches]
+
+
+# --- the truthful image ------------------------------------------------------------------------------------
+
+
+def test_correct_image_has_no_mismatch(image):
+    findings = scan(image)
+    assert findings.components == {**VERSIONS, "nccl": "2.29.2", "cuda": "13.1.0", "torch": "2.10.0+cu131"}
+    assert findings.locations["torch"] == f"/{SITE}/torch-2.10.0+cu131.dist-info"
+    assert findings.locations["cuda"] == "/usr/local/cuda-13.1/version.json"
+    assert findings.locations["nccl"] == "/usr/local/lib/libnccl.so.2.29.2"
+    assert findings.locations["python"] == "/opt/venv/pyvenv.cfg"
+    assert findings.locations["ubuntu"] == "/etc/os-release"
+    assert findings.torch_cuda is True
+    assert findings.cuda12_objects == ()
+    assert findings.duplicates == {}
+    assert verify(findings, labels(), NS, "vllm") == []
+    json.dumps(findings.as_dict())
+
+
+def test_base_image_with_base_labels_has_no_mismatch(tmp_path):
+    root = make_image(tmp_path / "base", kind="base")
+    assert verify(scan(root), labels("base"), NS, "base") == []
+
+
+def test_findings_are_frozen(image):
+    findings = scan(image)
+    with pytest.raises(AttributeError):
+        findings.torch_cuda = False  # type: ignore[misc]
+    assert isinstance(findings, Findings)
+
+
+# --- lies --------------------------------------------------------------------------------------------------
+
+
+def test_wrong_version_in_a_dist_info(tmp_path):
+    root = make_image(tmp_path / "r", skip=("torch",))
+    dist(root, SITE, "torch", "torch", "2.9.1")
+    [mismatch] = verify(scan(root), labels(), NS, "vllm")
+    assert mismatch == Mismatch(
+        "torch", "dev.scitrera.torch_version", "2.10.0", "2.9.1", f"/{SITE}/torch-2.9.1.dist-info",
+        f"torch: label dev.scitrera.torch_version=2.10.0 but /{SITE}/torch-2.9.1.dist-info says 2.9.1",
+    )
+    assert str(mismatch) == mismatch.message
+
+
+def test_cpu_only_torch(image):
+    (image / SITE / "torch/lib/libtorch_cuda.so").unlink()
+    findings = scan(image)
+    assert findings.torch_cuda is False
+    [mismatch] = verify(findings, labels(), NS, "vllm")
+    assert (mismatch.component, mismatch.found) == ("torch", "cpu-only")
+    assert "CPU-only build" in mismatch.message
+
+
+def test_object_needing_cuda_12_in_a_cuda_13_image(image):
+    bad = write_elf(image / SITE / "flash_attn_2_cuda.cpython-312-aarch64-linux-gnu.so",
+                    ["libc10.so", "libcudart.so.12", "libcublas.so.12"], bits=64)
+    write_elf(image / "usr/local/lib/libfine.so.1", ["libcusparse.so.12", "libcufft.so.12", "libcurand.so.10"])
+    findings = scan(image)
+    where = f"/{SITE}/{bad.name}"
+    assert findings.cuda12_objects == (where,)
+    assert findings.cuda12_needed[where] == ("libcudart.so.12", "libcublas.so.12")
+    [mismatch] = verify(findings, labels(), NS, "vllm")
+    assert (mismatch.component, mismatch.label, mismatch.where) == ("cuda-abi", "dev.scitrera.cuda_version", where)
+    assert mismatch.found == "libcudart.so.12, libcublas.so.12"
+    assert "needs libcudart.so.12, libcublas.so.12 from CUDA 12" in mismatch.message
+
+
+def test_cuda_12_objects_are_fine_in_a_cuda_12_image(image):
+    write_elf(image / "opt/venv/lib/python3.12/site-packages/x/_C.so", ["libcudart.so.12"], bits=32,
+              byteorder="big")
+    put(image, "usr/local/cuda-13.1/version.json", json.dumps({"cuda": {"version": "12.8.1"}}))
+    findings = scan(image)
+    assert len(findings.cuda12_objects) == 1
+    assert verify(findings, labels(cuda="12.8.1"), NS, "vllm") == []
+
+
+@needs_gcc
+def test_gcc_built_object_needing_libcudart_12_is_found(image, tmp_path):
+    built = gcc_library(tmp_path / "build", "libuses12.so", needs=("libcudart.so.12",))
+    target = image / "opt/venv/lib/python3.12/site-packages/thing/libuses12.so"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(built.read_bytes())
+    (image / "usr/local/lib/libcudart.so.12").write_bytes((built.parent / "libcudart.so.12").read_bytes())
+    findings = scan(image)
+    assert findings.cuda12_objects == ("/opt/venv/lib/python3.12/site-packages/thing/libuses12.so",)
+    assert components(verify(findings, labels(), NS, "vllm")) == ["cuda-abi"]
+
+
+def test_missing_component(tmp_path):
+    root = make_image(tmp_path / "r", skip=("vllm",))
+    [mismatch] = verify(scan(root), labels(), NS, "vllm")
+    assert (mismatch.component, mismatch.expected, mismatch.found, mismatch.where) == ("vllm", "0.17.0", "", "")
+    assert mismatch.message == ("vllm: label dev.scitrera.vllm_version=0.17.0 but the image has no vllm "
+                                "distribution (*.dist-info) in any site-packages")
+
+
+def test_missing_cuda_nccl_and_ubuntu(image):
+    os.unlink(image / "usr/local/cuda")
+    for rel in ("usr/local/cuda-13.1/version.json", "usr/local/lib/libnccl.so.2.29.2", "usr/local/lib/libnccl.so.2",
+                "usr/local/include/nccl.h"):
+        os.unlink(image / rel)
+    put(image, "etc/os-release", "ID=debian\nVERSION_ID=12\n")
+    findings = scan(image)
+    mismatches = verify(findings, labels(), NS, "vllm")
+    assert components(mismatches) == ["ubuntu", "cuda", "nccl"]
+    assert all(m.found == "" for m in mismatches)
+    assert any("ID=debian" in note for note in findings.notes)
+
+
+def test_unlabelled_component_of_the_kind(image):
+    [mismatch] = verify(scan(image), labels(ray=None), NS, "vllm")
+    assert (mismatch.component, mismatch.expected, mismatch.found) == ("ray", "", "2.53.0")
+    assert "must carry label dev.scitrera.ray_version" in mismatch.message
+
+
+def test_shadowed_duplicate_dist(image):
+    other = "usr/local/lib/python3.12/dist-packages"
+    dist(image, other, "torch", "torch", "2.9.1")
+    dist(image, other, "transformers", "transformers", "4.57.6")
+    findings = scan(image)
+    assert findings.duplicates["torch"] == (("2.10.0+cu131", f"/{SITE}/torch-2.10.0+cu131.dist-info"),
+                                            ("2.9.1", f"/{other}/torch-2.9.1.dist-info"))
+    assert set(findings.duplicates) == {"torch", "transformers"}
+    assert any("torch is installed 2 times" in note for note in findings.notes)
+    [mismatch] = verify(findings, labels(), NS, "vllm")  # the transformers copy agrees with its label
+    assert (mismatch.component, mismatch.found, mismatch.where) == ("torch", "2.9.1", f"/{other}/torch-2.9.1.dist-info")
+    assert "shadowing" in mismatch.message
+
+
+def test_duplicate_in_the_same_site_packages(image):
+    dist(image, SITE, "vllm", "vllm", "0.16.0")
+    findings = scan(image)
+    assert [v for v, _ in findings.duplicates["vllm"]] == ["0.16.0", "0.17.0"]
+    assert components(verify(findings, labels(), NS, "vllm")) == ["vllm"]
+
+
+# --- NCCL --------------------------------------------------------------------------------------------------
+
+
+def test_nccl_label_with_package_revision_matches_the_file_name(tmp_path):
+    root = tmp_path / "r"
+    (root / "usr/lib/aarch64-linux-gnu").mkdir(parents=True)
+    (root / "usr/lib/aarch64-linux-gnu/libnccl.so.2.29.2").write_bytes(b"")  # empty: the name is what counts
+    findings = scan(root)
+    assert findings.components == {"nccl": "2.29.2"}
+    assert findings.locations["nccl"] == "/usr/lib/aarch64-linux-gnu/libnccl.so.2.29.2"
+    only_nccl = {component_key(NS, "nccl"): "2.29.2-1"}
+    assert [m for m in verify(findings, only_nccl, NS, "vllm") if m.expected] == []
+    wrong = verify(findings, {component_key(NS, "nccl"): "2.28.3-1"}, NS, "vllm")
+    assert [(m.component, m.expected, m.found) for m in wrong if m.expected] == [("nccl", "2.28.3-1", "2.29.2")]
+
+
+def test_nccl_from_header_only(tmp_path):
+    root = tmp_path / "r"
+    put(root, "opt/nccl/include/nccl.h", "#define NCCL_MAJOR 2\n#define NCCL_MINOR 27\n#define NCCL_PATCH 7\n")
+    assert scan(root).components["nccl"] == "2.27.7"
+
+
+def test_nccl_wheel_next_to_torch_wins_and_other_copies_are_noted(image):
+    dist(image, SITE, "nvidia_nccl_cu13", "nvidia-nccl-cu13", "2.28.9")
+    (image / SITE / "nvidia/nccl/lib").mkdir(parents=True)
+    (image / SITE / "nvidia/nccl/lib/libnccl.so.2").write_bytes(b"")
+    findings = scan(image)
+    assert findings.components["nccl"] == "2.28.9"
+    assert findings.locations["nccl"] == f"/{SITE}/nvidia_nccl_cu13-2.28.9.dist-info"
+    assert any("also has NCCL 2.29.2" in note for note in findings.notes)
+    assert components(verify(findings, labels(), NS, "vllm")) == ["nccl"]
+    assert verify(findings, labels(nccl="2.28.9"), NS, "vllm") == []
+
+
+def test_scan_without_reading_objects_still_finds_nccl(image):
+    findings = scan(image, check_objects=False)
+    assert findings.components["nccl"] == "2.29.2"
+    assert findings.cuda12_objects == ()
+
+
+# --- robustness --------------------------------------------------------------------------------------------
+
+
+def test_garbage_and_truncated_elf_files_do_not_crash_the_scan(image):
+    (image / "usr/lib/libgarbage.so").write_bytes(b"\x7fELF" + os.urandom(200))
+    (image / "usr/lib/libtrunc.so.1").write_bytes(
+        (image / SITE / "torch/lib/libtorch_cuda.so").read_bytes()[:100])
+    (image / "usr/lib/libempty.so").write_bytes(b"")
+    (image / "usr/lib/notelf.so.3").write_bytes(os.urandom(64))
+    findings = scan(image)
+    assert any(n.startswith("/usr/lib/libtrunc.so.1: unreadable ELF") for n in findings.notes)
+    assert verify(findings, labels(), NS, "vllm") == []
+
+
+def test_unreadable_metadata_falls_back_to_the_directory_name(image):
+    (image / SITE / "ray-2.53.0.dist-info/METADATA").unlink()
+    findings = scan(image)
+    assert findings.components["ray"] == "2.53.0"
+    assert any("using the directory name" in note for note in findings.notes)
+
+
+def test_absolute_cuda_symlink_resolves_inside_the_root(image, tmp_path):
+    # The link is absolute (/usr/local/cuda-13.1): it must land in the root, not on this host.
+    assert resolve_in_root(image, "/usr/local/cuda") == image / "usr/local/cuda-13.1"
+    assert resolve_in_root(image, "usr/local/cuda/version.json") == image / "usr/local/cuda-13.1/version.json"
+
+    # A link to a host path outside the root is read as that path inside the root: here, nothing.
+    outside = tmp_path / "outside"
+    put(outside, "version.json", json.dumps({"cuda": {"version": "99.0.0"}}))
+    os.unlink(image / "usr/local/cuda")
+    os.symlink(str(outside), image / "usr/local/cuda")
+    assert resolve_in_root(image, "usr/local/cuda") is None
+    findings = scan(image)
+    assert "cuda" not in findings.components
+    assert any("/usr/local/cuda is a link to" in note for note in findings.notes)
+    assert components(verify(findings, labels(), NS, "vllm")) == ["cuda"]
+
+    # `..` cannot climb above the root.
+    os.unlink(image / "usr/local/cuda")
+    os.symlink("../../../../../../../../usr/local/cuda-13.1", image / "usr/local/cuda")
+    assert scan(image).locations["cuda"] == "/usr/local/cuda-13.1/version.json"
+
+
+def test_chained_and_looping_symlinks(image):
+    os.unlink(image / "usr/local/cuda")
+    link(image, "etc/alternatives/cuda", "/usr/local/cuda-13.1")
+    link(image, "usr/local/cuda", "/etc/alternatives/cuda")
+    assert scan(image).components["cuda"] == "13.1.0"
+    link(image, "loop/a", "b")
+    link(image, "loop/b", "/loop/a")
+    assert resolve_in_root(image, "loop/a/x") is None
+
+
+def test_cuda_directory_without_the_link(image):
+    os.unlink(image / "usr/local/cuda")
+    findings = scan(image)
+    assert findings.components["cuda"] == "13.1.0"
+    assert any("no /usr/local/cuda link" in note for note in findings.notes)
+
+
+def test_python_without_a_venv(tmp_path):
+    root = tmp_path / "r"
+    put(root, "usr/bin/python3.11")
+    put(root, "usr/bin/python3.12")
+    link(root, "usr/bin/python3", "python3.12")
+    assert scan(root).components == {"python": "3.12"}
+    os.unlink(root / "usr/bin/python3")
+    findings = scan(root)
+    assert findings.components == {"python": "3.12"}
+    assert any("several Pythons" in note for note in findings.notes)
+
+
+def test_scan_of_a_missing_root_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="root filesystem"):
+        scan(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    ("component", "label", "found", "equal"),
+    [
+        ("nccl", "2.29.2-1", "2.29.2", True),
+        ("nccl", "2.29.2-1", "2.29.3", False),
+        ("torch", "2.10.0", "2.10.0+cu131", True),
+        ("torch", "2.10.0", "2.9.1", False),
+        ("cuda", "13.1", "13.1.0", True),
+        ("python", "3.12", "3.12.3", True),
+        ("python", "3.12", "3.11", False),
+        ("ubuntu", "24.04", "24.04", True),
+        ("transformers", "5.0.0rc3", "5.0.0rc3", True),
+        ("ubuntu", "noble", "noble", True),
+    ],
+)
+def test_versions_equal(component, label, found, equal):
+    assert versions_equal(component, label, found) is equal
+
+
+def test_dist_names_are_normalised():
+    assert content.normalize_name("Flashinfer_Python") == "flashinfer-python"
+    assert content.DIST_COMPONENTS[content.normalize_name("flashinfer.python")] == "flashinfer"
+
+
+def test_egg_info_distributions_are_read(tmp_path):
+    root = tmp_path / "r"
+    put(root, "usr/local/lib/python3.12/dist-packages/ray-2.53.0-py3.12.egg-info/PKG-INFO",
+        "Metadata-Version: 2.1\nName: ray\nVersion: 2.53.0\n")
+    put(root, "usr/local/lib/python3.12/dist-packages/vllm-0.17.0-py3.12.egg-info",
+        "Metadata-Version: 2.1\nName: vllm\nVersion: 0.17.0\n")
+    findings = scan(root)
+    assert (findings.components["ray"], findings.components["vllm"]) == ("2.53.0", "0.17.0")
+    assert findings.components["python"] == "3.12"  # from the site-packages path, the last resort
+
+
+def test_verify_rejects_an_unknown_kind(image):
+    with pytest.raises(ValueError, match="unknown image kind"):
+        verify(scan(image), labels(), NS, "image")  # type: ignore[arg-type]
+
+
+def test_dist_info_and_egg_info_of_one_install_are_not_a_duplicate(tmp_path):
+    root = tmp_path / "r"
+    site = "usr/lib/python3/dist-packages"
+    dist(root, site, "cryptography", "cryptography", "38.0.4")
+    put(root, f"{site}/cryptography.egg-info/PKG-INFO", "Name: cryptography\nVersion: 38.0.4\n")
+    assert scan(root).duplicates == {}
