@@ -1,0 +1,64 @@
+"""Planted faults in fixture images: `factory build` must catch each before pushing, naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from factory.cli import main
+from tests.engine_support import fixture_release, require_engine
+from tests.test_elf import write_elf
+
+pytestmark = pytest.mark.engine
+
+SITE = "/opt/venv/lib/python3.12/site-packages"
+
+FAULTS = {
+    "wrong version in a dist-info": (
+        f"RUN rm -rf {SITE}/vllm-0.17.0.dist-info && fake-dist 3.12 vllm 0.16.9",
+        "vllm: label dev.scitrera.vllm_version=0.17.0 but",
+    ),
+    "CPU-only torch": (f"RUN rm {SITE}/torch/lib/libtorch_cuda.so", "CPU-only"),
+    "a missing component": (f"RUN rm -rf {SITE}/flashinfer_python-0.6.4.dist-info", "flashinfer"),
+    "a library built for CUDA 12": ("COPY libbad.so /opt/venv/lib/libbad.so", "libcudart.so.12"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _engine():
+    require_engine()
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_planted_fault_stops_the_build_and_nothing_is_pushed(capsys, tmp_path, fault):
+    step, needle = FAULTS[fault]
+    matrix = fixture_release(tmp_path)
+    dockerfiles = matrix.parent / "dockerfiles"
+    write_elf(dockerfiles / "libbad.so", needed=("libcudart.so.12", "libc.so.6"))
+    dockerfile = dockerfiles / "vllm.Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + f"\n{step}\n")
+    report = tmp_path / "report.json"
+    code = main(["build", "0.17.0-t4", "--push", "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
+                 "--report", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "verify 0.17.0-t4: FAILED" in out and needle in out, out
+    assert "verify 2.10.0-cu131: every label matches" in out
+    assert "nothing pushed" in out
+    data = json.loads(report.read_text())
+    assert [i["verified"] for i in data["images"]] == [True, False]
+    ref = data["images"][1]["refs"][0]
+    assert subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                          capture_output=True).returncode != 0
+
+
+def test_factory_verify_command_on_a_good_image(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    assert main(["build", "0.17.0-t5", "--no-verify", "--matrix", str(matrix), "--log-dir", str(tmp_path / "l"),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    ref = json.loads((tmp_path / "r.json").read_text())["images"][1]["refs"][0]
+    capsys.readouterr()
+    assert main(["verify", ref, "--json", "--matrix", str(matrix)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"image": ref, "ok": True, "mismatches": []}
