@@ -77,6 +77,7 @@ class BuildOptions:
     jobs: int = 1
     aliases: dict[str, str] = field(default_factory=dict)  # alias ref -> source ref, pushed last
     push_attempts: int = 4
+    network: str | None = None  # e.g. "host", for an index on this machine's loopback
     push_backoff_s: float = 1.0
 
 
@@ -117,6 +118,7 @@ def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict
         cache_from=options.cache_from,
         cache_to=options.cache_to,
         metadata_file=metadata_file,
+        network=options.network,
     )
 
 

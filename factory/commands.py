@@ -24,6 +24,7 @@ def register(sub, add, command, index_options) -> None:
     build.add_argument("--report", type=Path, default=Path(".factory/build-report.json"))
     build.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     build.add_argument("--jobs", type=int, default=1, help="images built at once (default 1)")
+    build.add_argument("--network", help="network for RUN steps, e.g. host (an index on this machine)")
     command("build")(cmd_build)
 
     verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
@@ -59,6 +60,24 @@ def register(sub, add, command, index_options) -> None:
     release.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     release.add_argument("--push-attempts", type=int, default=4, help="tries per push, with backoff (default 4)")
     command("release")(cmd_release)
+
+    inspect = add("inspect", "show an image's component versions from its labels, locally or from a registry")
+    inspect.add_argument("ref", metavar="REF", help="image reference, or a tag of the matrix (e.g. 0.15.0-t5)")
+    inspect.add_argument("--platform", default=None, help="platform to read from an index (default: the matrix's)")
+    inspect.add_argument("--remote", action="store_true", help="read the registry even if a local image exists")
+    inspect.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
+    inspect.add_argument("--json", action="store_true")
+    command("inspect")(cmd_inspect)
+
+    diff = add("diff", "compare the component versions of two images (refs or matrix tags)")
+    diff.add_argument("a", metavar="A")
+    diff.add_argument("b", metavar="B")
+    diff.add_argument("--planned", action="store_true", help="compare the labels the plan gives, no image needed")
+    diff.add_argument("--platform", default=None)
+    diff.add_argument("--remote", action="store_true")
+    diff.add_argument("--allow-http", action="store_true")
+    diff.add_argument("--json", action="store_true")
+    command("diff")(cmd_diff)
 
     smoke = add("smoke", "run the GPU smoke program inside an image: numerics, arch, versions (needs a GPU host)")
     smoke.add_argument("image", metavar="IMAGE")
@@ -108,7 +127,8 @@ def cmd_build(args) -> int:
     options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
-                           report=args.report, allow_http=args.allow_http, jobs=args.jobs)
+                           report=args.report, allow_http=args.allow_http, jobs=args.jobs,
+                           network=args.network)
     report = run_build(plan, loaded.root, options)
     if args.json:
         print(to_json(report.as_dict()))
@@ -243,3 +263,91 @@ def cmd_smoke(args) -> int:
                          nccl=args.nccl)
     print(to_json(report.raw) if args.json else render_table(report))
     return 0 if report.ok else 1
+
+
+def _matrix_or_none(path):
+    from factory.matrix import load
+
+    return load(path) if Path(path).exists() else None
+
+
+def _image_labels(name: str, loaded, *, platform: str | None, remote: bool, allow_http: bool,
+                  planned: bool = False) -> tuple[str, str, dict[str, str]]:
+    """(ref, where, labels) of a ref or a matrix tag: local engine first, then the registry."""
+    matrix = loaded.matrix if loaded else None
+    ref = name
+    if matrix and (name in matrix.image or name in matrix.base):
+        from factory.plan import build_plan
+        from factory.resolve import resolve
+
+        spec = build_plan(resolve(loaded), [name]).get(name)
+        ref = spec.ref
+        if planned:
+            return ref, "plan", dict(spec.labels)
+    platform = platform or (matrix.defaults.platform if matrix else "linux/arm64")
+    if not remote:
+        from factory import docker
+
+        try:
+            labels = docker.local_labels(ref)
+        except docker.EngineError:
+            labels = None
+        except Exception:  # no engine at all: read the registry instead
+            labels = None
+        if labels is not None:
+            return ref, "local engine", labels
+    from factory.registry import RegistryClient
+
+    with RegistryClient(allow_http=allow_http) as client:
+        return ref, f"registry ({platform})", client.labels(ref, platform)
+
+
+def _components_table(labels: dict[str, str], namespace: str) -> list[tuple[str, str]]:
+    from factory import labels as L
+    from factory.matrix import COMPONENTS
+
+    rows = [(c, labels[L.component_key(namespace, c)]) for c in COMPONENTS if L.component_key(namespace, c) in labels]
+    for key in ("build_mode", "cuda_arch", "revision", "input_digest"):
+        if L.factory_key(namespace, key) in labels:
+            rows.append((key, labels[L.factory_key(namespace, key)]))
+    for key in ("version", "created", "revision", "base.name", "base.digest", "source"):
+        if L.oci_key(key) in labels:
+            rows.append((f"oci {key}", labels[L.oci_key(key)]))
+    return rows
+
+
+def cmd_inspect(args) -> int:
+    from factory.render import table, to_json
+
+    loaded = _matrix_or_none(args.matrix)
+    namespace = loaded.matrix.defaults.label_namespace if loaded else "dev.scitrera"
+    ref, where, labels = _image_labels(args.ref, loaded, platform=args.platform, remote=args.remote,
+                                       allow_http=args.allow_http)
+    rows = _components_table(labels, namespace)
+    if args.json:
+        print(to_json({"ref": ref, "source": where, "components": dict(rows), "labels": labels}))
+        return 0
+    print(f"{ref}  (from the {where})")
+    print(table(["component", "version"], rows))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from factory.render import table, to_json
+
+    loaded = _matrix_or_none(args.matrix)
+    namespace = loaded.matrix.defaults.label_namespace if loaded else "dev.scitrera"
+    sides = [_image_labels(n, loaded, platform=args.platform, remote=args.remote, allow_http=args.allow_http,
+                           planned=args.planned) for n in (args.a, args.b)]
+    a, b = (dict(_components_table(labels, namespace)) for _, _, labels in sides)
+    keys = [k for k in dict.fromkeys([*a, *b]) if not k.startswith("oci created") and k != "input_digest"]
+    changed = [(k, a.get(k, "-"), b.get(k, "-")) for k in keys if a.get(k) != b.get(k)]
+    if args.json:
+        print(to_json({"a": sides[0][0], "b": sides[1][0],
+                       "differences": [{"component": k, "a": x, "b": y} for k, x, y in changed]}))
+        return 0
+    if not changed:
+        print(f"{sides[0][0]} and {sides[1][0]}: same component versions")
+        return 0
+    print(table(["component", args.a, args.b], changed))
+    return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory.errors import WorkFailed
@@ -35,13 +35,15 @@ class BuildRequest:
     cache_from: tuple[str, ...] = ()
     cache_to: str | None = None
     metadata_file: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    network: str | None = None
 
     def argv(self) -> list[str]:
         cmd = ["docker", "buildx", "build", "--progress", "plain", "--platform", self.platform,
                "--file", str(self.dockerfile)]
         if self.builder:
             cmd += ["--builder", self.builder]
+        if self.network:
+            cmd += ["--network", self.network]
         if self.target:
             cmd += ["--target", self.target]
         for tag in self.tags:
@@ -142,6 +144,7 @@ def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
             cache_from=list(request.cache_from) or None,
             cache_to=request.cache_to,
             metadata_file=request.metadata_file,
+            network=request.network,
             progress="plain",
             stream_logs=True,
         )

@@ -1,0 +1,1002 @@
+"""Read an image's manifest, config and labels straight from a registry, without pulling it.
+
+A small client for the OCI distribution API (``/v2/``), enough to answer "what does this
+tag hold?" for the factory:
+
+* :func:`parse_reference` normalises an image reference the way Docker does;
+* :meth:`RegistryClient.manifest` resolves a reference to one platform's image manifest,
+  walking an OCI index / Docker manifest list and skipping attestation manifests;
+* :meth:`RegistryClient.config` and :meth:`RegistryClient.labels` read the image config
+  blob (checking its digest) and the labels in it;
+* :meth:`RegistryClient.exists` asks, with a ``HEAD``, whether a tag is published and
+  which digest it points at.
+
+Authentication follows the registry's ``WWW-Authenticate`` challenge: ``Bearer`` (token
+service, anonymous or with the user's credentials) or ``Basic``.  Credentials come from
+the Docker config by default (:mod:`factory.credentials`).
+
+Plain HTTP is spoken only to loopback registries (127.0.0.0/8, ::1, localhost) unless the
+client is built with ``allow_http=True``; everything else is HTTPS with the certificate
+verified.  httpx is imported lazily, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import ipaddress
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+from factory.errors import InputError, WorkFailed
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+    from factory.credentials import Credential, CredentialProvider
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "DEFAULT_REGISTRY",
+    "DOCKER_CONFIG",
+    "DOCKER_HUB_ALIASES",
+    "DOCKER_HUB_AUTH_KEY",
+    "BadDigest",
+    "InvalidPlatform",
+    "InvalidReference",
+    "NotFound",
+    "PlainHTTPRefused",
+    "PlatformNotFound",
+    "Reference",
+    "RegistryAccessDenied",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailable",
+    "RegistryUnreachable",
+    "ResolvedManifest",
+    "is_loopback",
+    "parse_challenges",
+    "parse_reference",
+]
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Docker Hub: where a reference without a registry host goes.  These constants are the only
+# place the factory names it.
+# ---------------------------------------------------------------------------------------------
+
+#: The registry API host a reference without a host resolves to (Docker Hub).
+DEFAULT_REGISTRY = "registry-1.docker.io"
+#: Other names Docker accepts for that registry in a reference; they normalise to it.
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", DEFAULT_REGISTRY})
+#: The key ``docker login`` files the default registry's credentials under (config and helpers).
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+
+DEFAULT_PLATFORM = "linux/arm64"
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+_SCHEMA1_TYPES = frozenset({
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+})
+
+#: Manifests are limited to 4 MiB by the reference registry; configs are small JSON too.
+_MAX_MANIFEST = 4 * 1024 * 1024
+_MAX_CONFIG = 32 * 1024 * 1024
+_MAX_TOKEN = 1024 * 1024
+_MAX_ERROR_BODY = 64 * 1024
+
+_DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+
+
+class RegistryError(WorkFailed):
+    """Talking to (or understanding) a container registry failed; one clear sentence."""
+
+
+class InvalidReference(RegistryError, InputError):
+    """An image reference that is not well formed (a usage error: exit status 2)."""
+
+    exit_code = 2
+
+
+class PlainHTTPRefused(RegistryError, InputError):
+    """Plain HTTP to a registry (or token service) that is not on loopback, without ``allow_http``."""
+
+    exit_code = 2
+
+
+class InvalidPlatform(RegistryError, InputError):
+    """A platform that is not ``os/architecture[/variant]`` (a usage error: exit status 2)."""
+
+    exit_code = 2
+
+
+class RegistryUnreachable(RegistryError):
+    """No HTTP answer from the registry or its token service (connection, DNS, TLS, timeout)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry kept answering 5xx or 429 after the retries."""
+
+
+class RegistryAccessDenied(RegistryError):
+    """401/403: the registry (or its token service) refused access to a repository."""
+
+
+class NotFound(RegistryError):
+    """The manifest or blob does not exist (404)."""
+
+
+class PlatformNotFound(RegistryError):
+    """The image has no manifest for the platform asked for."""
+
+
+class BadDigest(RegistryError):
+    """What the registry sent does not hash to the digest it was asked for (or claims)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------------------------
+
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(
+    r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+    r"|\[[a-fA-F0-9:.]+\])(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"([a-z0-9]+(?:[-_+.][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
+_MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A normalised image reference: ``registry/repository[:tag][@digest]``.
+
+    ``tag`` is ``latest`` when neither a tag nor a digest was given, ``None`` for a reference
+    by digest alone.  When both are given the digest is what is fetched.
+    """
+
+    registry: str
+    repository: str
+    tag: str | None = "latest"
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``registry/repository``."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def reference(self) -> str:
+        """What goes in the manifest URL: the digest if there is one, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def with_digest(self, digest: str) -> Reference:
+        return Reference(self.registry, self.repository, self.tag, digest)
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def _check_digest(digest: str, what: str) -> str:
+    m = _DIGEST.fullmatch(digest)
+    if not m:
+        raise InvalidReference(f"invalid digest {digest!r} in {what!r}: expected algorithm:hex")
+    algorithm, hexpart = m.groups()
+    if algorithm not in _DIGEST_ALGORITHMS:
+        raise InvalidReference(f"unsupported digest algorithm {algorithm!r} in {what!r} (sha256 or sha512)")
+    if len(hexpart) != _DIGEST_ALGORITHMS[algorithm] or not re.fullmatch(r"[0-9a-f]+", hexpart):
+        raise InvalidReference(f"invalid {algorithm} digest in {what!r}: expected "
+                               f"{_DIGEST_ALGORITHMS[algorithm]} lowercase hex digits")
+    return digest
+
+
+def parse_reference(ref: str) -> Reference:
+    """Parse and normalise an image reference with Docker's rules.
+
+    The first path component is a registry host when it contains ``.`` or ``:``, is
+    ``localhost``, or has upper-case letters; otherwise the reference is on the default
+    registry, where a one-component name gets ``library/`` in front.  A missing tag is
+    ``latest`` (unless a digest is given).  Raises :class:`InvalidReference`.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidReference("empty image reference")
+    text = ref.strip()
+    if "://" in text:
+        raise InvalidReference(f"invalid image reference {ref!r}: a reference has no URL scheme")
+    if any(c.isspace() for c in text):
+        raise InvalidReference(f"invalid image reference {ref!r}: it contains white space")
+
+    digest = None
+    if "@" in text:
+        text, digest = text.split("@", 1)
+        _check_digest(digest, ref)
+    tag = None
+    colon = text.rfind(":")
+    if colon > text.rfind("/") and not text.endswith("]"):
+        text, tag = text[:colon], text[colon + 1:]
+        if not _TAG.fullmatch(tag):
+            raise InvalidReference(f"invalid tag {tag!r} in {ref!r}: up to 128 letters, digits, '_', '.' or '-', "
+                                   "not starting with '.' or '-'")
+    if not text:
+        raise InvalidReference(f"invalid image reference {ref!r}: no repository name")
+
+    slash = text.find("/")
+    first = text[:slash] if slash >= 0 else ""
+    if slash >= 0 and (any(c in first for c in ".:") or first == "localhost" or first.lower() != first):
+        registry, remainder = first, text[slash + 1:]
+        if not _DOMAIN.fullmatch(registry):
+            raise InvalidReference(f"invalid registry host {registry!r} in {ref!r}")
+    else:
+        registry, remainder = DEFAULT_REGISTRY, text
+    if registry.lower() in DOCKER_HUB_ALIASES:
+        registry = DEFAULT_REGISTRY
+        if "/" not in remainder:
+            remainder = f"library/{remainder}"
+    for component in remainder.split("/"):
+        if not _PATH_COMPONENT.fullmatch(component):
+            if component.lower() != component and _PATH_COMPONENT.fullmatch(component.lower()):
+                raise InvalidReference(f"invalid image reference {ref!r}: repository name must be lowercase")
+            raise InvalidReference(
+                f"invalid image reference {ref!r}: bad path component {component!r} (lowercase letters and "
+                "digits, separated by '.', '_', '__' or '-')")
+    if len(f"{registry}/{remainder}") > _MAX_NAME:
+        raise InvalidReference(f"invalid image reference {ref!r}: name longer than {_MAX_NAME} characters")
+    if tag is None and digest is None:
+        tag = "latest"
+    return Reference(registry, remainder, tag, digest)
+
+
+def _as_reference(ref: Reference | str) -> Reference:
+    return ref if isinstance(ref, Reference) else parse_reference(ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# platforms
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalize_platform(os_name: str, arch: str, variant: str | None) -> tuple[str, str, str]:
+    """Normalise like containerd: arm64's ``v8`` and amd64's ``v1`` are the default variants."""
+    os_name, arch, variant = os_name.lower(), arch.lower(), (variant or "").lower()
+    if variant.isdigit():
+        variant = f"v{variant}"
+    if arch in ("aarch64", "arm64"):
+        arch = "arm64"
+        if variant in ("v8", "v8.0"):
+            variant = ""
+    elif arch in ("x86_64", "x86-64", "amd64"):
+        arch = "amd64"
+        if variant == "v1":
+            variant = ""
+    elif arch in ("armhf", "armel", "arm"):
+        variant = variant or {"armhf": "v7", "armel": "v6"}.get(arch, "v7")
+        arch = "arm"
+    elif arch in ("i386", "i686", "386"):
+        arch = "386"
+    return os_name, arch, variant
+
+
+def _parse_platform(platform: str) -> tuple[str, str, str]:
+    parts = platform.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidPlatform(f"invalid platform {platform!r}: expected os/architecture[/variant], e.g. linux/arm64")
+    return _normalize_platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+
+def _format_platform(p: Mapping[str, Any]) -> str:
+    text = f"{p.get('os') or '?'}/{p.get('architecture') or '?'}"
+    if p.get("variant"):
+        text += f"/{p['variant']}"
+    return text
+
+
+def _is_attestation(entry: Mapping[str, Any]) -> bool:
+    annotations = entry.get("annotations") or {}
+    if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+        return True
+    platform = entry.get("platform") or {}
+    return platform.get("os") == "unknown" and platform.get("architecture") == "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedManifest:
+    """One platform's image manifest, as resolved from a reference.
+
+    ``digest``: the image manifest's digest; ``index_digest``: the digest of the index
+    (manifest list) it was picked from, ``None`` for a single-platform image; ``platform``:
+    the manifest's platform as ``os/arch[/variant]``.
+    """
+
+    digest: str
+    media_type: str
+    config_digest: str
+    platform: str
+    index_digest: str | None = None
+    config_size: int | None = None
+    reference: Reference | None = None
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a registry host (``host``, ``host:port``, ``[v6]:port``) is on loopback."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _compute_digest(algorithm: str, data: bytes) -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def parse_challenges(values: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
+    """Parse ``WWW-Authenticate`` header values into ``[(scheme, {param: value})]``.
+
+    Schemes and parameter names are lower-cased; quoted values are unescaped.
+    """
+    challenges: list[tuple[str, dict[str, str]]] = []
+    for value in values:
+        i, n = 0, len(value)
+        current: dict[str, str] | None = None
+        while i < n:
+            while i < n and value[i] in " \t,":
+                i += 1
+            m = _TOKEN_CHARS.match(value, i)
+            if not m:
+                break
+            token, i = m.group(), m.end()
+            j = i
+            while j < n and value[j] in " \t":
+                j += 1
+            if current is not None and j < n and value[j] == "=" and value[j + 1:j + 2] != "=":
+                j += 1
+                while j < n and value[j] in " \t":
+                    j += 1
+                if j < n and value[j] == '"':
+                    j += 1
+                    chars = []
+                    while j < n and value[j] != '"':
+                        if value[j] == "\\" and j + 1 < n:
+                            j += 1
+                        chars.append(value[j])
+                        j += 1
+                    param = "".join(chars)
+                    i = j + 1
+                else:
+                    k = j
+                    while k < n and value[k] not in ", \t":
+                        k += 1
+                    param, i = value[j:k], k
+                current[token.lower()] = param
+            else:
+                current = {}
+                challenges.append((token.lower(), current))
+    return challenges
+
+
+def _error_detail(body: bytes) -> str:
+    """``CODE: message`` from a distribution API error body, or ''."""
+    try:
+        doc = json.loads(body[:_MAX_ERROR_BODY])
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = []
+    for err in errors[:3]:
+        if isinstance(err, dict):
+            code, message = str(err.get("code") or ""), str(err.get("message") or "")
+            parts.append(f"{code}: {message}" if code and message else code or message)
+    return "; ".join(p for p in parts if p)[:300]
+
+
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying TLS context (CA bundle, SSL_CERT_FILE/SSL_CERT_DIR), built once."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
+def _describe(exc: BaseException) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out waiting for an answer"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection without a complete answer"
+    text = str(exc).strip() or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _host_port(url: httpx.URL) -> str:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class _Response:
+    status: int
+    reason: str
+    headers: httpx.Headers
+    body: bytes
+    url: str
+
+
+class _Default(enum.Enum):
+    DOCKER_CONFIG = "docker-config"
+
+
+#: The default ``credentials`` of :class:`RegistryClient`: read them from the Docker config.
+DOCKER_CONFIG: Literal[_Default.DOCKER_CONFIG] = _Default.DOCKER_CONFIG
+
+
+# ---------------------------------------------------------------------------------------------
+# client
+# ---------------------------------------------------------------------------------------------
+
+
+class RegistryClient:
+    """A read-only OCI distribution API client; use as a context manager (it owns an ``httpx.Client``).
+
+    ``credentials``: a callable ``registry host -> Credential | None``; by default the Docker
+    config (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``, with credential
+    helpers); ``None`` for anonymous access only.
+
+    Plain HTTP: loopback registries (127.0.0.0/8, ::1, localhost) are always reached over
+    plain HTTP.  Any other host is HTTPS with a verified certificate unless ``allow_http``
+    is set: then the hosts named in ``insecure_hosts`` (``host`` or ``host:port``) are
+    reached over plain HTTP -- or every host when ``insecure_hosts`` is not given.  Naming
+    a non-loopback host in ``insecure_hosts`` without ``allow_http`` raises
+    :class:`PlainHTTPRefused`, and so does any request (a token realm, a redirect) that
+    would go over plain HTTP to a host not allowed.
+
+    ``retries``: how many times a request is repeated after a connection error, a 429 or a
+    5xx, waiting ``backoff * 2**n`` seconds (a 429's ``Retry-After`` up to ``max_retry_after``).
+    Tokens, credentials and verified config blobs are cached for the client's life.
+    """
+
+    def __init__(self, *, credentials: CredentialProvider | None | Literal[_Default.DOCKER_CONFIG] = DOCKER_CONFIG,
+                 insecure_hosts: Iterable[str] | None = None, allow_http: bool = False,
+                 timeout: float = 30.0, retries: int = 2, backoff: float = 0.5,
+                 max_retry_after: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 user_agent: str | None = None) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if credentials is DOCKER_CONFIG:
+            from factory.credentials import docker_credentials
+
+            credentials = docker_credentials
+        self._credentials: CredentialProvider | None = credentials
+        self.allow_http = allow_http
+        self.insecure_hosts: frozenset[str] | None = (
+            None if insecure_hosts is None else frozenset(h.strip().lower() for h in insecure_hosts))
+        if self.insecure_hosts and not allow_http:
+            remote = sorted(h for h in self.insecure_hosts if not is_loopback(h))
+            if remote:
+                raise PlainHTTPRefused(
+                    f"plain HTTP to {', '.join(remote)} refused: only loopback registries are reached without TLS "
+                    "unless allow_http is set")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._user_agent = user_agent
+        self._client: httpx.Client | None = None
+        self._creds: dict[str, Credential | None] = {}
+        self._tokens: dict[tuple[str, str, str], str] = {}
+        self._auth: dict[tuple[str, str], tuple[str, str]] = {}  # (registry, scope) -> (Authorization, who)
+        self._blobs: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __repr__(self) -> str:
+        mode = " allow_http" if self.allow_http else ""
+        return f"<RegistryClient{mode}>"
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            from factory import __version__
+
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(self.timeout),
+                verify=_ssl_context(),
+                follow_redirects=True,
+                trust_env=True,
+                headers={"User-Agent": self._user_agent
+                         or f"spark-image-factory/{__version__} httpx/{httpx.__version__}"},
+                event_hooks={"request": [self._guard]},
+                # like Go's ProxyFromEnvironment (so Docker), never send loopback traffic to a proxy
+                mounts={"all://localhost": None, "all://127.0.0.1": None, "all://[::1]": None},
+            )
+        return self._client
+
+    # -- transport policy ------------------------------------------------------------------
+
+    def plain_http(self, host: str) -> bool:
+        """Whether ``host`` (``host[:port]``) is reached over plain HTTP."""
+        if is_loopback(host):
+            return True
+        if not self.allow_http:
+            return False
+        if self.insecure_hosts is None:
+            return True
+        host = host.lower()
+        return host in self.insecure_hosts or host.rsplit(":", 1)[0] in self.insecure_hosts
+
+    def base_url(self, registry: str) -> str:
+        """``http://registry`` or ``https://registry``."""
+        return f"{'http' if self.plain_http(registry) else 'https'}://{registry}"
+
+    def _guard(self, request: httpx.Request) -> None:
+        """Request hook: no plain HTTP to a host it is not allowed for (realms and redirects included)."""
+        url = request.url
+        if url.scheme == "http":
+            netloc = url.netloc.decode("ascii", "replace")
+            if not self.plain_http(netloc):
+                raise PlainHTTPRefused(
+                    f"plain HTTP to {_host_port(url)} refused ({request.method} {url.copy_with(query=None)}): "
+                    "only loopback registries are reached without TLS unless allow_http is set")
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** attempt) * (1 + random.uniform(0, 0.1))
+
+    def _exchange(self, method: str, url: str | httpx.URL, *, target: str,
+                  headers: Mapping[str, str] | None = None, data: Mapping[str, str] | None = None,
+                  max_bytes: int = _MAX_MANIFEST) -> _Response:
+        """One request with retries on connection errors, 429 and 5xx; other answers are returned."""
+        import httpx
+
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                with self.client.stream(method, url, headers=headers, data=data) as resp:
+                    status = resp.status_code
+                    if status == 429 or status >= 500:
+                        retry_in = self._delay(attempt)
+                        if status == 429:
+                            asked = _retry_after(resp.headers.get("retry-after"))
+                            if asked is not None and asked > self.max_retry_after:
+                                raise RegistryUnavailable(
+                                    f"{target} is rate limiting requests (429) and asks to wait {asked:.0f} s")
+                            retry_in = asked if asked is not None else retry_in
+                        error: RegistryError = RegistryUnavailable(
+                            f"{target} answered {status} {resp.reason_phrase} to {method} {resp.url} "
+                            f"after {attempts} attempt{'s' if attempts > 1 else ''}")
+                    else:
+                        body = b""
+                        if method != "HEAD":
+                            limit = max_bytes if 200 <= status < 300 else _MAX_ERROR_BODY
+                            declared = resp.headers.get("content-length", "")
+                            if declared.isdigit() and int(declared) > limit and 200 <= status < 300:
+                                raise RegistryError(f"{target} sent {int(declared)} bytes for {resp.url}, "
+                                                    f"more than the {limit} accepted")
+                            chunks, got = [], 0
+                            for chunk in resp.iter_bytes():
+                                got += len(chunk)
+                                if got > limit:
+                                    if 200 <= status < 300:
+                                        raise RegistryError(f"{target} sent more than the {limit} bytes "
+                                                            f"accepted for {resp.url}")
+                                    break
+                                chunks.append(chunk)
+                            body = b"".join(chunks)
+                        return _Response(status, resp.reason_phrase, resp.headers, body, str(resp.url))
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise RegistryError(f"cannot ask {target}: bad URL {str(url)!r} ({exc})") from None
+            except httpx.TransportError as exc:
+                req_url = exc.request.url if _has_request(exc) else httpx.URL(str(url))
+                where = _host_port(req_url)
+                error = RegistryUnreachable(
+                    f"cannot reach {target}" + ("" if where in target.split() else f" at {where}")
+                    + f": {_describe(exc)} ({method} {req_url.copy_with(query=None)})")
+                error.__cause__ = exc
+                retry_in = self._delay(attempt)
+            if attempt + 1 >= attempts:
+                raise error
+            log.debug("%s; retrying in %.2f s", error, retry_in)
+            self._sleep(retry_in)
+        raise AssertionError("unreachable")
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def _credential(self, registry: str) -> Credential | None:
+        if registry not in self._creds:
+            self._creds[registry] = self._credentials(registry) if self._credentials else None
+        return self._creds[registry]
+
+    def _authorized(self, method: str, ref: Reference, path: str, *, headers: Mapping[str, str],
+                    max_bytes: int = _MAX_MANIFEST) -> _Response:
+        """A request to the registry, answering its authentication challenge if it makes one."""
+        url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
+        target = f"registry {ref.registry}"
+        scope = f"repository:{ref.repository}:pull"
+        key = (ref.registry, scope)
+        cached = self._auth.get(key) or self._auth.get((ref.registry, "*"))
+        resp = self._exchange(method, url, target=target, max_bytes=max_bytes,
+                              headers={**headers, "Authorization": cached[0]} if cached else headers)
+        if resp.status != 401:
+            if resp.status == 403:
+                if cached:
+                    who = cached[1]
+                else:
+                    who = "anonymous" if self._credential(ref.registry) is None else "an unauthenticated request"
+                raise self._denied(ref, resp, who)
+            return resp
+        if cached:  # expired or revoked: start again from the challenge
+            self._auth.pop(key, None)
+            self._auth.pop((ref.registry, "*"), None)
+            self._tokens = {k: v for k, v in self._tokens.items() if scope not in k[2].split()}
+        challenges = dict(reversed(parse_challenges(resp.headers.get_list("www-authenticate"))))
+        if "bearer" in challenges:
+            authorization, who = self._bearer(ref, scope, challenges["bearer"])
+            self._auth[key] = (authorization, who)
+        elif "basic" in challenges:
+            authorization, who = self._basic(ref)
+            self._auth[(ref.registry, "*")] = (authorization, who)
+        else:
+            offered = ", ".join(sorted(challenges)) or "none"
+            raise RegistryAccessDenied(
+                f"registry {ref.registry} refused access to {ref.repository}: 401 Unauthorized with no Bearer or "
+                f"Basic challenge (offered: {offered})")
+        resp = self._exchange(method, url, target=target, max_bytes=max_bytes,
+                              headers={**headers, "Authorization": authorization})
+        if resp.status in (401, 403):
+            self._auth.pop(key, None)
+            self._auth.pop((ref.registry, "*"), None)
+            rejected = resp.status == 401 and "basic" in challenges and "bearer" not in challenges
+            raise self._denied(ref, resp, who, rejected=rejected)
+        return resp
+
+    def _denied(self, ref: Reference, resp: _Response, who: str, *, rejected: bool = False) -> RegistryAccessDenied:
+        detail = _error_detail(resp.body)
+        status = f"{resp.status} {resp.reason}".strip()
+        why = f"{status}" + (f", {detail}" if detail else "")
+        if who == "anonymous":
+            advice = f"; no credentials are configured for {ref.registry} (docker login {ref.registry})"
+        elif rejected:
+            advice = f"; the credentials of {who} were rejected"
+        else:
+            advice = f"; {who} is not allowed to pull it"
+        challenge = dict(parse_challenges(resp.headers.get_list("www-authenticate"))).get("bearer", {})
+        if challenge.get("error") == "insufficient_scope":
+            advice += ", or the repository does not exist"
+        return RegistryAccessDenied(f"registry {ref.registry} refused access to {ref.repository}: {why}{advice}")
+
+    def _basic(self, ref: Reference) -> tuple[str, str]:
+        cred = self._credential(ref.registry)
+        if cred is None or not cred.username or not cred.secret:
+            raise RegistryAccessDenied(
+                f"registry {ref.registry} refused access to {ref.repository}: it asks for a user name and password "
+                f"(Basic) and no credentials are configured for {ref.registry}")
+        token = base64.b64encode(f"{cred.username}:{cred.secret}".encode()).decode("ascii")
+        return f"Basic {token}", f"user {cred.username!r}"
+
+    def _bearer(self, ref: Reference, scope: str, challenge: Mapping[str, str]) -> tuple[str, str]:
+        import httpx
+
+        realm = challenge.get("realm", "")
+        if not realm:
+            raise RegistryAccessDenied(
+                f"registry {ref.registry} refused access to {ref.repository}: its Bearer challenge names no realm")
+        service = challenge.get("service", "")
+        scopes = challenge.get("scope", "").split() or [scope]
+        if scope not in scopes:
+            scopes.append(scope)
+        cred = self._credential(ref.registry)
+        who = "anonymous" if cred is None else (f"user {cred.username!r}" if cred.username
+                                                and cred.username != "<token>" else "the identity token")
+        cache_key = (realm, service, " ".join(sorted(scopes)))
+        token = self._tokens.get(cache_key)
+        if token is None:
+            try:
+                realm_url = httpx.URL(realm)
+            except httpx.InvalidURL:
+                raise RegistryError(f"registry {ref.registry} names an invalid token realm {realm!r}") from None
+            if realm_url.scheme not in ("http", "https") or not realm_url.host:
+                raise RegistryError(f"registry {ref.registry} names an invalid token realm {realm!r}")
+            target = f"the token service of registry {ref.registry}"
+            params = [("service", service)] if service else []
+            if cred is not None and cred.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
+                        "client_id": "spark-image-factory", "scope": " ".join(scopes)}
+                if service:
+                    form["service"] = service
+                resp = self._exchange("POST", realm_url, target=target, data=form, max_bytes=_MAX_TOKEN)
+            else:
+                params += [("scope", s) for s in scopes]
+                headers = {}
+                if cred is not None and cred.username and cred.secret:
+                    params.append(("account", cred.username))
+                    basic = base64.b64encode(f"{cred.username}:{cred.secret}".encode()).decode("ascii")
+                    headers["Authorization"] = f"Basic {basic}"
+                resp = self._exchange("GET", realm_url.copy_merge_params(params), target=target,
+                                      headers=headers, max_bytes=_MAX_TOKEN)
+            if resp.status in (401, 403):
+                detail = _error_detail(resp.body)
+                why = f"{resp.status} {resp.reason}" + (f", {detail}" if detail else "")
+                if cred is None:
+                    msg = f"its token service {_host_port(realm_url)} requires credentials ({why}) and none are " \
+                          f"configured for {ref.registry}"
+                else:
+                    msg = f"its token service {_host_port(realm_url)} rejected the credentials of {who} ({why})"
+                raise RegistryAccessDenied(f"registry {ref.registry} refused access to {ref.repository}: {msg}")
+            if not 200 <= resp.status < 300:
+                raise RegistryError(f"{target} answered {resp.status} {resp.reason} to a token request for "
+                                    f"{ref.repository}")
+            try:
+                doc = json.loads(resp.body)
+            except (ValueError, UnicodeDecodeError):
+                doc = None
+            token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                raise RegistryError(f"{target} answered a token request for {ref.repository} without a token")
+            self._tokens[cache_key] = token
+            log.debug("got a %s token for %s from %s", who, " ".join(scopes), realm_url.host)
+        return f"Bearer {token}", who
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def _get_manifest(self, ref: Reference) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of the manifest ``ref`` names, its digest checked."""
+        resp = self._authorized("GET", ref, f"manifests/{ref.reference}", headers={"Accept": _ACCEPT})
+        if resp.status == 404:
+            raise NotFound(f"{ref} not found in registry")
+        if not 200 <= resp.status < 300:
+            detail = _error_detail(resp.body)
+            raise RegistryError(f"registry {ref.registry} answered {resp.status} {resp.reason} for the manifest "
+                                f"of {ref}" + (f" ({detail})" if detail else ""))
+        body = resp.body
+        if ref.digest:
+            algorithm = ref.digest.split(":", 1)[0]
+            got = _compute_digest(algorithm, body)
+            if got != ref.digest:
+                raise BadDigest(f"registry {ref.registry} sent a manifest for {ref} whose digest is {got}: "
+                                "content does not match the digest asked for")
+            digest = ref.digest
+        else:
+            digest = _compute_digest("sha256", body)
+            claimed = resp.headers.get("docker-content-digest", "")
+            if claimed.startswith("sha256:") and claimed != digest:
+                raise BadDigest(f"registry {ref.registry} sent a manifest for {ref} whose digest is {digest}, "
+                                f"not the {claimed} it claims")
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError(f"registry {ref.registry} sent a manifest for {ref} that is not JSON") from None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"registry {ref.registry} sent a manifest for {ref} that is not a JSON object")
+        content_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        media_type = doc.get("mediaType") or content_type
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            if media_type in _SCHEMA1_TYPES or doc.get("schemaVersion") == 1:
+                raise RegistryError(f"{ref} has a Docker schema 1 manifest, which is not supported")
+            media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "config" in doc else media_type
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            raise RegistryError(f"{ref} has a manifest of unsupported media type {media_type!r}")
+        return body, media_type, digest
+
+    def _fetch_blob(self, ref: Reference, digest: str, size: int | None, what: str) -> bytes:
+        _check_digest(digest, f"{what} of {ref}")
+        resp = self._authorized("GET", ref, f"blobs/{digest}", headers={}, max_bytes=_MAX_CONFIG)
+        if resp.status == 404:
+            raise NotFound(f"{what} {digest} of {ref} not found in registry")
+        if not 200 <= resp.status < 300:
+            detail = _error_detail(resp.body)
+            raise RegistryError(f"registry {ref.registry} answered {resp.status} {resp.reason} for the {what} "
+                                f"{digest} of {ref}" + (f" ({detail})" if detail else ""))
+        got = _compute_digest(digest.split(":", 1)[0], resp.body)
+        if got != digest:
+            raise BadDigest(f"the {what} of {ref} from registry {ref.registry} hashes to {got}, not {digest}: "
+                            "it was altered or corrupted")
+        if size is not None and len(resp.body) != size:
+            raise BadDigest(f"the {what} {digest} of {ref} is {len(resp.body)} bytes, not the {size} its "
+                            "manifest declares")
+        return resp.body
+
+    def _config_document(self, ref: Reference, digest: str, size: int | None) -> dict[str, Any]:
+        if digest not in self._blobs:
+            body = self._fetch_blob(ref, digest, size, "image config")
+            try:
+                doc = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise RegistryError(f"the image config {digest} of {ref} is not JSON") from None
+            if not isinstance(doc, dict):
+                raise RegistryError(f"the image config {digest} of {ref} is not a JSON object")
+            self._blobs[digest] = doc
+        return self._blobs[digest]
+
+    def manifest(self, ref: Reference | str, platform: str | None = DEFAULT_PLATFORM) -> ResolvedManifest:
+        """Resolve ``ref`` to the image manifest for ``platform`` (``os/arch[/variant]``).
+
+        An index or manifest list is walked for the entry matching the platform (arm64's
+        ``v8`` variant is optional), skipping attestation manifests; a single-platform
+        image must match the platform too.  ``platform=None`` accepts any platform when
+        there is only one.
+        """
+        ref = _as_reference(ref)
+        want = _parse_platform(platform) if platform else None
+        body, media_type, digest = self._get_manifest(ref)
+        doc = json.loads(body)
+        index_digest = None
+        chosen_platform: str | None = None
+        if media_type in INDEX_TYPES:
+            entry = self._pick(ref, doc, want, platform)
+            index_digest = digest
+            chosen_platform = _format_platform(entry.get("platform") or {})
+            entry_type = entry.get("mediaType")
+            if entry_type in INDEX_TYPES:
+                raise RegistryError(f"{ref} holds a nested index for {chosen_platform}, which is not supported")
+            entry_digest = entry.get("digest")
+            if not isinstance(entry_digest, str):
+                raise RegistryError(f"the index of {ref} has an entry for {chosen_platform} without a digest")
+            _check_digest(entry_digest, f"index entry of {ref}")
+            body, media_type, digest = self._get_manifest(ref.with_digest(entry_digest))
+            if media_type not in MANIFEST_TYPES:
+                raise RegistryError(f"the {chosen_platform} entry of {ref} is a {media_type}, not an image manifest")
+            doc = json.loads(body)
+        config = doc.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
+            raise RegistryError(f"the manifest {digest} of {ref} names no config blob")
+        config_digest = config["digest"]
+        config_size = config.get("size") if isinstance(config.get("size"), int) else None
+        if chosen_platform is None:
+            cfg = self._config_document(ref, config_digest, config_size)
+            chosen_platform = _format_platform(cfg)
+            have = _normalize_platform(str(cfg.get("os") or ""), str(cfg.get("architecture") or ""),
+                                       cfg.get("variant"))
+            if want is not None and have != want:
+                raise PlatformNotFound(f"{ref} is a single-platform image for {chosen_platform}, not {platform}")
+        return ResolvedManifest(digest=digest, media_type=media_type, config_digest=config_digest,
+                                platform=chosen_platform, index_digest=index_digest, config_size=config_size,
+                                reference=ref, document=doc)
+
+    @staticmethod
+    def _pick(ref: Reference, doc: Mapping[str, Any], want: tuple[str, str, str] | None,
+              platform: str | None) -> Mapping[str, Any]:
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            raise RegistryError(f"the index of {ref} has no manifests list")
+        candidates = [e for e in entries if isinstance(e, dict) and not _is_attestation(e)]
+        available = ", ".join(_format_platform(e.get("platform") or {}) for e in candidates) or "none"
+        if want is None:
+            if len(candidates) == 1:
+                return candidates[0]
+            raise PlatformNotFound(f"{ref} is a multi-platform image; name a platform (available: {available})")
+        for entry in candidates:
+            p = entry.get("platform") or {}
+            if _normalize_platform(str(p.get("os") or ""), str(p.get("architecture") or ""), p.get("variant")) == want:
+                return entry
+        raise PlatformNotFound(f"{ref} has no manifest for {platform}; platforms available: {available}")
+
+    def config(self, ref: Reference | str, platform: str | None = DEFAULT_PLATFORM) -> dict[str, Any]:
+        """The image config (JSON) of ``ref`` for ``platform``, its digest and size checked."""
+        ref = _as_reference(ref)
+        resolved = self.manifest(ref, platform)
+        return self._config_document(ref, resolved.config_digest, resolved.config_size)
+
+    def labels(self, ref: Reference | str, platform: str | None = DEFAULT_PLATFORM) -> dict[str, str]:
+        """The image's labels (``config.Labels``), ``{}`` when it has none."""
+        labels = (self.config(ref, platform).get("config") or {}).get("Labels") or {}
+        if not isinstance(labels, dict):
+            raise RegistryError(f"the image config of {ref} has Labels that are not an object")
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def exists(self, ref: Reference | str) -> str | None:
+        """The digest ``ref`` points at (the index's, for a multi-platform tag), or ``None`` when not found.
+
+        Uses ``HEAD`` (which registries do not count against pull rate limits) and falls
+        back to ``GET`` when the answer carries no ``Docker-Content-Digest``.  Access
+        denied is an error, not ``None``.
+        """
+        ref = _as_reference(ref)
+        resp = self._authorized("HEAD", ref, f"manifests/{ref.reference}", headers={"Accept": _ACCEPT})
+        if resp.status == 404:
+            return None
+        if not 200 <= resp.status < 300:
+            raise RegistryError(f"registry {ref.registry} answered {resp.status} {resp.reason} to HEAD for {ref}")
+        claimed = resp.headers.get("docker-content-digest", "")
+        if claimed and _DIGEST.fullmatch(claimed):
+            if ref.digest and claimed != ref.digest:
+                raise BadDigest(f"registry {ref.registry} says {ref} has digest {claimed}")
+            return claimed
+        try:
+            _, _, digest = self._get_manifest(ref)
+        except NotFound:
+            return None
+        return digest
+
+
+def _has_request(exc: BaseException) -> bool:
+    try:
+        exc.request  # type: ignore[attr-defined]  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
