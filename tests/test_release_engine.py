@@ -29,6 +29,7 @@ class Registry:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.config = root / "config.yml"
         self.config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
@@ -64,7 +65,6 @@ def registry(tmp_path):
     if shutil.which("docker-registry") is None:
         pytest.skip("docker-registry is not installed (`make engine` installs it)")
     reg = Registry(tmp_path / "registry")
-    reg.root.mkdir()
     reg.start()
     yield reg
     reg.stop()
