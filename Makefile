@@ -47,6 +47,7 @@ docs: setup            ## regenerate the image table in README.md
 
 bench: setup           ## benchmarks; see benchmarks/README.md
 	$(BIN)/python benchmarks/plan_speed.py
+	@if docker info >/dev/null 2>&1; then $(BIN)/python benchmarks/engine_benchmarks.py; else echo "engine benchmarks skipped: no engine (make engine)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -110,3 +110,21 @@ def test_dry_run_prints_commands_and_builds_nothing(capsys, tmp_path):
     assert "--build-arg BASE_IMAGE=" in lines[1] and "docker push" in out
     ref = build_plan(resolve(load(matrix))).get("0.17.0-t4").ref
     assert subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0
+
+
+def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_path):
+    matrix = fixture_release(tmp_path)
+    assert build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")[0] == 0
+    dockerfile = matrix.parent / "dockerfiles" / "vllm.Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "\nRUN echo changed > /opt/changed\n")
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
+    assert code == 1 and "refusing to overwrite published tags" in out and "Bump the tag's `revision`" in out
+    assert data["pushed"] is False
+    text = matrix.read_text()
+    start = text.index('[image."0.17.0-t4"]')
+    matrix.write_text(text[:start] + text[start:].replace('transformers = "4.57.6"',
+                                                          'transformers = "4.57.6"\nrevision = 1', 1))
+    code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
+    assert code == 0, out
+    assert "replacing revision 0 with revision 1" in out
+    assert data["images"][1]["pushed"][1].endswith(":0.17.0-t4-r1")
