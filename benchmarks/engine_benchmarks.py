@@ -54,7 +54,7 @@ def noop_build(tmp: Path) -> None:
     plan = json.loads(run([*FACTORY, "plan", "0.17.0-t5", "--json", "--matrix", str(matrix)])[1])
     image = plan["images"][1]
     cmd = ["docker", "buildx", "build", "--platform", image["platform"], "--file",
-           str(matrix.parent / image["dockerfile"]), "--tag", image["refs"][0], "--load"]
+           str(matrix.parent / image["dockerfile"]), "--tag", image["refs"][0] + "-bench", "--load"]
     for key, value in image["build_args"].items():
         cmd += ["--build-arg", f"{key}={value}"]
     cached, _ = run([*cmd, str(matrix.parent / image["context"])])

@@ -148,15 +148,19 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
             result.status = BLOCKED
             say(f"{head}: not built, its base {spec.depends_on} failed")
             return
-        where = _up_to_date(spec, options)
+        where, local_id = _up_to_date(spec, options)
         if where:
             result.status, result.where = UP_TO_DATE, where
-            result.digest = docker.local_id(spec.ref)
+            result.digest = local_id
             say(f"{head}: up to date ({where}), input {spec.input_digest[:19]}")
-            return
-        base_digest = results[spec.depends_on].digest if spec.depends_on else None
-        labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
-        _build_one(spec, root, options, labels, result, head, say)
+        else:
+            base_digest = results[spec.depends_on].digest if spec.depends_on else None
+            labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
+            _build_one(spec, root, options, labels, result, head, say)
+        # verify in the worker, so it overlaps the other builds; an unchanged image is verified only when
+        # it is about to be pushed (it was verified when it was built)
+        if options.verify and (result.status == BUILT or (options.push and result.where == "local")):
+            _verify_one(spec, result, plan.namespace, say)
 
     numbered = list(enumerate(plan.images, 1))
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
@@ -164,8 +168,6 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
         for wave in ([n for n in numbered if n[1].kind == "base"], [n for n in numbered if n[1].kind != "base"]):
             list(pool.map(lambda item: one(*item), wave))
     report = BuildReport(started=started, images=list(results.values()))
-    if report.ok and options.verify:
-        _verify(plan, report, options, out)
     if options.push:
         if report.ok:
             try:
@@ -179,18 +181,19 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
     return report
 
 
-def _up_to_date(spec: ImageSpec, options: BuildOptions) -> str | None:
+def _up_to_date(spec: ImageSpec, options: BuildOptions) -> tuple[str | None, str | None]:
+    """Where an image with the plan's input digest already is ("local", "registry" or None), and its local id."""
     from factory import docker
 
     key = L.factory_key(_namespace(spec), "input_digest")
-    local = docker.local_labels(spec.ref)
-    if local is not None and local.get(key) == spec.input_digest:
-        return "local"
+    local = docker.local_image(spec.ref)
+    if local is not None and local[1].get(key) == spec.input_digest:
+        return "local", local[0]
     if options.push and options.registry_check:
         remote = _registry_labels(spec.ref, spec.platform, options)
         if remote is not None and remote.get(key) == spec.input_digest:
-            return "registry"
-    return None
+            return "registry", None
+    return None, None
 
 
 def _registry_labels(ref: str, platform: str, options: BuildOptions) -> dict[str, str] | None:
@@ -269,22 +272,17 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(f"    | {line}" for line in text[-lines:])
 
 
-def _verify(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
-    """Check every image's labels against what is really installed (factory.verify) before any push."""
+def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, out: Printer) -> None:
+    """Check the image's labels against what is really installed (factory.verify); failing blocks every push."""
     from factory.verify import verify_local
 
-    for spec, result in zip(plan.images, report.images, strict=True):
-        if result.status not in (BUILT, UP_TO_DATE) or result.where == "registry":
-            continue
-        mismatches = verify_local(spec.ref, spec.kind, plan.namespace)
-        result.verified = not mismatches
-        if mismatches:
-            result.error = "; ".join(m.message for m in mismatches)
-            out(f"verify {spec.name}: FAILED")
-            for m in mismatches:
-                out(f"    {m.message}")
-        else:
-            out(f"verify {spec.name}: every label matches the image content")
+    mismatches = verify_local(spec.ref, spec.kind, namespace)
+    result.verified = not mismatches
+    if mismatches:
+        result.error = "; ".join(m.message for m in mismatches)
+        out(f"verify {spec.name}: FAILED\n" + "\n".join(f"    {m.message}" for m in mismatches))
+    else:
+        out(f"verify {spec.name}: every label matches the image content")
 
 
 def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 def register(sub, add, command, index_options) -> None:
     """Add the adapter-backed subcommands to the CLI parser and the command table."""
+    from factory import upstream_cli
+
+    upstream_cli.register(sub, add, command, index_options)
     build = add("build", "build bases then vLLM images with Docker Buildx, skipping what is up to date")
     _selection(build)
     build.add_argument("--push", action="store_true", help="push every image once all are built and verified")

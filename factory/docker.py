@@ -6,6 +6,7 @@ and the errors an engine can give are turned into one clear sentence each.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def _exceptions():
 
 
 def check_engine() -> str:
-    """The engine's version; one clear sentence when the engine or Buildx is missing."""
+    """The engine's version; one clear sentence when the engine is not there."""
     docker = _docker()
     exc = _exceptions()
     try:
@@ -94,17 +95,21 @@ def check_engine() -> str:
         ) from None
     except FileNotFoundError:
         raise EngineError("the docker client is not installed (`make engine` installs Docker Engine)") from None
-    try:
-        docker.buildx.version()
-    except exc.DockerException:
-        raise EngineError(
-            "Docker Buildx is missing: install the buildx CLI plugin (`make engine` does)") from None
     server = getattr(version, "server", None)
     return getattr(server, "version", None) or "unknown"
 
 
-def local_labels(ref: str) -> dict[str, str] | None:
-    """Labels of a local image, or None when the engine has no image by that name."""
+@functools.cache
+def check_buildx() -> None:
+    """Buildx is needed only when something is built, so it is checked then, once per process."""
+    try:
+        _docker().buildx.version()
+    except _exceptions().DockerException:
+        raise EngineError("Docker Buildx is missing: install the buildx CLI plugin (`make engine` does)") from None
+
+
+def local_image(ref: str) -> tuple[str, dict[str, str]] | None:
+    """(image id, labels) of a local image, or None when the engine has no image by that name."""
     docker = _docker()
     exc = _exceptions()
     try:
@@ -113,20 +118,23 @@ def local_labels(ref: str) -> dict[str, str] | None:
         return None
     except exc.DockerException as error:
         raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
-    return dict(image.config.labels or {})
+    return image.id, dict(image.config.labels or {})
+
+
+def local_labels(ref: str) -> dict[str, str] | None:
+    """Labels of a local image, or None when the engine has no image by that name."""
+    found = local_image(ref)
+    return found[1] if found else None
 
 
 def local_id(ref: str) -> str | None:
-    docker = _docker()
-    exc = _exceptions()
-    try:
-        return docker.image.inspect(ref).id
-    except exc.NoSuchImage:
-        return None
+    found = local_image(ref)
+    return found[0] if found else None
 
 
 def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
     """Run one build, streaming every log line to `on_line`; raise EngineError when it fails."""
+    check_buildx()
     docker = _docker()
     exc = _exceptions()
     try:

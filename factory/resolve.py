@@ -229,13 +229,29 @@ def _satisfies(component: str, text: str | None, spec: str) -> bool:
     return SpecifierSet(spec).contains(version_of(component, text), prereleases=True)
 
 
+#: Prefix of rules derived from upstream metadata (factory/upstream.py); see `_apply_waivers`.
+UPSTREAM_PREFIX = "upstream/"
+
+
 def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: set[str]) -> list[Violation]:
+    """Attach the tag's waivers to its violations and flag unknown or unused waivers.
+
+    A waiver for rule `X` also waives `upstream/X`, the same fact read from upstream metadata
+    (`factory check --upstream`), so one written reason covers both; a waiver naming
+    `upstream/X` itself waives only that rule.
+    """
     by_rule = {waiver.rule: waiver for waiver in image.allow}
+
+    def waiver_for(rule: str) -> Waiver | None:
+        return by_rule.get(rule) or by_rule.get(rule.removeprefix(UPSTREAM_PREFIX))
+
     out = [
-        Violation(**{**v.__dict__, "waiver": by_rule[v.rule]}) if v.rule in by_rule else v
+        Violation(**{**v.__dict__, "waiver": w}) if (w := waiver_for(v.rule)) else v
         for v in violations
     ]
     used = {v.rule for v in violations}
+    used |= {rule.removeprefix(UPSTREAM_PREFIX) for rule in used}
+    known = known | {rule.removeprefix(UPSTREAM_PREFIX) for rule in known}
     subject = f'image "{tag}"'
     for waiver in image.allow:
         if waiver.rule not in known:
