@@ -41,9 +41,9 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from factory.errors import WorkFailed
+from factory.http import describe_error, new_client, retry_after_seconds
 
 if TYPE_CHECKING:
-    import ssl
 
     import httpx
 
@@ -742,47 +742,6 @@ def _read_zip_member(remote: _RemoteFile, pick: Callable[[list[_ZipMember]], _Zi
     return member, data
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-@lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    """httpx's default TLS context (CA bundle, SSL_CERT_FILE/SSL_CERT_DIR), built once:
-    loading the CA bundle costs ~50 ms, which every new client would otherwise pay."""
-    import httpx
-
-    return httpx.create_ssl_context()
-
-
-def _describe(exc: BaseException) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out waiting for the server"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection without a complete answer"
-    text = str(exc).strip() or type(exc).__name__
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
-    text = text.rstrip(".")
-    return text[:1].lower() + text[1:]
-
-
 class PackageIndex:
     """A client for one simple index; use as a context manager (it owns an ``httpx.Client``).
 
@@ -839,17 +798,7 @@ class PackageIndex:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            import httpx
-
-            from factory import __version__
-
-            self._client = httpx.Client(
-                timeout=httpx.Timeout(self.timeout),
-                verify=_ssl_context(),
-                follow_redirects=True,
-                headers={"User-Agent": self._user_agent
-                         or f"spark-image-factory/{__version__} httpx/{httpx.__version__}"},
-            )
+            self._client = new_client(self.timeout, self._user_agent)
         return self._client
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -893,7 +842,7 @@ class PackageIndex:
                         raise NotFound(f"{url} does not exist ({status} {resp.reason_phrase})")
                     if status != 429 and status < 500:
                         raise UpstreamError(f"{url} answered {status} {resp.reason_phrase}")
-                    asked = _retry_after_seconds(resp.headers.get("retry-after"))
+                    asked = retry_after_seconds(resp.headers.get("retry-after"))
                     if asked is not None and asked > self.max_retry_after:
                         doing = "is rate limiting requests" if status == 429 else "is unavailable"
                         raise UpstreamUnavailable(
@@ -902,10 +851,10 @@ class PackageIndex:
                     error: UpstreamError = UpstreamUnavailable(
                         f"{url} answered {status} {resp.reason_phrase} after {attempts} attempts")
             except httpx.UnsupportedProtocol as exc:
-                raise UpstreamError(f"cannot fetch {url}: {_describe(exc)}") from None
+                raise UpstreamError(f"cannot fetch {url}: {describe_error(exc)}") from None
             except httpx.TransportError as exc:
                 retry_in = self._delay(attempt)
-                error = UpstreamUnavailable(f"cannot reach {url}: {_describe(exc)}")
+                error = UpstreamUnavailable(f"cannot reach {url}: {describe_error(exc)}")
                 error.__cause__ = exc
             except httpx.InvalidURL as exc:
                 raise UpstreamError(f"cannot fetch {url}: {exc}") from None

@@ -33,13 +33,12 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory.errors import InputError, WorkFailed
+from factory.http import describe_error, new_client, retry_after_seconds
 
 if TYPE_CHECKING:
-    import ssl
 
     import httpx
 
@@ -439,28 +438,6 @@ def _error_detail(body: bytes) -> str:
     return "; ".join(p for p in parts if p)[:300]
 
 
-@lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    """httpx's default verifying TLS context (CA bundle, SSL_CERT_FILE/SSL_CERT_DIR), built once."""
-    import httpx
-
-    return httpx.create_ssl_context()
-
-
-def _describe(exc: BaseException) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out waiting for an answer"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection without a complete answer"
-    text = str(exc).strip() or type(exc).__name__
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text).rstrip(".")
-    return text[:1].lower() + text[1:]
-
-
 def _host_port(url: httpx.URL) -> str:
     port = url.port or (443 if url.scheme == "https" else 80)
     host = url.host
@@ -562,17 +539,8 @@ class RegistryClient:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            import httpx
-
-            from factory import __version__
-
-            self._client = httpx.Client(
-                timeout=httpx.Timeout(self.timeout),
-                verify=_ssl_context(),
-                follow_redirects=True,
-                trust_env=True,
-                headers={"User-Agent": self._user_agent
-                         or f"spark-image-factory/{__version__} httpx/{httpx.__version__}"},
+            self._client = new_client(
+                self.timeout, self._user_agent,
                 event_hooks={"request": [self._guard]},
                 # like Go's ProxyFromEnvironment (so Docker), never send loopback traffic to a proxy
                 mounts={"all://localhost": None, "all://127.0.0.1": None, "all://[::1]": None},
@@ -625,7 +593,7 @@ class RegistryClient:
                     if status == 429 or status >= 500:
                         retry_in = self._delay(attempt)
                         if status == 429:
-                            asked = _retry_after(resp.headers.get("retry-after"))
+                            asked = retry_after_seconds(resp.headers.get("retry-after"))
                             if asked is not None and asked > self.max_retry_after:
                                 raise RegistryUnavailable(
                                     f"{target} is rate limiting requests (429) and asks to wait {asked:.0f} s")
@@ -659,7 +627,7 @@ class RegistryClient:
                 where = _host_port(req_url)
                 error = RegistryUnreachable(
                     f"cannot reach {target}" + ("" if where in target.split() else f" at {where}")
-                    + f": {_describe(exc)} ({method} {req_url.copy_with(query=None)})")
+                    + f": {describe_error(exc)} ({method} {req_url.copy_with(query=None)})")
                 error.__cause__ = exc
                 retry_in = self._delay(attempt)
             if attempt + 1 >= attempts:
@@ -985,18 +953,3 @@ def _has_request(exc: BaseException) -> bool:
     return True
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import factory.http as http
 import factory.pypi as pypi
 from factory.pypi import (
     DistFile,
@@ -509,9 +510,9 @@ def test_503_retry_after_is_honoured_too(server, index, sleeps):
 
 
 def test_retry_after_forms():
-    assert pypi._retry_after_seconds("7") == 7.0
-    assert pypi._retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
-    assert pypi._retry_after_seconds("soon") is None and pypi._retry_after_seconds(None) is None
+    assert http.retry_after_seconds("7") == 7.0
+    assert http.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert http.retry_after_seconds("soon") is None and http.retry_after_seconds(None) is None
 
 
 def test_other_4xx_are_not_retried(server, index, sleeps):
