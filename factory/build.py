@@ -40,6 +40,8 @@ class ImageResult:
     where: str | None = None  # "local" or "registry" for up-to-date images
     pushed: list[str] = field(default_factory=list)
     verified: bool | None = None
+    smoked: bool | None = None  # the GPU smoke test passed (None: not run)
+    smoke_report: str | None = None  # where its JSON report was saved
 
 
 @dataclass
@@ -53,11 +55,20 @@ class BuildReport:
     @property
     def ok(self) -> bool:
         return self.error is None and not any(
-            r.status in (FAILED, BLOCKED) or r.verified is False for r in self.images)
+            r.status in (FAILED, BLOCKED) or r.verified is False or r.smoked is False for r in self.images)
 
     def as_dict(self) -> dict:
         return {"started": self.started, "ok": self.ok, "pushed": self.pushed, "error": self.error,
                 "aliases": self.aliases, "images": [asdict(r) for r in self.images]}
+
+
+@dataclass(frozen=True)
+class SmokeOptions:
+    """Run the GPU smoke program (factory.smoke) in every vLLM image before anything is pushed."""
+
+    gpus: str = "all"
+    arch: str = "sm_121"
+    nccl: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class BuildOptions:
     push_attempts: int = 4
     network: str | None = None  # e.g. "host", for an index on this machine's loopback
     push_backoff_s: float = 1.0
+    smoke: SmokeOptions | None = None  # required smoke test of each vLLM image (needs a GPU host)
 
 
 Printer = Callable[[str], None]
@@ -136,6 +148,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
     results = {spec.name: ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
                                       input_digest=spec.input_digest) for spec in plan.images}
     lock = threading.Lock()
+    gpu = threading.Lock()  # one smoke run at a time: they share the host's GPUs
 
     def say(text: str) -> None:
         with lock:
@@ -161,6 +174,11 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
         # it is about to be pushed (it was verified when it was built)
         if options.verify and (result.status == BUILT or (options.push and result.where == "local")):
             _verify_one(spec, result, plan.namespace, say)
+        # the smoke test runs what is about to be pushed: a new build, or a local image not yet published
+        if (options.smoke and spec.kind != "base" and result.verified is not False
+                and (result.status == BUILT or result.where == "local")):
+            with gpu:
+                _smoke_one(spec, result, options, plan.namespace, say)
 
     numbered = list(enumerate(plan.images, 1))
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
@@ -285,6 +303,27 @@ def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, out: Print
         out(f"verify {spec.name}: every label matches the image content")
 
 
+def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, namespace: str, out: Printer) -> None:
+    """Run the smoke program in the image on this host's GPUs; a failure blocks every push of the run."""
+    from factory.smoke import expect_from_labels, render_table, smoke_image
+
+    smoke = options.smoke
+    start = time.monotonic()
+    report = smoke_image(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,
+                         expect=expect_from_labels(spec.labels, namespace))
+    path = options.log_dir / f"{spec.name}.smoke.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    result.smoked, result.smoke_report = report.ok, str(path)
+    took = f"{time.monotonic() - start:.1f}s"
+    if report.ok:
+        out(f"smoke {spec.name}: passed in {took} ({len(report.passed)} checks, {len(report.skipped)} skipped)")
+        return
+    names = ", ".join(c.name for c in report.failed)
+    result.error = f"smoke test failed: {names} (report {path})"
+    out(f"smoke {spec.name}: FAILED in {took}: {names}\n"
+        + "\n".join(f"    {line}" for line in render_table(report).splitlines()))
+
+
 def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
     """Push bases, then images, then moving aliases last: an alias never points at an unfinished release."""
     from factory import docker
@@ -340,6 +379,12 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
         base_digest = f"<digest of {spec.depends_on}>" if spec.depends_on else None
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
         out(request_for(spec, root, options, labels).command_line())
+        if options.smoke and spec.kind != "base":
+            from factory.smoke import expect_from_labels, smoke_command
+
+            out(" ".join(smoke_command(spec.ref, gpus=options.smoke.gpus, arch=options.smoke.arch,
+                                       nccl=options.smoke.nccl,
+                                       expect=expect_from_labels(spec.labels, plan.namespace))))
         results.append(ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
                                    input_digest=spec.input_digest))
     if options.push:

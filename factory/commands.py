@@ -28,6 +28,7 @@ def register(sub, add, command, index_options) -> None:
     build.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     build.add_argument("--jobs", type=int, default=1, help="images built at once (default 1)")
     build.add_argument("--network", help="network for RUN steps, e.g. host (an index on this machine)")
+    _smoke_flags(build)
     command("build")(cmd_build)
 
     verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
@@ -62,6 +63,7 @@ def register(sub, add, command, index_options) -> None:
     release.add_argument("--report", type=Path, default=Path(".factory/release-report.json"))
     release.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     release.add_argument("--push-attempts", type=int, default=4, help="tries per push, with backoff (default 4)")
+    _smoke_flags(release)
     command("release")(cmd_release)
 
     inspect = add("inspect", "show an image's component versions from its labels, locally or from a registry")
@@ -84,7 +86,8 @@ def register(sub, add, command, index_options) -> None:
 
     smoke = add("smoke", "run the GPU smoke program inside an image: numerics, arch, versions (needs a GPU host)")
     smoke.add_argument("image", metavar="IMAGE")
-    smoke.add_argument("--gpus", default="all", help="docker --gpus value (default: all)")
+    smoke.add_argument("--gpus", default="all",
+                       help="docker --gpus value (default: all; none: no GPU, only shows the program runs)")
     smoke.add_argument("--arch", default=None, help="expected GPU arch (default: the matrix's, sm_121)")
     smoke.add_argument("--nccl", action="store_true", help="also run a one-process NCCL all-reduce")
     smoke.add_argument("--json", action="store_true")
@@ -97,6 +100,24 @@ def register(sub, add, command, index_options) -> None:
     bake.add_argument("--cache-to", metavar="SPEC")
     bake.add_argument("--platform", action="append", default=[], help="override platforms (repeatable)")
     command("bake")(cmd_bake)
+
+
+def _smoke_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smoke", action="store_true",
+                   help="run the GPU smoke test in every vLLM image before pushing; a failure pushes nothing")
+    p.add_argument("--smoke-gpus", default="all", metavar="GPUS", help="docker --gpus for --smoke (default: all)")
+    p.add_argument("--smoke-arch", default=None, metavar="ARCH",
+                   help="GPU arch the smoke test expects (default: the matrix's, sm_121)")
+    p.add_argument("--smoke-nccl", action="store_true", help="--smoke also runs a one-process NCCL all-reduce")
+
+
+def _smoke_options(args, loaded):
+    from factory.build import SmokeOptions
+
+    if not args.smoke:
+        return None
+    return SmokeOptions(gpus=args.smoke_gpus, arch=args.smoke_arch or loaded.matrix.defaults.build.cuda_arch,
+                        nccl=args.smoke_nccl)
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -131,7 +152,7 @@ def cmd_build(args) -> int:
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
                            report=args.report, allow_http=args.allow_http, jobs=args.jobs,
-                           network=args.network)
+                           network=args.network, smoke=_smoke_options(args, loaded))
     report = run_build(plan, loaded.root, options)
     if args.json:
         print(to_json(report.as_dict()))
@@ -151,14 +172,16 @@ def cmd_release(args) -> int:
     options = BuildOptions(push=True, builder=args.builder, cache_from=tuple(args.cache_from),
                            cache_to=args.cache_to, dry_run=args.dry_run, force=args.force, log_dir=args.log_dir,
                            report=args.report, allow_http=args.allow_http, jobs=args.jobs, aliases=moving,
-                           push_attempts=max(1, args.push_attempts))
+                           push_attempts=max(1, args.push_attempts), smoke=_smoke_options(args, loaded))
     report = run_build(plan, loaded.root, options)
     if args.dry_run:
         for alias, source in moving.items():
             print(f"docker tag {source} {alias} && docker push {alias}")
         return 0
-    rows = [(r.name, r.status, ", ".join(r.pushed) or "-", (r.digest or "")[:19]) for r in report.images]
-    print(table(["image", "status", "pushed", "digest"], rows))
+    smoke = {True: "passed", False: "FAILED", None: "-"}
+    rows = [(r.name, r.status, smoke[r.smoked], ", ".join(r.pushed) or "-", (r.digest or "")[:19])
+            for r in report.images]
+    print(table(["image", "status", "smoke", "pushed", "digest"], rows))
     if report.aliases:
         print("aliases: " + ", ".join(f"{a} -> {s.rsplit(':', 1)[-1]}" for a, s in report.aliases.items()))
     print("release complete" if report.ok else "release NOT complete: rerun to finish (nothing is rebuilt)")

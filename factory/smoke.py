@@ -170,7 +170,22 @@ def parse_report(stdout: str, *, exit_code: int | None = None, stderr: str | Non
                        command=list(command), raw=raw)
 
 
-def smoke_image(image: str, *, gpus: str | int = "all", arch: str = "sm_121",
+def _gpu_flag(gpus: str | int | None) -> str | int | None:
+    """docker's --gpus value; "none" (or empty) runs without GPUs, which only shows the image runs the program."""
+    return None if gpus is None or str(gpus).strip().lower() in ("", "none") else gpus
+
+
+def smoke_command(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
+                  expect: Mapping[str, str] | None = None, nccl: bool = False,
+                  require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False) -> list[str]:
+    """The `docker run` command line smoke_image() runs (for logs and --dry-run)."""
+    flag = _gpu_flag(gpus)
+    return ["docker", "run", "--rm", *([f"--gpus={flag}"] if flag is not None else []),
+            *(["--shm-size=2g"] if nccl else []), "--entrypoint", "python3", image, SMOKE_PATH_IN_IMAGE,
+            *smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports)]
+
+
+def smoke_image(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
                 expect: Mapping[str, str] | None = None, nccl: bool = False,
                 require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False, pull: str = "missing",
                 envs: Mapping[str, str] | None = None, docker: Any = None) -> SmokeReport:
@@ -179,6 +194,7 @@ def smoke_image(image: str, *, gpus: str | int = "all", arch: str = "sm_121",
     The entrypoint is replaced by python3 (vLLM images start `vllm serve`).  A failing check makes the
     program exit 1, which python-on-whales raises as DockerException carrying stdout: that stdout is
     parsed like a success's.  `docker` is a python-on-whales DockerClient (default: the module's client).
+    `gpus="none"` runs without `--gpus` (no GPU check can pass then; it proves the program runs in the image).
     """
     from python_on_whales import DockerException  # here, not at module level: the CLI must start fast
 
@@ -189,11 +205,14 @@ def smoke_image(image: str, *, gpus: str | int = "all", arch: str = "sm_121",
                               skip_imports=skip_imports)
     command = [SMOKE_PATH_IN_IMAGE, *program_args]
     run_envs = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", **(envs or {})}
-    kwargs: dict[str, Any] = {"entrypoint": "python3", "gpus": gpus, "remove": True, "envs": run_envs,
-                              "pull": pull}
+    kwargs: dict[str, Any] = {"entrypoint": "python3", "remove": True, "envs": run_envs, "pull": pull}
+    flag = _gpu_flag(gpus)
+    if flag is not None:
+        kwargs["gpus"] = flag
     if nccl:
         kwargs["shm_size"] = "2g"  # NCCL's shared-memory transport outgrows docker's 64 MiB /dev/shm
-    shown = ["docker", "run", "--rm", f"--gpus={gpus}", "--entrypoint", "python3", image, *command]
+    shown = smoke_command(image, gpus=gpus, arch=arch, expect=expect, nccl=nccl, require=require,
+                          skip_imports=skip_imports)
     try:
         stdout = docker.run(image, command, **kwargs)
         code = 0

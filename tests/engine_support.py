@@ -61,3 +61,49 @@ def docker_json(*argv: str):
 
     done = subprocess.run(["docker", *argv], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
+
+
+PYTHON_IMAGE = "factory-fixtures/python:amd64"
+
+
+def python_image() -> str:
+    """An amd64 image with this machine's Python interpreter on busybox (nothing can be pulled here).
+
+    Holds the interpreter, its standard library (no tests, no site-packages) and the shared libraries `ldd`
+    names for it and its extension modules, at the same paths as on the host; built once per engine.
+    """
+    import sys
+    import sysconfig
+    import tempfile
+
+    if subprocess.run(["docker", "image", "inspect", PYTHON_IMAGE], capture_output=True).returncode == 0:
+        return PYTHON_IMAGE
+    exe = Path(os.path.realpath(sys.executable))
+    prefix = Path(sys.base_prefix)
+    stdlib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"])
+    with tempfile.TemporaryDirectory(prefix="factory-python-image-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+
+        def put(path: Path) -> None:
+            dest = rootfs / path.relative_to("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(path), dest)
+
+        put(exe)
+        (rootfs / "usr/local/bin").mkdir(parents=True)
+        (rootfs / "usr/local/bin/python3").symlink_to(exe)
+        shutil.copytree(stdlib, rootfs / stdlib.relative_to("/"), symlinks=True, ignore=shutil.ignore_patterns(
+            "site-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "__pycache__"))
+        objects = [exe, *(stdlib / "lib-dynload").glob("*.so")]
+        for obj in objects:
+            listed = subprocess.run(["ldd", str(obj)], capture_output=True, text=True).stdout
+            for line in listed.splitlines():
+                path = line.split("=>")[-1].split("(")[0].strip()
+                if path.startswith("/") and Path(path).exists():
+                    put(Path(path))
+        (Path(tmp) / "Dockerfile").write_text(
+            "FROM factory-fixtures/busybox:amd64\nCOPY rootfs/ /\n"
+            f"ENV PYTHONHOME={prefix}\n")
+        subprocess.run(["docker", "buildx", "build", "--platform", "linux/amd64", "--load", "-t", PYTHON_IMAGE,
+                        tmp], check=True, capture_output=True)
+    return PYTHON_IMAGE

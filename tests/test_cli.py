@@ -108,3 +108,16 @@ def test_python_dash_m_factory_works():
     done = subprocess.run([sys.executable, "-m", "factory", "list", "--matrix", str(SHIPPED)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and "0.15.0-t5" in done.stdout
+
+
+def test_release_dry_run_with_smoke_shows_the_smoke_run_of_each_vllm_image_before_any_push(capsys):
+    code, out, _ = run(capsys, "release", "0.15.0-t5", "--dry-run", "--smoke", "--smoke-gpus", "device=0",
+                       "--matrix", str(SHIPPED))
+    assert code == 0
+    lines = out.splitlines()
+    smoke = [i for i, line in enumerate(lines) if line.startswith("docker run ")]
+    assert len(smoke) == 1, "one vLLM image, one smoke run; the base has none"
+    command = lines[smoke[0]]
+    assert "--gpus=device=0" in command and "scitrera/dgx-spark-vllm:0.15.0-t5 /opt/factory/smoke.py" in command
+    assert "--arch sm_121" in command and "--expect vllm=0.15.0" in command and "--expect torch=2.10.0" in command
+    assert smoke[0] < min(i for i, line in enumerate(lines) if line.startswith("docker push "))
