@@ -46,4 +46,6 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
         "bases": {"targets": [target_name(s) for s in plan.bases]},
         "images": {"targets": [target_name(s) for s in plan.vllm_images]},
     }
+    if plan.extras:
+        groups["extras"] = {"targets": [target_name(s) for s in plan.extras]}
     return {"group": groups, "target": targets}

@@ -1,4 +1,4 @@
-"""`factory build`: bases first, then each vLLM image on its base, skipping what is up to date.
+"""`factory build`: bases first, then each vLLM image on its base (then extra layers), skipping what is up to date.
 
 Nothing is pushed until every image of the run is built (and verified): a failed build leaves no
 half-published release behind. Every build streams into a log file of its own, and the run ends with a
@@ -182,9 +182,10 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
 
     numbered = list(enumerate(plan.images, 1))
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        # bases first (all of them), then every image on them: within a wave builds are independent
-        for wave in ([n for n in numbered if n[1].kind == "base"], [n for n in numbered if n[1].kind != "base"]):
-            list(pool.map(lambda item: one(*item), wave))
+        # bases first (all of them), then every vLLM image on them, then the extra layers on those: within a
+        # wave builds are independent
+        for kind in ("base", "vllm", "extra"):
+            list(pool.map(lambda item: one(*item), [n for n in numbered if n[1].kind == kind]))
     report = BuildReport(started=started, images=list(results.values()))
     if options.push:
         if report.ok:

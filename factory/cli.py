@@ -116,8 +116,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_text(plan, resolution) -> str:
-    bases, images = len(plan.bases), len(plan.vllm_images)
-    out = [f"Build plan: {bases} base(s), then {images} vLLM image(s), for {resolution.matrix.defaults.platform}"]
+    bases, images, extras = len(plan.bases), len(plan.vllm_images), len(plan.extras)
+    layers = f", then {extras} extra layer(s)" if extras else ""
+    out = [f"Build plan: {bases} base(s), then {images} vLLM image(s){layers}, "
+           f"for {resolution.matrix.defaults.platform}"]
     if resolution.blocking:
         out.append(f"  note: {len(resolution.blocking)} unwaived rule violation(s); run `factory check`")
     for step, spec in enumerate(plan.images, 1):
@@ -142,13 +144,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from factory.render import to_json
     from factory.resolve import BUILTIN_RULES
 
-    extra = ()
+    extra, unavailable = (), ()
     if args.upstream:
-        from factory.upstream import upstream_rules
+        from factory.upstream import upstream_rules, wheel_violations
 
         extra = upstream_rules(_load(args), index_url=args.index_url, offline=args.offline,
                                refresh=args.refresh)
+        if not args.list_rules:
+            unavailable = wheel_violations(_load(args), index_url=args.index_url, offline=args.offline,
+                                           refresh=args.refresh)
     resolution = _resolve(args, extra)
+    if unavailable:  # wheel-mode components without a wheel on the index: not waivable
+        from dataclasses import replace
+
+        resolution = replace(resolution, violations=resolution.violations + unavailable)
     matrix = resolution.matrix
     if args.list_rules:
         rows = [(rid, "error", why, "built-in") for rid, why in BUILTIN_RULES.items()]

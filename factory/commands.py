@@ -330,10 +330,11 @@ def _image_labels(name: str, loaded, *, platform: str | None, remote: bool, allo
 
 def _components_table(labels: dict[str, str], namespace: str) -> list[tuple[str, str]]:
     from factory import labels as L
-    from factory.matrix import COMPONENTS
+    from factory.matrix import COMPONENTS, EXTRA_COMPONENTS
 
-    rows = [(c, labels[L.component_key(namespace, c)]) for c in COMPONENTS if L.component_key(namespace, c) in labels]
-    for key in ("build_mode", "cuda_arch", "revision", "input_digest"):
+    rows = [(c, labels[L.component_key(namespace, c)]) for c in COMPONENTS + EXTRA_COMPONENTS
+            if L.component_key(namespace, c) in labels]
+    for key in ("build_mode", "cuda_arch", "extra", "revision", "input_digest"):
         if L.factory_key(namespace, key) in labels:
             rows.append((key, labels[L.factory_key(namespace, key)]))
     for key in ("version", "created", "revision", "base.name", "base.digest", "source"):

@@ -27,10 +27,10 @@ from typing import Literal
 from packaging.version import InvalidVersion, Version
 
 from factory import elf
-from factory.labels import component_key, components_for
-from factory.matrix import COMPONENTS, version_of
+from factory.labels import component_key, components_for, factory_key
+from factory.matrix import COMPONENTS, EXTRA_COMPONENTS, version_of
 
-Kind = Literal["base", "vllm"]
+Kind = Literal["base", "vllm", "extra"]
 
 #: Python distributions (PEP 503 normalised names) that are components, and the component each one is.
 DIST_COMPONENTS = {
@@ -68,10 +68,19 @@ CUDA12_SONAME = re.compile(
     r"|^lib(?:cufft|cufftw|cusolver|cusolverMg)\.so\.11(?:\.[0-9.]*)?$"
 )
 
+#: Libraries whose soname major IS the CUDA major (cudart, cuBLAS, NVRTC, nvJitLink, CUPTI): what an object
+#: needs of these says which CUDA it was built for.
+CUDA_RUNTIME_SONAME = re.compile(r"^lib(?:cudart|cublas|cublasLt|nvrtc|nvJitLink|cupti)\.so\.(\d+)(?:\.[0-9.]*)?$")
+
+#: pkg-config files that say which UCX is installed (UCX installs lib/pkgconfig/ucx.pc under its prefix).
+UCX_PC_PATTERNS = ("opt/*/lib/pkgconfig/ucx.pc", "opt/*/lib64/pkgconfig/ucx.pc", "usr/local/*/lib/pkgconfig/ucx.pc",
+                   "usr/local/lib/pkgconfig/ucx.pc", "usr/lib/pkgconfig/ucx.pc", "usr/lib/*-linux-gnu/pkgconfig/ucx.pc")
+
 _SHARED_OBJECT = re.compile(r"\.so(?:\.[0-9][0-9A-Za-z.]*)?$")
 _NCCL_LIBRARY = re.compile(r"^libnccl\.so\.(\d+\.\d+\.\d+)$")
 _NCCL_DEFINE = re.compile(r"^\s*#\s*define\s+NCCL_(MAJOR|MINOR|PATCH)\s+(\d+)\b", re.MULTILINE)
 _NCCL_DISTS = re.compile(r"^nvidia-nccl-cu(\d+)$")
+_NIXL_DIST = re.compile(r"^nixl(?:-cu(\d+))?$")
 _PYTHON_BINARY = re.compile(r"^python(3\.\d+)$")
 _NAME = re.compile(r"[-_.]+")
 
@@ -95,6 +104,10 @@ class Findings:
     notes: tuple[str, ...] = ()
     cuda12_needed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     duplicates: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: image path of a shared object -> the CUDA runtime libraries (CUDA_RUNTIME_SONAME) it needs
+    cuda_runtime: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: component -> the CUDA major its wheel is built for, from names like nixl-cu13
+    cuda_flavours: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The findings as JSON-ready data."""
@@ -108,6 +121,8 @@ class Findings:
                 name: [{"version": version, "location": where} for version, where in copies]
                 for name, copies in self.duplicates.items()
             },
+            "cuda_runtime": {path: list(libs) for path, libs in self.cuda_runtime.items()},
+            "cuda_flavours": dict(self.cuda_flavours),
             "notes": list(self.notes),
         }
 
@@ -257,6 +272,8 @@ class _Scan:
     dists: dict[str, list[_Dist]] = field(default_factory=dict)
     nccl: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, version, where)
     cuda12: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    cuda_runtime: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    flavours: dict[str, int] = field(default_factory=dict)
 
     def found(self, component: str, version: str, where: str) -> None:
         self.components[component] = version
@@ -288,6 +305,7 @@ def scan(root: Path, *, check_objects: bool = True) -> Findings:
         for directory in dict.fromkeys(directories):
             _nccl_from_directory(s, directory)
     _scan_nccl(s, sites)
+    _scan_ucx(s)
     return Findings(
         components=dict(s.components),
         locations=dict(s.locations),
@@ -298,6 +316,8 @@ def scan(root: Path, *, check_objects: bool = True) -> Findings:
         duplicates={
             name: tuple((d.version, d.where) for d in copies) for name, copies in s.dists.items() if len(copies) > 1
         },
+        cuda_runtime=dict(sorted(s.cuda_runtime.items())),
+        cuda_flavours=dict(s.flavours),
     )
 
 
@@ -329,6 +349,11 @@ def _scan_dists(s: _Scan) -> list[tuple[str, ...]]:
         first = copies[0]
         if name in DIST_COMPONENTS:
             s.found(DIST_COMPONENTS[name], first.version, first.where)
+        nixl = _NIXL_DIST.match(name)
+        if nixl and (nixl[1] or "nixl" not in s.components):  # nixl-cuNN (the libraries) over the `nixl` meta
+            s.found("nixl", first.version, first.where)
+            if nixl[1]:
+                s.flavours["nixl"] = int(nixl[1])
         if len(copies) > 1:
             listed = ", ".join(f"{d.version} at {d.where}" for d in copies)
             s.notes.append(f"{name} is installed {len(copies)} times ({listed}); {first.where} shadows the rest")
@@ -529,6 +554,20 @@ def _check_object(s: _Scan, parts: tuple[str, ...], name: str) -> None:
     cuda12 = tuple(lib for lib in needs if CUDA12_SONAME.match(lib))
     if cuda12:
         s.cuda12[where] = cuda12
+    runtime = tuple(lib for lib in needs if CUDA_RUNTIME_SONAME.match(lib))
+    if runtime:
+        s.cuda_runtime[where] = runtime
+
+
+def _scan_ucx(s: _Scan) -> None:
+    """UCX's version from the `Version:` line of its pkg-config file (its libraries carry no version)."""
+    for pattern in UCX_PC_PATTERNS:
+        for parts in _glob(s.root, pattern):
+            text = _read_text(s.root, parts, 64 * 1024) or ""
+            found = re.search(r"^Version:\s*(\S+)", text, re.MULTILINE)
+            if found:
+                s.found("ucx", found[1], image_path(parts))
+                return
 
 
 def _nccl_rank(parts: tuple[str, ...]) -> int:
@@ -614,8 +653,8 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
     must carry without a label, copies of a labelled distribution at other versions, a CPU-only torch and,
     in a CUDA 13 (or later) image, every shared object that needs a CUDA 12 library are mismatches too.
     """
-    if kind not in ("base", "vllm"):
-        raise ValueError(f"unknown image kind {kind!r} (expected 'base' or 'vllm')")
+    if kind not in ("base", "vllm", "extra"):
+        raise ValueError(f"unknown image kind {kind!r} (expected 'base', 'vllm' or 'extra')")
     labels = labels or {}
     mismatches: list[Mismatch] = []
     required = set(components_for(kind))
@@ -659,7 +698,46 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
             needs = ", ".join(libs) or "CUDA 12 libraries"
             mismatches.append(Mismatch("cuda-abi", cuda_key, cuda or "", needs, path,
                                        f"cuda-abi: {path} needs {needs} from CUDA 12, but the image is CUDA {cuda}"))
+    mismatches.extend(_verify_extra(findings, labels, namespace, major))
     return mismatches
+
+
+def _verify_extra(findings: Findings, labels: dict[str, str], namespace: str, major: int | None) -> list[Mismatch]:
+    """An extra layer's own components, and that its libraries link the image's CUDA major (and only that)."""
+    out = []
+    for component in EXTRA_COMPONENTS:
+        key = component_key(namespace, component)
+        expected, found = labels.get(key), findings.components.get(component)
+        where = findings.locations.get(component, "")
+        if expected is None:
+            continue
+        if found is None:
+            what = "no lib/pkgconfig/ucx.pc" if component == "ucx" else f"no {component} distribution (*.dist-info)"
+            out.append(Mismatch(component, key, expected, "", "", f"{component}: label {key}={expected} but the "
+                                                                  f"image has {what}"))
+        elif not versions_equal(component, expected, found):
+            out.append(Mismatch(component, key, expected, found, where,
+                                f"{component}: label {key}={expected} but {where} says {found}"))
+        flavour = findings.cuda_flavours.get(component)
+        if flavour is not None and major is not None and flavour != major:
+            out.append(Mismatch("cuda-abi", key, f"cu{major}", f"cu{flavour}", where,
+                                f"cuda-abi: {where} is the CUDA {flavour} build of {component}, "
+                                f"but the image is CUDA {major}"))
+    cuda_key = component_key(namespace, "cuda")
+    for directory in filter(None, labels.get(factory_key(namespace, "cuda_linked"), "").split(":")):
+        inside = {path: libs for path, libs in findings.cuda_runtime.items()
+                  if path.startswith(directory.rstrip("/") + "/")}
+        wrong = {path: [lib for lib in libs if int(CUDA_RUNTIME_SONAME.match(lib)[1]) != major]
+                 for path, libs in inside.items()}
+        for path, libs in sorted(wrong.items()):
+            if libs and major is not None:
+                out.append(Mismatch("cuda-abi", cuda_key, str(major), ", ".join(libs), path,
+                                    f"cuda-abi: {path} needs {', '.join(libs)}, but the image is CUDA {major}"))
+        if major is not None and not any(len(libs) < len(inside[path]) for path, libs in wrong.items()):
+            out.append(Mismatch("cuda-abi", cuda_key, str(major), "", directory,
+                                f"cuda-abi: no library under {directory} links a CUDA {major} runtime "
+                                f"(libcudart.so.{major}, ...): built without CUDA, or not there at all"))
+    return out
 
 
 def _shadowed(findings: Findings, component: str, key: str, expected: str) -> list[Mismatch]:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from factory import labels as L
-from factory.matrix import COMPONENTS
+from factory.matrix import COMPONENTS, EXTRA_COMPONENTS, extra_images
 from factory.plan import Plan
 from factory.resolve import Resolution, tag_sort_key
 
@@ -21,7 +21,8 @@ README_END = "<!-- END factory docs -->"
 
 def label_schema(namespace: str) -> dict:
     """JSON Schema of the label set of a vLLM image (a base carries the base components only)."""
-    component_keys = {L.component_key(namespace, c): {"type": "string", "minLength": 1} for c in COMPONENTS}
+    component_keys = {L.component_key(namespace, c): {"type": "string", "minLength": 1}
+                      for c in COMPONENTS + EXTRA_COMPONENTS}
     factory_keys = {L.factory_key(namespace, k): {"type": "string"} for k in L.FACTORY_KEYS}
     oci_keys = {L.oci_key(k): {"type": "string"} for k in (*L.OCI_PLAN_KEYS, *L.OCI_BUILD_KEYS)}
     return {
@@ -81,6 +82,13 @@ def image_table(resolution: Resolution) -> str:
                      str(image.vllm_released or "")])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    layers = extra_images(matrix)
+    if layers:
+        lines += ["", "Extra layers (an image on the tag, built with its own Dockerfile):", ""]
+        for name, extra in sorted(matrix.extra.items()):
+            names = ", ".join(f"`{n}`" for n, (layer, _) in sorted(layers.items()) if layer == name)
+            versions = ", ".join(f"{c} {v}" for c, v in sorted(extra.versions.items(), reverse=True))
+            lines.append(f"- `-{extra.suffix}` ({versions}): {names}. {extra.description}")
     repos = matrix.defaults.repositories
     intro = (f"Images: `{repos.vllm}:<tag>`, on bases `{repos.base}:<base>`, for `{matrix.defaults.platform}`. "
              "Waived deviations from upstream's pins: `factory check`.")

@@ -5,7 +5,7 @@ Plan, verify and inspect all read the keys from here, so a label is named in exa
 
 from __future__ import annotations
 
-from factory.matrix import BASE_COMPONENTS, COMPONENTS
+from factory.matrix import BASE_COMPONENTS, COMPONENTS, EXTRA_COMPONENTS
 
 OCI = "org.opencontainers.image"
 
@@ -19,6 +19,8 @@ FACTORY_KEYS = {
     "cuda_arch": "the GPU architecture the image's CUDA code targets (sm_121 for GB10)",
     "revision": "the tag's revision; bumped when a published tag must be rebuilt with other content",
     "input_digest": "sha256 over everything that determines the image; equal digests mean nothing changed",
+    "extra": "extra-layer images only: the matrix's [extra.<name>] the image was built with (e.g. nixl)",
+    "cuda_linked": "extra-layer images only: ':'-separated directories whose libraries link the image's CUDA",
 }
 
 COMPONENT_MEANING = {
@@ -34,6 +36,8 @@ COMPONENT_MEANING = {
     "vllm": "vLLM",
     "transformers": "Hugging Face Transformers",
     "ray": "Ray, for multi-node serving",
+    "ucx": "UCX, built against the image's CUDA (extra layer)",
+    "nixl": "NIXL, for KV-cache transfer between vLLM instances, built against the image's CUDA (extra layer)",
 }
 
 
@@ -50,14 +54,17 @@ def oci_key(name: str) -> str:
 
 
 def components_for(kind: str) -> tuple[str, ...]:
-    """Components an image of this kind is labelled with: a base has its own, a vLLM image all of them."""
+    """Components an image of this kind must be labelled with: a base its own, a vLLM image (or a layer on one) all.
+
+    An extra layer also carries the extra components it declares (EXTRA_COMPONENTS), which vary per layer.
+    """
     return BASE_COMPONENTS if kind == "base" else COMPONENTS
 
 
 def components_from_labels(labels: dict[str, str], namespace: str) -> dict[str, str]:
     """The component versions an image's labels claim, by component name."""
     found = {}
-    for component in COMPONENTS:
+    for component in COMPONENTS + EXTRA_COMPONENTS:
         value = labels.get(component_key(namespace, component))
         if value is not None:
             found[component] = value
@@ -72,6 +79,9 @@ def contract(namespace: str) -> dict:
             component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c],
                                           "images": ["base", "vllm"] if c in BASE_COMPONENTS else ["vllm"]}
             for c in COMPONENTS
+        } | {
+            component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c], "images": ["extra"]}
+            for c in EXTRA_COMPONENTS
         },
         "factory": {factory_key(namespace, k): v for k, v in FACTORY_KEYS.items()},
         "oci": {

@@ -27,6 +27,9 @@ from factory.errors import InputError
 BASE_COMPONENTS = ("ubuntu", "python", "cuda", "nccl", "torch", "torchvision", "torchaudio")
 IMAGE_COMPONENTS = ("triton", "flashinfer", "vllm", "transformers", "ray")
 COMPONENTS = BASE_COMPONENTS + IMAGE_COMPONENTS
+#: Components an extra layer can carry; verify knows how to measure each (UCX's pkg-config file, NIXL's wheel).
+EXTRA_COMPONENTS = ("ucx", "nixl")
+ExtraComponent = Literal["ucx", "nixl"]
 
 #: Facts about a tag that rules can match on besides component versions (compared as plain text).
 FACTS = ("platform", "mode", "base_mode")
@@ -159,6 +162,34 @@ class Image(_Model):
     allow: tuple[Waiver, ...] = ()
 
 
+class Extra(_Model):
+    """An optional layer on vLLM tags, published as `<tag>-<suffix>` (first: UCX + NIXL for KV-cache transfer).
+
+    It is built FROM the tag's image with its own Dockerfile, labelled with everything the tag carries plus
+    its own component versions, and verified like any image; `cuda_linked` names the directories whose
+    libraries must be linked against the image's CUDA major (a NIXL built for CUDA 12 fails in a CUDA 13
+    image with `libcudart.so.12: cannot open shared object file`).
+    """
+
+    suffix: str = Field(pattern=r"^[a-z][a-z0-9]*$", description="tag suffix: <tag>-<suffix>")
+    description: str = Field(min_length=10)
+    dockerfile: str = Field(description="relative to the matrix file; the build context is its folder")
+    on: tuple[str, ...] = Field(min_length=1, description="the vLLM tags (or shell globs) it is built on")
+    versions: dict[ExtraComponent, VersionText] = Field(min_length=1)
+    sources: dict[ExtraComponent, Source] = {}
+    cuda_linked: tuple[str, ...] = Field((), description="image directories whose shared objects must link "
+                                                         "against the image's CUDA major")
+    revision: int = Field(0, ge=0)
+
+    @field_validator("cuda_linked")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/") or ":" in path:
+                raise ValueError(f"{path!r} is not an absolute image path without ':'")
+        return value
+
+
 class Rule(_Model):
     """A compatibility rule: for tags matching `when`, each `require` must hold."""
 
@@ -193,9 +224,22 @@ class Matrix(_Model):
     defaults: Defaults = Defaults()
     base: dict[str, Base]
     image: dict[str, Image]
+    extra: dict[str, Extra] = {}
     rule: tuple[Rule, ...] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def extra_images(matrix: Matrix) -> dict[str, tuple[str, str]]:
+    """Every extra-layer image: `<tag>-<suffix>` -> (extra name, vLLM tag), for the tags its `on` matches."""
+    import fnmatch
+
+    out = {}
+    for name, extra in sorted(matrix.extra.items()):
+        for tag in sorted(matrix.image):
+            if any(fnmatch.fnmatchcase(tag, pattern) for pattern in extra.on):
+                out[f"{tag}-{extra.suffix}"] = (name, tag)
+    return out
 
 
 @dataclass(frozen=True)
@@ -243,14 +287,19 @@ def _describe(exc: ValidationError, text: str, path: Path) -> str:
     lines = [f"{path}: {exc.error_count()} error(s) in the matrix:"]
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
+        key_error = loc[-1:] == ["[key]"]  # a table key outside its allowed names
+        loc = [part for part in loc if part != "[key]"]
         line = _line_of(text, loc)
         where = f"{path}:{line}" if line else str(path)
-        lines.append(f"  {where}: {_where(loc)}: {_message(error)}")
+        message = _message(error)
+        if key_error:
+            message = f"unknown name {loc[-1]!r} ({message.replace('Input should be', 'expected')})"
+        lines.append(f"  {where}: {_where(loc)}: {message}")
     return "\n".join(lines)
 
 
 def _where(loc: list[str]) -> str:
-    if len(loc) >= 2 and loc[0] in ("base", "image"):
+    if len(loc) >= 2 and loc[0] in ("base", "image", "extra"):
         field = ".".join(loc[2:]) or "(the table)"
         return f'{loc[0]} "{loc[1]}", field "{field}"'
     if len(loc) >= 2 and loc[0] == "rule":
@@ -272,7 +321,7 @@ def _line_of(text: str, loc: list[str]) -> int | None:
     """Best-effort line of a located error: the table header of the tag, then the key inside it."""
     lines = text.splitlines()
     start = 0
-    if len(loc) >= 2 and loc[0] in ("base", "image"):
+    if len(loc) >= 2 and loc[0] in ("base", "image", "extra"):
         header = re.compile(rf'^\s*\[{loc[0]}\.(?:"{re.escape(loc[1])}"|{re.escape(loc[1])})\]\s*(#.*)?$')
         for number, line in enumerate(lines):
             if header.match(line):

@@ -17,7 +17,7 @@ from pathlib import Path
 from factory import labels as L
 from factory.dockerfile import dockerfile_inputs
 from factory.errors import InputError
-from factory.matrix import Base, Image, Matrix
+from factory.matrix import Base, Extra, Image, Matrix, extra_images
 from factory.resolve import Resolution, tag_facts, tag_sort_key
 
 #: Default upstream sources, used when the matrix names no fork: (git URL, ref template).
@@ -27,6 +27,8 @@ UPSTREAM_SOURCES = {
     "torchvision": ("https://github.com/pytorch/vision.git", "v{version}"),
     "torchaudio": ("https://github.com/pytorch/audio.git", "v{version}"),
     "vllm": ("https://github.com/vllm-project/vllm.git", "v{version}"),
+    "ucx": ("https://github.com/openucx/ucx.git", "v{version}"),
+    "nixl": ("https://github.com/ai-dynamo/nixl.git", "{version}"),
 }
 
 #: pip distribution names of the components installed from an index.
@@ -37,8 +39,8 @@ DISTRIBUTIONS = {"triton": "triton", "flashinfer": "flashinfer-python"}
 class ImageSpec:
     """One image to build: what it is called, how it is built and what it promises."""
 
-    kind: str  # "base" or "vllm"
-    name: str  # the tag (vLLM) or base name
+    kind: str  # "base", "vllm" or "extra" (an optional layer on a vLLM image)
+    name: str  # the tag (vLLM), base name, or <tag>-<suffix> of an extra layer
     mode: str  # "source" or "wheels"
     refs: tuple[str, ...]
     dockerfile: str  # relative to the matrix folder
@@ -47,7 +49,7 @@ class ImageSpec:
     build_args: dict[str, str]
     labels: dict[str, str]
     input_digest: str
-    depends_on: str | None = None  # the base name a vLLM image is built FROM
+    depends_on: str | None = None  # what it is built FROM: a vLLM image's base, an extra layer's tag
     from_ref: str | None = None  # the image named in FROM (base ref, or the CUDA image)
     target: str | None = None
 
@@ -78,15 +80,20 @@ class Plan:
     def vllm_images(self) -> tuple[ImageSpec, ...]:
         return tuple(s for s in self.images if s.kind == "vllm")
 
+    @property
+    def extras(self) -> tuple[ImageSpec, ...]:
+        return tuple(s for s in self.images if s.kind == "extra")
+
     def as_dict(self) -> dict:
         return {"namespace": self.namespace, "images": [spec.as_dict() for spec in self.images]}
 
 
 def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bool = False) -> list[str]:
-    """Names (vLLM tags or base names) matching tags or shell globs; no pattern means everything."""
-    names = sorted(matrix.image, key=tag_sort_key) + sorted(matrix.base)
+    """Names (vLLM tags, extra layers, base names) matching tags or shell globs; no pattern means everything."""
+    extras = sorted(extra_images(matrix), key=tag_sort_key)
+    names = sorted(matrix.image, key=tag_sort_key) + extras + sorted(matrix.base)
     if everything or not patterns:
-        return sorted(matrix.image, key=tag_sort_key)
+        return sorted(matrix.image, key=tag_sort_key) + extras
     chosen: list[str] = []
     for pattern in patterns:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -99,19 +106,25 @@ def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bo
 
 
 def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
-    """The images needed for `names` (all tags when None): bases first, then the images on them."""
+    """The images needed for `names` (all when None): bases, then the vLLM images on them, then extra layers."""
     loaded = resolution.loaded
     matrix = loaded.matrix
-    names = names if names is not None else sorted(matrix.image, key=tag_sort_key)
-    tags = [n for n in names if n in matrix.image]
+    layers = extra_images(matrix)
+    names = names if names is not None else select(matrix, (), True)
+    chosen_layers = [n for n in names if n in layers]
+    tags = list(dict.fromkeys([n for n in names if n in matrix.image] + [layers[n][1] for n in chosen_layers]))
     base_names = sorted({n for n in names if n in matrix.base} | {matrix.image[t].base for t in tags})
     missing = [b for b in base_names if b not in matrix.base]
     if missing:
         raise InputError(f"base {missing[0]!r} is not defined under [base] (run `factory check`)")
     bases = {name: _base_spec(matrix, loaded.root, name, matrix.base[name]) for name in base_names}
-    images = [_image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base])
-              for tag in sorted(tags, key=tag_sort_key)]
-    return Plan(images=tuple(bases.values()) + tuple(images), namespace=matrix.defaults.label_namespace)
+    images = {tag: _image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base])
+              for tag in sorted(tags, key=tag_sort_key)}
+    extras = [_extra_spec(matrix, loaded.root, name, layers[name][0], images[layers[name][1]],
+                          bases[matrix.image[layers[name][1]].base])
+              for name in sorted(chosen_layers, key=tag_sort_key)]
+    return Plan(images=tuple(bases.values()) + tuple(images.values()) + tuple(extras),
+                namespace=matrix.defaults.label_namespace)
 
 
 def _source(component: str, version: str, override) -> tuple[str, str]:
@@ -203,6 +216,36 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
     return _finish(root, d.label_namespace, kind="vllm", name=tag, mode=image.mode, repo=repo, revision=image.revision,
                    dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
                    labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref)
+
+
+def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageSpec, base: ImageSpec) -> ImageSpec:
+    """The extra layer `layer` on a vLLM image: its labels are the image's plus its own components."""
+    extra: Extra = matrix.extra[layer]
+    d = matrix.defaults
+    ns = d.label_namespace
+    cuda = matrix.base[base.name].cuda
+    args = {"BASE_IMAGE": image.ref, "CUDA_VERSION": cuda, "MAX_JOBS": str(d.build.max_jobs),
+            "INDEX_URL": d.index_url}
+    for component, version in sorted(extra.versions.items()):
+        repo, ref = _source(component, version, extra.sources.get(component))
+        args.update({f"{component.upper()}_VERSION": version, f"{component.upper()}_REPO": repo,
+                     f"{component.upper()}_REF": ref})
+    inherited = {k: v for k, v in image.labels.items() if k != L.factory_key(ns, "input_digest")}
+    listed = ", ".join(f"{c.upper()} {v}" for c, v in sorted(extra.versions.items(), reverse=True))
+    labels = {
+        **inherited,
+        **{L.component_key(ns, c): v for c, v in extra.versions.items()},
+        L.factory_key(ns, "extra"): layer,
+        L.factory_key(ns, "revision"): str(extra.revision),
+        L.oci_key("version"): name,
+        L.oci_key("description"): f"vLLM {image.name} with {listed}: {extra.description}",
+        L.oci_key("base.name"): image.ref,
+    }
+    if extra.cuda_linked:
+        labels[L.factory_key(ns, "cuda_linked")] = ":".join(extra.cuda_linked)
+    return _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
+                   revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
+                   labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref)
 
 
 def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, components: dict[str, str],

@@ -13,7 +13,18 @@ from dataclasses import dataclass, field
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from factory.matrix import COMPONENTS, FACTS, Base, Image, LoadedMatrix, Matrix, Rule, Waiver, version_of
+from factory.matrix import (
+    COMPONENTS,
+    FACTS,
+    Base,
+    Image,
+    LoadedMatrix,
+    Matrix,
+    Rule,
+    Waiver,
+    extra_images,
+    version_of,
+)
 
 BUILTIN_SOURCE = "built-in (factory/resolve.py)"
 
@@ -24,6 +35,8 @@ BUILTIN_RULES = {
     "builtin/base-exists": "every tag's base is defined under [base]",
     "builtin/sm121-cuda13": "sm_121 (GB10) code needs CUDA 13 or newer",
     "builtin/one-default": "at most one tag is the default (`latest`)",
+    "builtin/extra-on": "every pattern in an extra layer's `on` matches a vLLM tag",
+    "builtin/extra-name": "an extra layer's image name <tag>-<suffix> is not also a vLLM tag or a base",
     "builtin/waiver-unknown": "a waiver names a rule that exists",
     "builtin/waiver-unused": "a waiver waives something (stale waivers hide future deviations)",
 }
@@ -142,6 +155,7 @@ def resolve(loaded: LoadedMatrix, extra_rules: Iterable[Rule] = ()) -> Resolutio
                 "builtin/one-default", "matrix", found=", ".join(sorted(defaults)), required="one default tag"
             )
         )
+    found.extend(_check_extras(matrix))
     known_rules = {rule.id for rule in rules} | set(BUILTIN_RULES)
     for tag, facts in tags.items():
         image = matrix.image[tag]
@@ -181,6 +195,23 @@ def _check_base(matrix: Matrix, name: str, base: Base) -> Iterable[Violation]:
     if (arch.cuda_arch.startswith("sm_121") or "12.1" in arch.torch_cuda_arch_list) and cuda.major < 13:
         yield _builtin("builtin/sm121-cuda13", subject, found=f"cuda {base.cuda}", required="cuda >=13",
                        component="cuda")
+
+
+def _check_extras(matrix: Matrix) -> Iterable[Violation]:
+    import fnmatch
+
+    for name, extra in sorted(matrix.extra.items()):
+        subject = f'extra "{name}"'
+        for pattern in extra.on:
+            if not any(fnmatch.fnmatchcase(tag, pattern) for tag in matrix.image):
+                close = difflib.get_close_matches(pattern, list(matrix.image), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                yield _builtin("builtin/extra-on", subject, found=f"on {pattern!r}",
+                               required=f"a vLLM tag of the matrix{hint}")
+    for image_name, (name, tag) in extra_images(matrix).items():
+        if image_name in matrix.image or image_name in matrix.base:
+            yield _builtin("builtin/extra-name", f'extra "{name}"', found=image_name,
+                           required="a name no tag or base has", tag=tag)
 
 
 def _check_tag(matrix: Matrix, tag: str, image: Image, facts: TagFacts) -> Iterable[Violation]:

@@ -404,3 +404,65 @@ def test_dist_info_and_egg_info_of_one_install_are_not_a_duplicate(tmp_path):
     dist(root, site, "cryptography", "cryptography", "38.0.4")
     put(root, f"{site}/cryptography.egg-info/PKG-INFO", "Name: cryptography\nVersion: 38.0.4\n")
     assert scan(root).duplicates == {}
+
+
+# --- extra layers (UCX + NIXL) --------------------------------------------------------------------------------
+
+
+def extra_labels(**changes: str) -> dict[str, str]:
+    return {**labels(), component_key(NS, "ucx"): "1.19.0", component_key(NS, "nixl"): "1.5.1",
+            f"{NS}.extra": "nixl", f"{NS}.cuda_linked": "/opt/ucx/lib:/opt/nixl/lib", **changes}
+
+
+def add_nixl(root: Path, *, cuda: int = 13, dist_name: str = "nixl-cu13", ucx: str = "1.19.0",
+             nixl_cuda: int | None = None) -> Path:
+    """What dockerfiles/nixl.Dockerfile installs: UCX under /opt/ucx, NIXL under /opt/nixl, NIXL's wheel."""
+    put(root, "opt/ucx/lib/pkgconfig/ucx.pc", f"prefix=/opt/ucx\nName: ucx\nDescription: x\nVersion: {ucx}\n")
+    write_elf(root / "opt/ucx/lib/libucs.so.0.0.0", ["libc.so.6"])
+    write_elf(root / "opt/ucx/lib/ucx/libucm_cuda.so.0.0.0", [f"libcudart.so.{cuda}", "libucm.so.0"])
+    write_elf(root / "opt/nixl/lib/aarch64-linux-gnu/libnixl.so",
+              [f"libcudart.so.{nixl_cuda or cuda}", "libucp.so.0"])
+    write_elf(root / "opt/nixl/lib/aarch64-linux-gnu/plugins/libplugin_UCX.so", ["libnixl.so"])
+    dist(root, SITE, dist_name.replace("-", "_"), dist_name, "1.5.1")
+    return root
+
+
+def test_extra_layer_with_cuda_13_libraries_verifies(image):
+    add_nixl(image)
+    found = scan(image)
+    assert found.components["ucx"] == "1.19.0" and found.locations["ucx"] == "/opt/ucx/lib/pkgconfig/ucx.pc"
+    assert found.components["nixl"] == "1.5.1" and found.cuda_flavours == {"nixl": 13}
+    assert found.cuda_runtime["/opt/ucx/lib/ucx/libucm_cuda.so.0.0.0"] == ("libcudart.so.13",)
+    assert verify(found, extra_labels(), NS, "extra") == []
+
+
+def test_nixl_built_for_cuda_12_in_a_cuda_13_image_is_refused(image):
+    add_nixl(image, nixl_cuda=12)
+    mismatches = verify(scan(image), extra_labels(), NS, "extra")
+    messages = [m.message for m in mismatches]
+    assert any("/opt/nixl/lib/aarch64-linux-gnu/libnixl.so needs libcudart.so.12" in m for m in messages), messages
+    assert any("libcudart.so.12" in m and "from CUDA 12" in m for m in messages)  # the image-wide check too
+
+
+def test_a_cuda_12_nixl_wheel_is_refused_by_its_name(image):
+    add_nixl(image, dist_name="nixl-cu12")
+    mismatches = verify(scan(image), extra_labels(), NS, "extra")
+    assert [m.message for m in mismatches if m.component == "cuda-abi"] == [
+        f"cuda-abi: /{SITE}/nixl_cu12-1.5.1.dist-info is the CUDA 12 build of nixl, but the image is CUDA 13"]
+
+
+def test_extra_libraries_without_any_cuda_link_are_refused(image):
+    add_nixl(image)
+    os.remove(image / "opt/ucx/lib/ucx/libucm_cuda.so.0.0.0")  # UCX configured without --with-cuda
+    mismatches = verify(scan(image), extra_labels(), NS, "extra")
+    assert [m.where for m in mismatches] == ["/opt/ucx/lib"]
+    assert "no library under /opt/ucx/lib links a CUDA 13 runtime" in mismatches[0].message
+
+
+def test_extra_component_versions_are_checked(image):
+    add_nixl(image, ucx="1.18.1")
+    (image / SITE / "nixl_cu13-1.5.1.dist-info").rename(image / SITE / "other")
+    mismatches = verify(scan(image), extra_labels(), NS, "extra")
+    assert sorted(components(mismatches)) == ["nixl", "ucx"]
+    assert any("ucx: label dev.scitrera.ucx_version=1.19.0 but /opt/ucx/lib/pkgconfig/ucx.pc says 1.18.1" == m.message
+               for m in mismatches)

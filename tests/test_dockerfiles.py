@@ -20,7 +20,8 @@ DOCKERFILES = sorted({spec.dockerfile for spec in PLAN.images})
 
 
 def test_every_dockerfile_kind_is_planned():
-    assert DOCKERFILES == ["dockerfiles/pytorch-dev-wheels.Dockerfile", "dockerfiles/pytorch-dev.Dockerfile",
+    assert DOCKERFILES == ["dockerfiles/nixl.Dockerfile",
+                           "dockerfiles/pytorch-dev-wheels.Dockerfile", "dockerfiles/pytorch-dev.Dockerfile",
                            "dockerfiles/vllm-wheels.Dockerfile", "dockerfiles/vllm.Dockerfile"]
 
 

@@ -54,7 +54,8 @@ def test_globs_all_and_order():
     assert [s.name for s in plan.images] == ["2.10.0-cu131", "0.15.0-t4", "0.15.0-t5", "0.15.1-t4", "0.15.1-t5"]
     everything = _plan(SHIPPED)
     kinds = [s.kind for s in everything.images]
-    assert kinds == sorted(kinds)  # every base before every image
+    order = ("base", "vllm", "extra")
+    assert kinds == sorted(kinds, key=order.index)  # every base before every image, extra layers last
     assert len(everything.bases) == 4 and len(everything.vllm_images) == 15
     for spec in everything.vllm_images:
         assert [s.name for s in everything.images].index(spec.depends_on) < everything.images.index(spec)

@@ -69,6 +69,8 @@ def without_release(text: str, vllm: str, *, tags: list[str], bases: list[str] =
         text = drop_table(text, "[[rule]]", f'id = "vllm-{vllm}/{suffix}"')
     for rule in rules:
         text = drop_table(text, "[[rule]]", f'id = "{rule}"')
+    for tag in tags:  # extra layers built on the dropped tags go with them
+        text = text.replace(f'"{tag}", ', "").replace(f', "{tag}"', "")
     return text
 
 

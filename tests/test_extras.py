@@ -1,0 +1,126 @@
+"""Extra layers ([extra.<name>] in the matrix): models, resolver rules, and their place in the plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.errors import InputError
+from factory.matrix import extra_images, load
+from factory.plan import build_plan, select
+from factory.resolve import resolve
+from tests.conftest import SHIPPED, SMALL
+
+NS = "dev.scitrera"
+NIXL = """
+[extra.nixl]
+suffix = "nixl"
+description = "UCX and NIXL for KV-cache transfer"
+dockerfile = "dockerfiles/nixl.Dockerfile"
+on = ["0.17.0-*"]
+versions = { ucx = "1.19.0", nixl = "1.5.1" }
+cuda_linked = ["/opt/ucx/lib", "/opt/nixl/lib"]
+"""
+
+
+@pytest.fixture
+def with_nixl(write_matrix, tmp_path):
+    def write(extra: str = NIXL):
+        path = write_matrix(SMALL.replace("\n[[rule]]", extra + "\n[[rule]]", 1))
+        (tmp_path / "dockerfiles" / "nixl.Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+        return path
+
+    return write
+
+
+def _plan(path, names):
+    resolution = resolve(load(path))
+    return build_plan(resolution, select(resolution.matrix, names))
+
+
+def test_an_extra_layer_is_an_image_on_each_tag_it_names(with_nixl):
+    loaded = load(with_nixl())
+    assert extra_images(loaded.matrix) == {"0.17.0-t4-nixl": ("nixl", "0.17.0-t4"),
+                                          "0.17.0-t5-nixl": ("nixl", "0.17.0-t5")}
+    assert resolve(loaded).ok
+
+
+def test_building_an_extra_layer_plans_its_base_and_tag_first(with_nixl):
+    plan = _plan(with_nixl(), ["0.17.0-t5-nixl"])
+    assert [(s.kind, s.name) for s in plan.images] == [
+        ("base", "2.10.0-cu131"), ("vllm", "0.17.0-t5"), ("extra", "0.17.0-t5-nixl")]
+    image, layer = plan.images[1:]
+    assert layer.depends_on == "0.17.0-t5" and layer.from_ref == image.ref
+    assert layer.ref == "scitrera/dgx-spark-vllm:0.17.0-t5-nixl"
+    assert layer.build_args == {
+        "BASE_IMAGE": image.ref, "CUDA_VERSION": "13.1.0", "INDEX_URL": "https://pypi.org/simple", "MAX_JOBS": "8",
+        "NIXL_REF": "1.5.1", "NIXL_REPO": "https://github.com/ai-dynamo/nixl.git", "NIXL_VERSION": "1.5.1",
+        "UCX_REF": "v1.19.0", "UCX_REPO": "https://github.com/openucx/ucx.git", "UCX_VERSION": "1.19.0"}
+
+
+def test_an_extra_layer_carries_the_tag_labels_and_its_own(with_nixl):
+    plan = _plan(with_nixl(), ["0.17.0-t5-nixl"])
+    image, layer = plan.images[1:]
+    inherited = {k: v for k, v in image.labels.items()
+                 if k.endswith("_version") and k != "org.opencontainers.image.version"}
+    assert inherited.items() <= layer.labels.items()
+    assert layer.labels[f"{NS}.ucx_version"] == "1.19.0" and layer.labels[f"{NS}.nixl_version"] == "1.5.1"
+    assert layer.labels[f"{NS}.extra"] == "nixl"
+    assert layer.labels[f"{NS}.cuda_linked"] == "/opt/ucx/lib:/opt/nixl/lib"
+    assert layer.labels["org.opencontainers.image.version"] == "0.17.0-t5-nixl"
+    assert layer.labels["org.opencontainers.image.base.name"] == image.ref
+    assert layer.labels[f"{NS}.input_digest"] == layer.input_digest != image.input_digest
+
+
+def test_the_input_digest_follows_the_extra_versions_and_the_tag_below(with_nixl, tmp_path):
+    first = _plan(with_nixl(), ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl").input_digest
+    bumped = _plan(with_nixl(NIXL.replace('nixl = "1.5.1"', 'nixl = "1.5.2"')), ["0.17.0-t5-nixl"])
+    assert bumped.get("0.17.0-t5-nixl").input_digest != first
+    path = with_nixl()
+    path.write_text(path.read_text().replace('transformers = "5.3.0"', 'transformers = "5.3.1"'))
+    assert _plan(path, ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl").input_digest != first
+    assert _plan(with_nixl(), ["0.17.0-t4-nixl"]).get("0.17.0-t4-nixl").input_digest != first
+
+
+def test_everything_and_globs_include_the_extra_layers_last(with_nixl):
+    path = with_nixl()
+    kinds = [s.kind for s in _plan(path, []).images]
+    assert kinds == ["base", "vllm", "vllm", "extra", "extra"]
+    assert [s.name for s in _plan(path, ["*-nixl"]).extras] == ["0.17.0-t4-nixl", "0.17.0-t5-nixl"]
+    assert [s.kind for s in _plan(path, ["0.17.0-t4"]).images] == ["base", "vllm"], "a tag alone has no layer"
+
+
+def test_an_on_pattern_matching_no_tag_is_an_error_with_a_hint(with_nixl):
+    resolution = resolve(load(with_nixl(NIXL.replace('on = ["0.17.0-*"]', 'on = ["0.17.0-t6", "0.17.0-t5"]'))))
+    [violation] = resolution.blocking
+    assert violation.rule == "builtin/extra-on" and violation.subject == 'extra "nixl"'
+    assert "'0.17.0-t6'" in violation.found and "did you mean" in violation.required
+
+
+def test_an_extra_image_name_taken_by_a_tag_is_an_error(with_nixl):
+    text = NIXL.replace('suffix = "nixl"', 'suffix = "t5"').replace('on = ["0.17.0-*"]', 'on = ["0.17.0"]')
+    path = with_nixl(text)
+    path.write_text(path.read_text().replace('[image."0.17.0-t4"]', '[image."0.17.0"]'))
+    rules = {v.rule for v in resolve(load(path)).blocking}
+    assert "builtin/extra-name" in rules
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (('suffix = "nixl"', 'suffix = "Nixl-2"'), 'extra "nixl", field "suffix"'),
+    (('nixl = "1.5.1"', 'gdrcopy = "2.5"'), 'extra "nixl", field "versions.gdrcopy"'),
+    (('"/opt/ucx/lib", ', '"opt/ucx/lib", '), "is not an absolute image path"),
+    (("on = [\"0.17.0-*\"]", "on = []"), 'extra "nixl", field "on"'),
+])
+def test_bad_extra_tables_are_located_errors(with_nixl, change, needle):
+    with pytest.raises(InputError) as caught:
+        load(with_nixl(NIXL.replace(*change)))
+    assert needle in str(caught.value)
+    assert "matrix.toml:" in str(caught.value)
+
+
+def test_the_shipped_nixl_layer_is_on_cuda_13_tags_and_planned():
+    resolution = resolve(load(SHIPPED))
+    layers = extra_images(resolution.matrix)
+    assert set(layers) == {"0.17.0-t4-nixl", "0.17.0-t5-nixl", "0.33.0-t5-nixl"}
+    plan = build_plan(resolution, ["0.33.0-t5-nixl"])
+    assert plan.get("0.33.0-t5-nixl").build_args["CUDA_VERSION"] == "13.0.3"
+    assert resolution.ok
