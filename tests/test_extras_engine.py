@@ -1,0 +1,76 @@
+"""An extra layer (UCX + NIXL, faked on busybox) built on a fixture tag by the real engine, then verified."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factory.cli import main
+from factory.content import CUDA_RUNTIME_SONAME
+from tests.engine_support import fixture_release, require_engine
+from tests.test_elf import write_elf
+
+pytestmark = pytest.mark.engine
+
+NIXL = """
+[extra.nixl]
+suffix = "nixl"
+description = "UCX and NIXL for KV-cache transfer (fixture)"
+dockerfile = "dockerfiles/nixl.Dockerfile"
+on = ["0.17.0-t5"]
+versions = { ucx = "1.19.0", nixl = "1.5.1" }
+cuda_linked = ["/opt/ucx/lib", "/opt/nixl/lib"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _engine():
+    require_engine()
+
+
+def release_with_nixl(tmp_path, cudart: str):
+    matrix = fixture_release(tmp_path)
+    matrix.write_text(matrix.read_text() + NIXL)
+    assert CUDA_RUNTIME_SONAME.match(cudart)
+    write_elf(matrix.parent / "dockerfiles" / "cuda-user.so", needed=(cudart, "libc.so.6"))
+    return matrix
+
+
+def build(capsys, tmp_path, matrix, *argv):
+    report = tmp_path / "report.json"
+    code = main(["build", *argv, "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"), "--report",
+                 str(report)])
+    return code, capsys.readouterr().out, json.loads(report.read_text())
+
+
+def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys, tmp_path):
+    matrix = release_with_nixl(tmp_path, "libcudart.so.13")
+    code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
+    assert code == 0, out
+    assert [(i["kind"], i["name"], i["status"], i["verified"]) for i in report["images"]] == [
+        ("base", "2.10.0-cu131", "built", True), ("vllm", "0.17.0-t5", "built", True),
+        ("extra", "0.17.0-t5-nixl", "built", True)]
+    assert "verify 0.17.0-t5-nixl: every label matches the image content" in out
+    ref = report["images"][2]["refs"][0]
+    assert ref.endswith(":0.17.0-t5-nixl")
+
+    assert main(["inspect", ref, "--json", "--matrix", str(matrix)]) == 0
+    components = json.loads(capsys.readouterr().out)["components"]
+    assert components["ucx"] == "1.19.0" and components["nixl"] == "1.5.1" and components["extra"] == "nixl"
+    assert components["vllm"] == "0.17.0" and components["cuda"] == "13.1.0"
+
+    code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
+    assert code == 0 and {i["status"] for i in report["images"]} == {"up to date"}, out
+
+
+def test_a_layer_linked_against_cuda_12_fails_verification_and_pushes_nothing(capsys, tmp_path):
+    matrix = release_with_nixl(tmp_path, "libcudart.so.12")
+    code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl", "--push")
+    assert code == 1, out
+    assert "verify 0.17.0-t5-nixl: FAILED" in out
+    assert "/opt/nixl/lib/aarch64-linux-gnu/libnixl.so needs libcudart.so.12, but the image is CUDA 13" in out
+    assert "no library under /opt/ucx/lib links a CUDA 13 runtime" in out
+    assert "nothing pushed" in out
+    assert [i["verified"] for i in report["images"]] == [True, True, False]
+    assert all(i["pushed"] == [] for i in report["images"])
