@@ -6,7 +6,8 @@ from factory.plan import Plan
 
 
 def github_matrix(plan: Plan) -> dict:
-    """A GitHub Actions matrix: `bases` jobs first, then `images` jobs that need them (`needs: bases`)."""
+    """A GitHub Actions matrix: `bases` jobs first, then `images` jobs that need them (`needs: bases`), then
+    `extras` jobs (extra layers) that need the images."""
 
     def job(spec) -> dict:
         return {"name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
@@ -15,4 +16,5 @@ def github_matrix(plan: Plan) -> dict:
     return {
         "bases": {"include": [job(s) for s in plan.bases]},
         "images": {"include": [job(s) for s in plan.vllm_images]},
+        "extras": {"include": [job(s) for s in plan.extras]},
     }

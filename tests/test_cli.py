@@ -63,6 +63,11 @@ def test_plan_github_matrix(capsys):
     data = json.loads(out)
     assert [j["name"] for j in data["bases"]["include"]] == ["2.10.0-v2-cu131"]
     assert {j["depends_on"] for j in data["images"]["include"]} == {"2.10.0-v2-cu131"}
+    assert data["extras"] == {"include": []}
+    code, out, _ = run(capsys, "plan", "0.17.0-t5-nixl", "--format", "github", "--matrix", str(SHIPPED))
+    data = json.loads(out)
+    assert [(j["name"], j["depends_on"]) for j in data["extras"]["include"]] == [("0.17.0-t5-nixl", "0.17.0-t5")]
+    assert [j["name"] for j in data["images"]["include"]] == ["0.17.0-t5"]
 
 
 def test_list(capsys):
