@@ -20,9 +20,12 @@ def register(sub, add, command, index_options) -> None:
     upstream = add("upstream", "compare the matrix with what upstream releases declare in their wheels' METADATA")
     nested = upstream.add_subparsers(dest="upstream_command", metavar="SUBCOMMAND", parser_class=type(upstream))
     check = nested.add_parser(
-        "check", help="list every tag's deviations from upstream and their waivers; exit 1 on unwaived ones",
+        "check", help="list every tag's deviations from upstream and their waivers, and check wheel-mode "
+                      "wheels on the index; exit 1 on unwaived deviations or missing wheels",
         description="List every tag's deviations from what its vLLM and torch releases declare, with the "
-                    "waiver that allows each; exit 1 when one is not waived.")
+                    "waiver that allows each, and check on the index that every wheel-mode base and tag has "
+                    "the wheels it installs (torch: a CUDA build of the base's CUDA major); exit 1 when a "
+                    "deviation is not waived or a wheel is missing.")
     check.add_argument("--matrix", default=argparse.SUPPRESS, help="path of matrix.toml")
     check.add_argument("tags", nargs="*", metavar="TAG", help="tags to check (default: all)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
@@ -85,16 +88,19 @@ def cmd_upstream(args: argparse.Namespace) -> int:
 
 def cmd_upstream_check(args: argparse.Namespace) -> int:
     from factory.render import table, to_json
-    from factory.upstream import upstream_check
+    from factory.upstream import upstream_check, wheel_availability
 
     loaded = _load(args)
     options = _index_args(args)
     with _index_errors(options["offline"]):
         deviations = upstream_check(loaded, args.tags or None, **options)
+        wheels = wheel_availability(loaded, args.tags or None, **options)
     unwaived = [d for d in deviations if not d.waived]
+    failed = bool(unwaived or wheels.problems)
     if args.json:
-        print(to_json({"ok": not unwaived, "deviations": [d.as_dict() for d in deviations]}))
-        return 1 if unwaived else 0
+        print(to_json({"ok": not failed, "deviations": [d.as_dict() for d in deviations],
+                       "wheels": wheels.as_dict()}))
+        return 1 if failed else 0
     if deviations:
         rows = []
         for d in deviations:
@@ -103,12 +109,22 @@ def cmd_upstream_check(args: argparse.Namespace) -> int:
             rows.append((d.tag, d.component, d.matrix_value or "-", d.requirement, d.source_release, status, why))
         print(table(["tag", "component", "matrix", "upstream", "declared by", "status", "reason"], rows))
         print()
+    if wheels.problems:
+        rows = [(p.subject, p.component, f"{p.project} {p.version} {p.detail}", p.source) for p in wheels.problems]
+        print(table(["mode wheels", "component", "problem", "source"], rows))
+        print()
     tags = len(args.tags) if args.tags else len(loaded.matrix.image)
+    checked = f"{len(wheels.bases)} base(s) and {len(wheels.tags)} tag(s) in mode wheels"
     if unwaived:
         print(f"FAILED: {len(unwaived)} of {len(deviations)} deviation(s) from upstream are NOT WAIVED "
               f"({tags} tag(s) checked); allow them in the tag with a reason, or follow upstream")
+    if wheels.problems:
+        print(f"FAILED: {len(wheels.problems)} wheel-mode component(s) have no wheel to install ({checked} "
+              "checked); pin versions the index has wheels of, or build them with mode = \"source\"")
+    if failed:
         return 1
-    print(f"OK: {len(deviations)} deviation(s) from upstream, all waived ({tags} tag(s) checked)")
+    print(f"OK: {len(deviations)} deviation(s) from upstream, all waived ({tags} tag(s) checked); every "
+          f"wheel-mode component has its wheel ({checked})")
     return 0
 
 

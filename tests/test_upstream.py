@@ -17,16 +17,19 @@ from pathlib import Path
 import pytest
 
 from factory.cache import Cache
+from factory.errors import InputError
 from factory.matrix import Rule, load
 from factory.pypi import NotInCache, PackageIndex
 from factory.resolve import resolve
 from factory.upstream import (
     Deviation,
+    cuda_majors,
     outdated,
     source_release,
     spec_text,
     upstream_check,
     upstream_rules,
+    wheel_availability,
 )
 from tests.conftest import SHIPPED, SMALL
 from tests.pypi_server import FIXTURES, PyPIServer, standin_wheel
@@ -38,6 +41,22 @@ UPSTREAM = FIXTURES / "upstream"
 # -- the index and the CLI ------------------------------------------------------------------------
 
 
+#: The files PyPI lists (filename, size, upload time; read on 2026-11-22) of what the shipped wheel-mode base
+#: 2.14.0-cu130 and tag 0.33.0-t5 install besides the recorded pages: the cp312 Linux wheels of torchvision,
+#: torchaudio and ray, and NCCL's wheels. Only their names matter to `wheel_availability`.
+WHEEL_MODE_PAGES = {
+    "torchvision": [("torchvision-0.29.0-cp312-cp312-manylinux_2_28_aarch64.whl", 7586112, "2026-09-02T13:47:05Z"),
+                    ("torchvision-0.29.0-cp312-cp312-manylinux_2_28_x86_64.whl", 7430773, "2026-09-02T13:47:07Z")],
+    "torchaudio": [("torchaudio-2.11.0-cp312-cp312-manylinux_2_28_aarch64.whl", 1626670, "2026-03-23T18:13:42Z"),
+                   ("torchaudio-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl", 1771992, "2026-03-23T18:13:33Z")],
+    "nvidia-nccl-cu13": [
+        ("nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_aarch64.whl", 215983881, "2026-06-09T03:23:15Z"),
+        ("nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_x86_64.whl", 215965170, "2026-06-09T03:23:39Z")],
+    "ray": [("ray-2.59.0-cp312-cp312-manylinux2014_aarch64.whl", 77850115, "2026-10-02T07:03:12Z"),
+            ("ray-2.59.0-cp312-cp312-manylinux2014_x86_64.whl", 78870190, "2026-10-02T07:03:17Z")],
+}
+
+
 def upstream_server() -> PyPIServer:
     """A started server with the upstream fixture pages and every recorded METADATA (both roots)."""
     server = PyPIServer(fixtures=UPSTREAM).start()
@@ -46,6 +65,9 @@ def upstream_server() -> PyPIServer:
     for f in sorted((FIXTURES / "extracted").glob("*.METADATA")):
         wheel = f.name.removesuffix(".METADATA")
         server.add(f"/files/{wheel}", standin_wheel(wheel, f.read_bytes()))
+    for project, files in WHEEL_MODE_PAGES.items():
+        server.add_project(project, [{"filename": name, "size": size, "upload-time": when}
+                                     for name, size, when in files])
     return server
 
 
@@ -297,7 +319,9 @@ def test_cli_upstream_check_removed_waiver_exits_1_naming_it(server, xdg_cache, 
 def test_cli_upstream_check_selected_tags(server, xdg_cache, capsys):
     base = ["upstream", "check", "--index-url", server.index_url, "--json"]
     assert factory_main([*base, "--matrix", str(SHIPPED), "0.33.0-t5"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "deviations": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True, "deviations": [],
+        "wheels": {"bases_checked": ["2.14.0-cu130"], "tags_checked": ["0.33.0-t5"], "problems": []}}
     assert factory_main([*base, "--matrix", str(SHIPPED), "0.17.0-t4", "0.15.0-t4"]) == 0
     tags = {d["tag"] for d in json.loads(capsys.readouterr().out)["deviations"]}
     assert tags == {"0.17.0-t4", "0.15.0-t4"}
@@ -437,6 +461,395 @@ def test_modules_do_not_import_httpx_until_they_ask_the_index():
             "    for cmd in (['list'], ['check'], ['plan', '--all']): main([*cmd, '--matrix', 'matrix.toml'])\n"
             "sys.exit('httpx' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# -- wheel availability (wheel-mode bases and tags against the index) --------------------------------
+
+WHEEL_MATRIX = """\
+schema = 1
+
+[base."{base}"]
+mode = "{base_mode}"
+cuda = "{cuda}"
+nccl = "2.30.7"
+torch = "{torch}"
+torchvision = "0.29.0"
+torchaudio = "2.11.0"
+
+[image."0.33.0-t5"]
+base = "{base}"
+mode = "{image_mode}"
+vllm = "0.33.0"
+triton = "{triton}"
+flashinfer = "0.7.2.post1"
+transformers = "5.20.2"
+ray = "2.59.0"
+"""
+
+#: What torch 2.14.0's aarch64 wheel really declares for Linux (tests/fixtures/pypi/upstream/extracted/).
+TORCH_CUDA13 = ('cuda-toolkit[cublas,cudart,cufft,nvrtc]==13.0.3; platform_system == "Linux"',
+                'nvidia-cudnn-cu13==9.24.0.43; platform_system == "Linux"',
+                'nvidia-nccl-cu13==2.30.7; platform_system == "Linux"',
+                'triton~=3.8.0; platform_system == "Linux" and python_version < "3.15"')
+#: What torch 2.9.1's wheels declare: CUDA libraries for x86_64 only, so its aarch64 wheel is CPU-only.
+TORCH_CPU_ON_ARM = ('nvidia-cuda-runtime-cu12==12.8.90; platform_system == "Linux" and platform_machine == "x86_64"',
+                    'nvidia-cublas-cu12==12.8.4.1; platform_system == "Linux" and platform_machine == "x86_64"',
+                    'triton==3.5.1; platform_system == "Linux" and platform_machine == "x86_64"')
+#: A torch built against CUDA 12 for every Linux machine.
+TORCH_CUDA12 = ('nvidia-cuda-runtime-cu12==12.8.90; platform_system == "Linux"',
+                'nvidia-cublas-cu12==12.8.4.1; platform_system == "Linux"',
+                'nvidia-nccl-cu12==2.27.5; platform_system == "Linux"')
+
+
+def wheel_matrix(write_matrix, *, base: str = "2.14.0-cu130", base_mode: str = "wheels", cuda: str = "13.0.3",
+                 torch: str = "2.14.0", image_mode: str = "wheels", triton: str = "3.8.0") -> Path:
+    return write_matrix(WHEEL_MATRIX.format(base=base, base_mode=base_mode, cuda=cuda, torch=torch,
+                                            image_mode=image_mode, triton=triton))
+
+
+def _meta(filename: str, requires: tuple[str, ...]) -> bytes:
+    name, version = filename.split("-")[:2]
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", "Requires-Python: >=3.10",
+             "Requires-Dist: filelock", *(f"Requires-Dist: {r}" for r in requires)]
+    return ("\n".join(lines) + "\n\nbuilt by tests/test_upstream.py\n").encode()
+
+
+def torch_wheel(filename: str, requires: tuple[str, ...], *, size: int, pep658: bool = True) -> dict:
+    """A real (small) torch wheel with this METADATA, listed with the size of a real one; with or without
+    its PEP 658 .metadata file (without it the client reads the METADATA out of the wheel by range)."""
+    meta = _meta(filename, requires)
+    entry = {"filename": filename, "size": size, "body": standin_wheel(filename, meta)}
+    if pep658:
+        entry |= {"metadata": meta, "core-metadata": True}
+    return entry
+
+
+def listed(*filenames: str) -> list[dict]:
+    return [{"filename": name} for name in filenames]
+
+
+def serve_wheel_mode(server: PyPIServer, *, torch: list[dict] | None = None) -> None:
+    """Everything the wheel matrix installs, as PyPI publishes it; tests then replace one project's page."""
+    server.add_project("torch", torch or [
+        torch_wheel("torch-2.14.0-cp312-cp312-manylinux_2_28_aarch64.whl", TORCH_CUDA13, size=454010251),
+        {"filename": "torch-2.14.0-cp312-cp312-manylinux_2_28_x86_64.whl", "size": 554620488}])
+    server.add_project("torchvision", listed("torchvision-0.29.0-cp312-cp312-manylinux_2_28_aarch64.whl",
+                                             "torchvision-0.29.0-cp312-cp312-manylinux_2_28_x86_64.whl"))
+    server.add_project("torchaudio", listed("torchaudio-2.11.0-cp312-cp312-manylinux_2_28_aarch64.whl",
+                                            "torchaudio-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl"))
+    server.add_project("nvidia-nccl-cu13", listed("nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_aarch64.whl",
+                                                  "nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_x86_64.whl"))
+    server.add_project("vllm", listed("vllm-0.33.0-cp38-abi3-manylinux_2_28_aarch64.whl",
+                                      "vllm-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl", "vllm-0.33.0.tar.gz"))
+    server.add_project("triton", listed("triton-3.8.0-cp312-cp312-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
+                                        "triton-3.8.0-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"))
+    server.add_project("flashinfer-python", listed("flashinfer_python-0.7.2.post1-py3-none-any.whl",
+                                                   "flashinfer_python-0.7.2.post1.tar.gz"))
+    server.add_project("transformers", listed("transformers-5.20.2-py3-none-any.whl", "transformers-5.20.2.tar.gz"))
+    server.add_project("ray", listed("ray-2.59.0-cp312-cp312-manylinux2014_aarch64.whl",
+                                     "ray-2.59.0-cp312-cp312-manylinux2014_x86_64.whl"))
+
+
+@pytest.fixture
+def wheel_server():
+    with PyPIServer(fixtures=None) as srv:
+        serve_wheel_mode(srv)
+        yield srv
+
+
+@pytest.fixture
+def wheel_index(wheel_server, cache):
+    with PackageIndex(wheel_server.index_url, cache=cache, retries=0, timeout=5) as ix:
+        yield ix
+
+
+def test_wheel_mode_base_with_cuda13_torch_and_its_tag_are_accepted(wheel_server, wheel_index, write_matrix):
+    result = wheel_availability(load(wheel_matrix(write_matrix)), index=wheel_index)
+    assert (result.bases, result.tags, result.problems) == (("2.14.0-cu130",), ("0.33.0-t5",), ())
+    assert result.ok
+    # every component was looked up, and torch's METADATA was read to see its CUDA build
+    pages = {r.path for r in wheel_server.requests_to("/simple/")}
+    assert pages == {f"/simple/{p}/" for p in ("torch", "torchvision", "torchaudio", "nvidia-nccl-cu13", "vllm",
+                                               "triton", "flashinfer-python", "transformers", "ray")}
+    assert wheel_server.count("/files/torch-2.14.0-cp312-cp312-manylinux_2_28_aarch64.whl.metadata") == 1
+
+
+def test_wheel_mode_base_whose_torch_aarch64_wheel_is_cpu_only_is_refused(wheel_server, wheel_index,
+                                                                           write_matrix):
+    # torch 2.9.1 as PyPI publishes it: CUDA libraries for x86_64 only; the wheel is read by range requests
+    wheel_server.add_project("torch", [
+        torch_wheel("torch-2.9.1-cp312-cp312-manylinux_2_28_aarch64.whl", TORCH_CPU_ON_ARM, size=104126592,
+                    pep658=False),
+        {"filename": "torch-2.9.1-cp312-cp312-manylinux_2_28_x86_64.whl", "size": 899742281}])
+    loaded = load(wheel_matrix(write_matrix, base="2.9.1-cu130", cuda="13.0.2", torch="2.9.1"))
+    result = wheel_availability(loaded, index=wheel_index)
+    [problem] = result.problems
+    assert problem.reason == ("base 2.9.1-cu130 is mode wheels but torch 2.9.1 has no aarch64 wheel that is a "
+                              "CUDA build (its aarch64 wheel is CPU-only)")
+    assert (problem.kind, problem.name, problem.component, problem.version, problem.problem) == \
+        ("base", "2.9.1-cu130", "torch", "2.9.1", "cpu-only")
+    assert problem.tags == ("0.33.0-t5",)
+    assert problem.source == wheel_server.file_url("torch-2.9.1-cp312-cp312-manylinux_2_28_aarch64.whl")
+    assert [r.range for r in wheel_server.requests_to("/files/torch-2.9.1") if r.range]  # read out of the wheel
+    assert result.tags == ("0.33.0-t5",)  # the image itself is fine
+
+
+def test_big_torch_wheel_without_cuda_requirements_counts_as_a_cuda_build(wheel_server, wheel_index, write_matrix):
+    """A wheel that bundles its CUDA libraries declares none: judged by size, as PackageIndex does."""
+    wheel_server.add_project("torch", [torch_wheel("torch-2.14.0-cp312-cp312-manylinux_2_28_aarch64.whl", (),
+                                                   size=454010251)])
+    assert wheel_availability(load(wheel_matrix(write_matrix)), index=wheel_index).problems == ()
+    wheel_server.add_project("torch", [torch_wheel("torch-2.14.0-cp312-cp312-manylinux_2_28_aarch64.whl", (),
+                                                   size=104126592)])
+    with PackageIndex(wheel_server.index_url, retries=0, timeout=5) as fresh:
+        [problem] = wheel_availability(load(wheel_matrix(write_matrix)), index=fresh).problems
+    assert problem.problem == "cpu-only"
+
+
+def test_wheel_mode_base_whose_torch_pulls_another_cuda_major_is_refused(wheel_server, wheel_index, write_matrix):
+    wheel_server.add_project("torch", [
+        torch_wheel("torch-2.14.0-cp312-cp312-manylinux_2_28_aarch64.whl", TORCH_CUDA12, size=904010251)])
+    result = wheel_availability(load(wheel_matrix(write_matrix)), index=wheel_index)
+    [problem] = result.problems
+    assert (problem.component, problem.problem) == ("torch", "cuda-mismatch")
+    assert problem.reason == (
+        "base 2.14.0-cu130 is mode wheels but torch 2.14.0 pulls CUDA 12 libraries (its aarch64 wheel requires "
+        "nvidia-cuda-runtime-cu12==12.8.90, nvidia-cublas-cu12==12.8.4.1), not the base's CUDA 13 "
+        "(cuda = 13.0.3)")
+    assert problem.required == "a torch 2.14.0 built for CUDA 13"
+
+
+def test_cuda_major_of_a_base_on_cuda_12_is_checked_against_torch_pulling_13(wheel_server, wheel_index,
+                                                                             write_matrix):
+    wheel_server.add_project("nvidia-nccl-cu12", listed("nvidia_nccl_cu12-2.30.7-py3-none-manylinux_2_18_aarch64.whl"))
+    loaded = load(wheel_matrix(write_matrix, base="2.14.0-cu128", cuda="12.8.1"))
+    [problem] = wheel_availability(loaded, index=wheel_index).problems
+    assert problem.problem == "cuda-mismatch"
+    assert "pulls CUDA 13 libraries (its aarch64 wheel requires cuda-toolkit==13.0.3, nvidia-cudnn-cu13==9.24.0.43)" \
+        in problem.reason and problem.reason.endswith("not the base's CUDA 12 (cuda = 12.8.1)")
+    # NCCL comes as nvidia-nccl-cu<the base's CUDA major>
+    assert wheel_server.count("/simple/nvidia-nccl-cu12/") == 1 and wheel_server.count("/simple/nvidia-nccl-cu13/") == 0
+
+
+def test_cuda_majors_reads_suffixes_and_toolkit_pins():
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in ("cuda-toolkit[cublas]==13.0.3", "nvidia-cudnn-cu13==9.24.0.43",
+                                     "nvidia-cuda-runtime==13.0.48", "nvidia-cufile==1.15.0.42",
+                                     "nvidia-nccl-cu12==2.27.5")]
+    assert cuda_majors(reqs) == {13: ["cuda-toolkit==13.0.3", "nvidia-cudnn-cu13==9.24.0.43",
+                                      "nvidia-cuda-runtime==13.0.48"],
+                                 12: ["nvidia-nccl-cu12==2.27.5"]}  # cufile's own version says nothing
+
+
+def test_wheel_mode_image_component_with_only_x86_64_wheels_is_refused(wheel_server, wheel_index, write_matrix):
+    # Triton published no aarch64 wheels before 3.5.0
+    wheel_server.add_project("triton", listed(
+        "triton-3.4.0-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl", "triton-3.4.0.tar.gz"))
+    result = wheel_availability(load(wheel_matrix(write_matrix, triton="3.4.0")), index=wheel_index)
+    [problem] = result.problems
+    assert problem.reason == ("tag 0.33.0-t5 is mode wheels but triton 3.4.0 has no aarch64 wheel "
+                              "(its wheels are for Linux x86_64 only)")
+    assert (problem.kind, problem.name, problem.component, problem.problem, problem.tags) == \
+        ("image", "0.33.0-t5", "triton", "no-platform-wheel", ())
+    assert problem.source == wheel_server.index_url + "triton/"
+    violation = problem.as_violation()
+    assert (violation.subject, violation.rule, violation.tag, violation.component, violation.severity) == \
+        ('image "0.33.0-t5"', "upstream/wheels/no-platform-wheel", "0.33.0-t5", "triton", "error")
+    assert violation.required == "a linux/arm64 wheel of triton 3.4.0"
+
+
+def test_pure_python_wheels_are_accepted_a_py2_only_one_is_not(wheel_server, wheel_index, write_matrix):
+    loaded = load(wheel_matrix(write_matrix))
+    # transformers and flashinfer-python ship only py3-none-any wheels (and an sdist): that installs anywhere
+    assert wheel_availability(loaded, index=wheel_index).problems == ()
+    wheel_server.add_project("transformers", listed("transformers-5.20.2-py2-none-any.whl"))
+    with PackageIndex(wheel_server.index_url, retries=0, timeout=5) as fresh:
+        [problem] = wheel_availability(loaded, index=fresh).problems
+    assert (problem.component, problem.problem) == ("transformers", "no-python-wheel")
+    assert problem.detail == "has no aarch64 wheel for CPython 3.12 (its aarch64 wheels are for py2-none)"
+
+
+@pytest.mark.parametrize(("files", "problem", "detail"), [
+    (["ray-2.59.0.tar.gz"], "no-wheel",
+     "has no wheel on {index}, only ray-2.59.0.tar.gz (a source build)"),
+    (["ray-2.59.0-cp312-cp312-musllinux_1_2_aarch64.whl", "ray-2.59.0-cp312-cp312-manylinux2014_x86_64.whl"],
+     "musllinux-only", "has no aarch64 wheel for glibc (only musllinux_1_2_aarch64, which does not install on "
+     "Ubuntu 24.04)"),
+    (["ray-2.59.0-cp311-cp311-manylinux2014_aarch64.whl", "ray-2.59.0-cp313-cp313-manylinux2014_aarch64.whl"],
+     "no-python-wheel", "has no aarch64 wheel for CPython 3.12 (its aarch64 wheels are for cp311-cp311, cp313-cp313)"),
+    (["ray-2.59.0-cp312-cp312-manylinux_2_41_aarch64.whl"], "glibc-too-old",
+     "has no aarch64 wheel that installs on Ubuntu 24.04's glibc 2.39 (its aarch64 wheels for CPython 3.12 need "
+     "glibc 2.41 or newer)"),
+    (["ray-2.58.0-cp312-cp312-manylinux2014_aarch64.whl"], "no-release",
+     "is not on {index} (no release 2.59.0 of ray)"),
+])
+def test_why_an_image_wheel_does_not_install(wheel_server, wheel_index, write_matrix, files, problem, detail):
+    wheel_server.add_project("ray", listed(*files))
+    [found] = wheel_availability(load(wheel_matrix(write_matrix)), index=wheel_index).problems
+    assert (found.component, found.project, found.version, found.problem) == ("ray", "ray", "2.59.0", problem)
+    assert found.detail == detail.format(index=wheel_server.index_url)
+
+
+def test_project_missing_from_the_index_is_a_finding(wheel_server, wheel_index, write_matrix):
+    wheel_server.remove("/simple/nvidia-nccl-cu13/")
+    [problem] = wheel_availability(load(wheel_matrix(write_matrix)), index=wheel_index).problems
+    assert problem.reason == (f"base 2.14.0-cu130 is mode wheels but nvidia-nccl-cu13 2.30.7 is not on "
+                              f"{wheel_server.index_url} (no project nvidia-nccl-cu13)")
+
+
+def test_source_mode_bases_and_tags_are_not_checked(wheel_server, wheel_index, write_matrix):
+    wheel_server.add_project("torch", listed("torch-2.14.0-cp312-cp312-manylinux_2_28_x86_64.whl"))
+    wheel_server.add_project("triton", listed("triton-3.8.0-cp312-cp312-manylinux_2_28_x86_64.whl"))
+    source = load(wheel_matrix(write_matrix, base_mode="source", image_mode="source"))
+    assert wheel_availability(source, index=wheel_index) == wheel_availability(source, ["0.33.0-t5"],
+                                                                               index=wheel_index)
+    assert wheel_availability(source, index=wheel_index).as_dict() == \
+        {"bases_checked": [], "tags_checked": [], "problems": []}
+    assert wheel_server.count() == 0  # nothing to check: the index is not even asked
+    # a wheel-mode tag on a source-mode base: only the tag's own wheels
+    [problem] = wheel_availability(load(wheel_matrix(write_matrix, base_mode="source")), index=wheel_index).problems
+    assert (problem.kind, problem.component, problem.problem) == ("image", "triton", "no-platform-wheel")
+    # a source-mode tag on a wheel-mode base: only the base's
+    result = wheel_availability(load(wheel_matrix(write_matrix, image_mode="source")), index=wheel_index)
+    assert (result.bases, result.tags) == (("2.14.0-cu130",), ())
+    assert [(p.kind, p.component, p.problem) for p in result.problems] == [("base", "torch", "no-platform-wheel")]
+
+
+def test_torch_index_is_asked_first_with_local_versions(wheel_server, wheel_index, write_matrix):
+    """As `uv pip install --extra-index-url TORCH_INDEX_URL`: torch==2.9.1 takes 2.9.1+cu130 from the torch
+    index; projects that index does not have come from the main one."""
+    wheel_server.add_project("torch", [
+        torch_wheel("torch-2.9.1-cp312-cp312-manylinux_2_28_aarch64.whl", TORCH_CPU_ON_ARM, size=104126592)])
+    text = wheel_matrix(write_matrix, base="2.9.1-cu130", cuda="13.0.2", torch="2.9.1").read_text()
+    with PyPIServer(fixtures=None) as torch_server:
+        torch_server.add_project("torch", [
+            torch_wheel("torch-2.9.1+cpu-cp312-cp312-manylinux_2_28_aarch64.whl", (), size=104126592),
+            torch_wheel("torch-2.9.1+cu130-cp312-cp312-manylinux_2_28_aarch64.whl",
+                        ('nvidia-cuda-runtime==13.0.48; platform_system == "Linux"',
+                         'nvidia-nccl-cu13==2.27.7; platform_system == "Linux"'), size=1004126592)])
+        text = text.replace("schema = 1\n", f'schema = 1\n\n[defaults]\ntorch_index_url = "{torch_server.index_url}"\n')
+        loaded = load(write_matrix(text))
+        assert wheel_availability(loaded, index=wheel_index).problems == ()
+        assert torch_server.count("/files/torch-2.9.1+cu130") == 1 and torch_server.count("/files/torch-2.9.1+cpu") == 0
+        assert {r.path for r in torch_server.requests_to("/simple/")} == {
+            "/simple/torch/", "/simple/torchvision/", "/simple/torchaudio/", "/simple/nvidia-nccl-cu13/"}
+        assert wheel_server.count("/simple/torch/") == 0 and wheel_server.count("/simple/torchvision/") == 1
+        # without the torch index, PyPI's CPU-only wheel is what would be installed
+        [problem] = wheel_availability(loaded, index=wheel_index, torch_index=wheel_index).problems
+        assert problem.problem == "cpu-only"
+
+
+def test_wheel_availability_offline_after_one_online_run(wheel_server, cache, write_matrix):
+    wheel_server.add_project("triton", listed("triton-3.8.0-cp312-cp312-manylinux_2_28_x86_64.whl"))
+    loaded = load(wheel_matrix(write_matrix))
+    with PackageIndex(wheel_server.index_url, cache=cache, offline=True) as offline, pytest.raises(NotInCache):
+        wheel_availability(loaded, index=offline)
+    assert wheel_server.count() == 0
+    with PackageIndex(wheel_server.index_url, cache=cache, retries=0) as online:
+        result = wheel_availability(loaded, index=online)
+    assert [p.component for p in result.problems] == ["triton"]
+    wheel_server.reset_log()
+    with PackageIndex(wheel_server.index_url, cache=cache, offline=True) as offline:
+        assert wheel_availability(loaded, index=offline) == result
+    assert wheel_server.count() == 0
+
+
+def test_selected_tags_check_their_bases_and_unknown_tags_are_input_errors(wheel_server, wheel_index,
+                                                                             write_matrix):
+    text = wheel_matrix(write_matrix).read_text() + (
+        '\n[base."2.9.1-cu130"]\nmode = "wheels"\ncuda = "13.0.2"\nnccl = "2.30.7"\ntorch = "2.9.1"\n'
+        'torchvision = "0.24.1"\ntorchaudio = "2.9.1"\n')
+    loaded = load(write_matrix(text))
+    result = wheel_availability(loaded, ["0.33.0-t5"], index=wheel_index)
+    assert (result.bases, result.tags, result.problems) == (("2.14.0-cu130",), ("0.33.0-t5",), ())
+    everything = wheel_availability(loaded, index=wheel_index)  # an unused wheel-mode base is checked too
+    assert everything.bases == ("2.14.0-cu130", "2.9.1-cu130")
+    assert {(p.name, p.component, p.tags) for p in everything.problems} == {
+        ("2.9.1-cu130", c, ()) for c in ("torch", "torchvision", "torchaudio")}
+    with pytest.raises(InputError, match="no tag '0.33.0-t6'"):
+        wheel_availability(loaded, ["0.33.0-t6"], index=wheel_index)
+
+
+def wheels_base_2_10(matrix: Path) -> None:
+    """Switch the shipped source-mode base 2.10.0-v2-cu131 (tags 0.16.0-t* and 0.17.0-t*) to mode wheels."""
+    header = '[base."2.10.0-v2-cu131"]\n'
+    matrix.write_text(matrix.read_text().replace(header, header + 'mode = "wheels"\n'))
+
+
+def test_shipped_wheel_mode_base_and_tag_have_their_wheels(index):
+    """The recorded PyPI pages: 2.14.0-cu130's torch is a CUDA 13 build, 0.33.0-t5's wheels all exist."""
+    result = wheel_availability(load(SHIPPED), index=index)
+    assert (result.bases, result.tags, result.problems) == (("2.14.0-cu130",), ("0.33.0-t5",), ())
+
+
+def test_shipped_source_base_switched_to_wheels_is_refused_by_the_index(server, index, shipped_matrix):
+    """PyPI's real torch 2.10.0 aarch64 METADATA (recorded) pulls no CUDA library: a wheel base cannot work."""
+    wheels_base_2_10(shipped_matrix)
+    result = wheel_availability(load(shipped_matrix), ["0.17.0-t4"], index=index)
+    torch = next(p for p in result.problems if p.component == "torch")
+    assert torch.reason == ("base 2.10.0-v2-cu131 is mode wheels but torch 2.10.0 has no aarch64 wheel that is "
+                            "a CUDA build (its aarch64 wheel is CPU-only)")
+    assert torch.tags == ("0.17.0-t4",)  # the selected tags on it
+    assert torch.source.endswith("/files/torch-2.10.0-cp312-cp312-manylinux_2_28_aarch64.whl")
+
+
+def test_cli_upstream_check_reports_wheel_problems_and_exits_1(server, xdg_cache, shipped_matrix, capsys):
+    wheels_base_2_10(shipped_matrix)
+    argv = ["upstream", "check", "--matrix", str(shipped_matrix), "--index-url", server.index_url]
+    assert factory_main([*argv, "0.17.0-t4"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("tag ")  # the (waived) deviations first, then the wheels
+    header = next(line for line in out.splitlines() if line.startswith("mode wheels"))
+    assert header.split() == ["mode", "wheels", "component", "problem", "source"]
+    row = next(line for line in out.splitlines() if line.startswith("base 2.10.0-v2-cu131") and " torch " in line)
+    assert re.search(r"torch\s+torch 2\.10\.0 has no aarch64 wheel that is a CUDA build \(its aarch64 wheel is "
+                     r"CPU-only\)\s+http://127\.0\.0\.1:\d+/files/torch-2\.10\.0-cp312", row), row
+    assert "FAILED: " in out and "wheel-mode component(s) have no wheel to install (1 base(s) and 0 tag(s)" in out
+    assert factory_main([*argv, "0.17.0-t4", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["deviations"] and all(d["waived"] for d in doc["deviations"])
+    assert doc["wheels"]["bases_checked"] == ["2.10.0-v2-cu131"] and doc["wheels"]["tags_checked"] == []
+    torch = next(p for p in doc["wheels"]["problems"] if p["component"] == "torch")
+    assert {k: torch[k] for k in ("kind", "name", "project", "version", "problem", "tags")} == {
+        "kind": "base", "name": "2.10.0-v2-cu131", "project": "torch", "version": "2.10.0", "problem": "cpu-only",
+        "tags": ["0.17.0-t4"]}
+    # the shipped matrix itself: OK, naming what was checked in mode wheels
+    assert factory_main(["upstream", "check", "--matrix", str(SHIPPED), "--index-url", server.index_url]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("OK: ") and last.endswith(
+        "every wheel-mode component has its wheel (1 base(s) and 1 tag(s) in mode wheels)")
+
+
+def test_cli_upstream_check_offline_uses_the_cache_for_wheels(server, xdg_cache, shipped_matrix, capsys):
+    wheels_base_2_10(shipped_matrix)
+    argv = ["upstream", "check", "--matrix", str(shipped_matrix), "--index-url", server.index_url, "--json"]
+    assert factory_main(argv) == 1
+    online = capsys.readouterr().out
+    server.reset_log()
+    assert factory_main([*argv, "--offline"]) == 1
+    assert capsys.readouterr().out == online
+    assert server.count() == 0
+
+
+def test_factory_check_upstream_reports_wheel_problems_unwaivable(server, xdg_cache, shipped_matrix, capsys):
+    from factory.cli import main
+
+    wheels_base_2_10(shipped_matrix)
+    argv = ["check", "--upstream", "--matrix", str(shipped_matrix), "--index-url", server.index_url]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert 'base "2.10.0-v2-cu131": [upstream/wheels/cpu-only] found mode wheels, torch 2.10.0, required an ' \
+           "aarch64 CUDA build of torch 2.10.0" in out
+    assert "why: base 2.10.0-v2-cu131 is mode wheels but torch 2.10.0 has no aarch64 wheel that is a CUDA build" in out
+    assert main([*argv, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    [cpu] = [v for v in doc["violations"] if v["rule"] == "upstream/wheels/cpu-only"]
+    assert (cpu["subject"], cpu["tag"], cpu["component"], cpu["waived"]) == ('base "2.10.0-v2-cu131"', None,
+                                                                            "torch", False)
+    # the matrix's own rule says the same without the index
+    assert {v["tag"] for v in doc["violations"] if v["rule"] == "arm64/torch-wheel-cuda"} == {
+        "0.16.0-t4", "0.16.0-t5", "0.17.0-t4", "0.17.0-t5"}
 
 
 # -- the real index (opt in) -------------------------------------------------------------------------
