@@ -10,18 +10,11 @@ from factory.cli import main
 from factory.content import CUDA_RUNTIME_SONAME
 from tests.engine_support import fixture_release, require_engine
 from tests.test_elf import write_elf
+from tests.test_extras import NIXL as LAYER
 
 pytestmark = pytest.mark.engine
 
-NIXL = """
-[extra.nixl]
-suffix = "nixl"
-description = "UCX and NIXL for KV-cache transfer (fixture)"
-dockerfile = "dockerfiles/nixl.Dockerfile"
-on = ["0.17.0-t5"]
-versions = { ucx = "1.19.0", nixl = "1.5.1" }
-cuda_linked = ["/opt/ucx/lib", "/opt/nixl/lib"]
-"""
+NIXL = LAYER.replace('on = ["0.17.0-*"]', 'on = ["0.17.0-t5"]')  # the unit tests' layer, on one tag
 
 
 @pytest.fixture(autouse=True)
