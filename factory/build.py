@@ -375,14 +375,14 @@ def _write_report(report: BuildReport, path: Path, out: Printer) -> None:
 
 
 def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revision: str, out: Printer):
+    from factory.smoke import expect_from_labels, smoke_command
+
     results = []
     for spec in plan.images:
         base_digest = f"<digest of {spec.depends_on}>" if spec.depends_on else None
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
         out(request_for(spec, root, options, labels).command_line())
         if options.smoke and spec.kind != "base":
-            from factory.smoke import expect_from_labels, smoke_command
-
             out(" ".join(smoke_command(spec.ref, gpus=options.smoke.gpus, arch=options.smoke.arch,
                                        nccl=options.smoke.nccl,
                                        expect=expect_from_labels(spec.labels, plan.namespace))))

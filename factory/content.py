@@ -723,17 +723,21 @@ def _verify_extra(findings: Findings, labels: dict[str, str], namespace: str, ma
             out.append(Mismatch("cuda-abi", key, f"cu{major}", f"cu{flavour}", where,
                                 f"cuda-abi: {where} is the CUDA {flavour} build of {component}, "
                                 f"but the image is CUDA {major}"))
+    if major is None:
+        return out
     cuda_key = component_key(namespace, "cuda")
     for directory in filter(None, labels.get(factory_key(namespace, "cuda_linked"), "").split(":")):
-        inside = {path: libs for path, libs in findings.cuda_runtime.items()
-                  if path.startswith(directory.rstrip("/") + "/")}
-        wrong = {path: [lib for lib in libs if int(CUDA_RUNTIME_SONAME.match(lib)[1]) != major]
-                 for path, libs in inside.items()}
-        for path, libs in sorted(wrong.items()):
-            if libs and major is not None:
-                out.append(Mismatch("cuda-abi", cuda_key, str(major), ", ".join(libs), path,
-                                    f"cuda-abi: {path} needs {', '.join(libs)}, but the image is CUDA {major}"))
-        if major is not None and not any(len(libs) < len(inside[path]) for path, libs in wrong.items()):
+        prefix = directory.rstrip("/") + "/"
+        linked = False
+        for path, libs in findings.cuda_runtime.items():
+            if not path.startswith(prefix):
+                continue
+            other = [lib for lib in libs if int(CUDA_RUNTIME_SONAME.match(lib)[1]) != major]
+            linked = linked or len(other) < len(libs)
+            if other:
+                out.append(Mismatch("cuda-abi", cuda_key, str(major), ", ".join(other), path,
+                                    f"cuda-abi: {path} needs {', '.join(other)}, but the image is CUDA {major}"))
+        if not linked:
             out.append(Mismatch("cuda-abi", cuda_key, str(major), "", directory,
                                 f"cuda-abi: no library under {directory} links a CUDA {major} runtime "
                                 f"(libcudart.so.{major}, ...): built without CUDA, or not there at all"))

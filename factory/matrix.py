@@ -7,6 +7,7 @@ needs one.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -232,8 +233,6 @@ class Matrix(_Model):
 
 def extra_images(matrix: Matrix) -> dict[str, tuple[str, str]]:
     """Every extra-layer image: `<tag>-<suffix>` -> (extra name, vLLM tag), for the tags its `on` matches."""
-    import fnmatch
-
     out = {}
     for name, extra in sorted(matrix.extra.items()):
         for tag in sorted(matrix.image):

@@ -7,6 +7,7 @@ tag's waiver turns a violation into a visible, explained deviation instead of hi
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -198,8 +199,6 @@ def _check_base(matrix: Matrix, name: str, base: Base) -> Iterable[Violation]:
 
 
 def _check_extras(matrix: Matrix) -> Iterable[Violation]:
-    import fnmatch
-
     for name, extra in sorted(matrix.extra.items()):
         subject = f'extra "{name}"'
         for pattern in extra.on:
