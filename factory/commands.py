@@ -15,19 +15,11 @@ def register(sub, add, command, index_options) -> None:
     _selection(build)
     build.add_argument("--push", action="store_true", help="push every image once all are built and verified")
     build.add_argument("--platform", help="override the matrix platform (default: linux/arm64)")
-    build.add_argument("--builder", help="the Buildx builder to use (e.g. a multi-node builder)")
-    build.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
-                       help="Buildx cache source, e.g. type=registry,ref=HOST/REPO:cache (repeatable)")
-    build.add_argument("--cache-to", metavar="SPEC", help="Buildx cache export, e.g. type=inline")
     build.add_argument("--dry-run", action="store_true", help="print the exact docker commands, build nothing")
     build.add_argument("--no-verify", action="store_true", help="skip checking labels against image content")
-    build.add_argument("--force", action="store_true", help="allow overwriting a published tag with other content")
-    build.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
-    build.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
-    build.add_argument("--report", type=Path, default=Path(".factory/build-report.json"))
-    build.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     build.add_argument("--jobs", type=int, default=1, help="images built at once (default 1)")
     build.add_argument("--network", help="network for RUN steps, e.g. host (an index on this machine)")
+    _run_flags(build, report=".factory/build-report.json")
     _smoke_flags(build)
     command("build")(cmd_build)
 
@@ -54,15 +46,8 @@ def register(sub, add, command, index_options) -> None:
     release.add_argument("--dry-run", action="store_true", help="print the exact docker commands, do nothing")
     release.add_argument("--jobs", type=int, default=2, help="images built at once (default 2)")
     release.add_argument("--no-aliases", action="store_true", help="do not move `latest` and `<minor>-tN`")
-    release.add_argument("--builder", help="the Buildx builder to use")
-    release.add_argument("--cache-from", action="append", default=[], metavar="SPEC")
-    release.add_argument("--cache-to", metavar="SPEC")
-    release.add_argument("--force", action="store_true", help="allow overwriting a published tag with other content")
-    release.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
-    release.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
-    release.add_argument("--report", type=Path, default=Path(".factory/release-report.json"))
-    release.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     release.add_argument("--push-attempts", type=int, default=4, help="tries per push, with backoff (default 4)")
+    _run_flags(release, report=".factory/release-report.json")
     _smoke_flags(release)
     command("release")(cmd_release)
 
@@ -100,6 +85,19 @@ def register(sub, add, command, index_options) -> None:
     bake.add_argument("--cache-to", metavar="SPEC")
     bake.add_argument("--platform", action="append", default=[], help="override platforms (repeatable)")
     command("bake")(cmd_bake)
+
+
+def _run_flags(p: argparse.ArgumentParser, *, report: str) -> None:
+    """What `build` and `release` share: the builder and its cache, publishing safety, logs and the report."""
+    p.add_argument("--builder", help="the Buildx builder to use (e.g. a multi-node builder)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
+                   help="Buildx cache source, e.g. type=registry,ref=HOST/REPO:cache (repeatable)")
+    p.add_argument("--cache-to", metavar="SPEC", help="Buildx cache export, e.g. type=inline")
+    p.add_argument("--force", action="store_true", help="allow overwriting a published tag with other content")
+    p.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
+    p.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
+    p.add_argument("--report", type=Path, default=Path(report))
+    p.add_argument("--json", action="store_true", help="print the report as JSON at the end")
 
 
 def _smoke_flags(p: argparse.ArgumentParser) -> None:
