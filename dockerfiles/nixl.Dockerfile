@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # Extra layer "nixl" on a vLLM image (BASE_IMAGE): UCX and NIXL compiled against the image's own CUDA, for
 # NIXL-based KV-cache transfer between vLLM instances (disaggregated prefill/decode, e.g. with Dynamo).
 # Every ARG is passed by `factory build` from [extra.nixl] in matrix.toml; `factory plan` shows the values.

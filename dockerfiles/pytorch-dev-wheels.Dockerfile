@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # PyTorch-dev base from wheels: for torch releases whose aarch64 wheels are CUDA builds (torch >= 2.11 on
 # PyPI). No compile stage; the resolver refuses this mode where the wheel would be CPU-only.
 

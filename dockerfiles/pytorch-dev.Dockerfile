@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # PyTorch-dev base for NVIDIA DGX Spark (Grace arm64 + GB10 sm_121, CUDA 13), everything built from source.
 # Every ARG is passed by `factory build` from matrix.toml; `factory plan` shows the values.
 #

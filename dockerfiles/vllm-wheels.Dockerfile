@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # vLLM from released wheels on a wheel-mode base: minutes instead of hours. Torch is protected by the base's
 # constraints; Transformers is still installed last, in a layer of its own.
 

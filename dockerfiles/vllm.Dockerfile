@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # vLLM for NVIDIA DGX Spark, built from source on a PyTorch-dev base (BASE_IMAGE, passed by `factory build`).
 # Transformers is installed last, in a layer of its own, so the -t4 and -t5 images of one vLLM version share
 # every other layer. `--target wheels --output type=local,dest=DIR` exports the built vLLM wheel.
