@@ -91,6 +91,7 @@ class BuildOptions:
     network: str | None = None  # e.g. "host", for an index on this machine's loopback
     push_backoff_s: float = 1.0
     smoke: SmokeOptions | None = None  # required smoke test of each vLLM image (needs a GPU host)
+    build_ca: Path | None = None  # a CA for the build's downloads, passed as the BuildKit secret `build-ca`
 
 
 Printer = Callable[[str], None]
@@ -131,6 +132,7 @@ def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict
         cache_to=options.cache_to,
         metadata_file=metadata_file,
         network=options.network,
+        secrets=(f"id=build-ca,src={options.build_ca}",) if options.build_ca else (),
     )
 
 
@@ -170,10 +172,10 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
             base_digest = results[spec.depends_on].digest if spec.depends_on else None
             labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
             _build_one(spec, root, options, labels, result, head, say)
-        # verify in the worker, so it overlaps the other builds; an unchanged image is verified only when
-        # it is about to be pushed (it was verified when it was built)
-        if options.verify and (result.status == BUILT or (options.push and result.where == "local")):
-            _verify_one(spec, result, plan.namespace, say)
+        # verify in the worker, so it overlaps the other builds; an up-to-date image carries the labels that
+        # only a passed verify stamps, so it is not verified again
+        if options.verify and result.status == BUILT:
+            _verify_one(spec, result, plan.namespace, options, say)
         # the smoke test runs what is about to be pushed: a new build, or a local image not yet published
         if (options.smoke and spec.kind != "base" and result.verified is not False
                 and (result.status == BUILT or result.where == "local")):
@@ -201,17 +203,26 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
 
 
 def _up_to_date(spec: ImageSpec, options: BuildOptions) -> tuple[str | None, str | None]:
-    """Where an image with the plan's input digest already is ("local", "registry" or None), and its local id."""
-    from factory import docker
+    """Where a verified image with the plan's input digest already is ("registry", "local" or None), and its
+    local id. When pushing, the registry is asked first: what is published already needs nothing more.
 
-    key = L.factory_key(_namespace(spec), "input_digest")
+    Only an image with the measured labels counts: the factory stamps them after verify passed, so an image
+    that failed verify (or was built with --no-verify) is never taken as done.
+    """
+    from factory import docker
+    from factory.verify import is_stamped
+
+    namespace = _namespace(spec)
+    key = L.factory_key(namespace, "input_digest")
+
+    def done(labels: dict[str, str] | None) -> bool:
+        return labels is not None and labels.get(key) == spec.input_digest and is_stamped(labels, namespace)
+
+    if options.push and options.registry_check and done(_registry_labels(spec.ref, spec.platform, options)):
+        return "registry", None
     local = docker.local_image(spec.ref)
-    if local is not None and local[1].get(key) == spec.input_digest:
+    if local is not None and done(local[1]):
         return "local", local[0]
-    if options.push and options.registry_check:
-        remote = _registry_labels(spec.ref, spec.platform, options)
-        if remote is not None and remote.get(key) == spec.input_digest:
-            return "registry", None
     return None, None
 
 
@@ -291,17 +302,27 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(f"    | {line}" for line in text[-lines:])
 
 
-def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, out: Printer) -> None:
-    """Check the image's labels against what is really installed (factory.verify); failing blocks every push."""
-    from factory.verify import verify_local
+def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: BuildOptions, out: Printer) -> None:
+    """Check the image's labels against what is really installed (factory.verify), then stamp what was
+    measured (OS, GPU code) as labels; a failure blocks every push and leaves the image unstamped."""
+    from factory import docker
+    from factory.verify import measure_local
 
-    mismatches = verify_local(spec.ref, spec.kind, namespace)
-    result.verified = not mismatches
-    if mismatches:
-        result.error = "; ".join(m.message for m in mismatches)
-        out(f"verify {spec.name}: FAILED\n" + "\n".join(f"    {m.message}" for m in mismatches))
-    else:
-        out(f"verify {spec.name}: every label matches the image content")
+    check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os)
+    result.verified = check.ok
+    if not check.ok:
+        result.error = "; ".join(m.message for m in check.mismatches)
+        out(f"verify {spec.name}: FAILED\n" + "\n".join(f"    {m.message}" for m in check.mismatches))
+        return
+    measured = ", ".join(f"{k.removeprefix(namespace + '.')}={v or '-'}" for k, v in check.measured.items())
+    try:
+        docker.stamp(spec.ref, spec.refs, options.platform or spec.platform, check.measured, lambda line: None)
+    except docker.EngineError as error:
+        result.verified, result.error = False, f"stamping the measured labels failed: {error}"
+        out(f"verify {spec.name}: {result.error}")
+        return
+    result.digest = docker.local_id(spec.ref)
+    out(f"verify {spec.name}: every label matches the image content; stamped {measured}")
 
 
 def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, namespace: str, out: Printer) -> None:
@@ -311,7 +332,8 @@ def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, name
     smoke = options.smoke
     start = time.monotonic()
     report = smoke_image(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,
-                         expect=expect_from_labels(spec.labels, namespace))
+                         expect=expect_from_labels(spec.labels, namespace),
+                         platform=options.platform or spec.platform)
     path = options.log_dir / f"{spec.name}.smoke.json"
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     result.smoked, result.smoke_report = report.ok, str(path)

@@ -14,7 +14,7 @@ def register(sub, add, command, index_options) -> None:
     build = add("build", "build bases then vLLM images with Docker Buildx, skipping what is up to date")
     _selection(build)
     build.add_argument("--push", action="store_true", help="push every image once all are built and verified")
-    build.add_argument("--platform", help="override the matrix platform (default: linux/arm64)")
+    build.add_argument("--platform", help="override the matrix's platform (default: [defaults] platform)")
     build.add_argument("--dry-run", action="store_true", help="print the exact docker commands, build nothing")
     build.add_argument("--no-verify", action="store_true", help="skip checking labels against image content")
     build.add_argument("--jobs", type=int, default=1, help="images built at once (default 1)")
@@ -98,6 +98,9 @@ def _run_flags(p: argparse.ArgumentParser, *, report: str) -> None:
     p.add_argument("--log-dir", type=Path, default=Path(".factory/logs"))
     p.add_argument("--report", type=Path, default=Path(report))
     p.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    p.add_argument("--build-ca", type=Path, default=None, metavar="FILE",
+                   help="a CA certificate (PEM) the build's downloads must trust, e.g. a TLS-inspecting proxy's; "
+                        "passed as a BuildKit secret, never stored in an image (default: $FACTORY_BUILD_CA)")
 
 
 def _smoke_flags(p: argparse.ArgumentParser) -> None:
@@ -116,6 +119,24 @@ def _smoke_options(args, loaded):
         return None
     return SmokeOptions(gpus=args.smoke_gpus, arch=args.smoke_arch or loaded.matrix.defaults.build.cuda_arch,
                         nccl=args.smoke_nccl)
+
+
+def _build_ca(args) -> Path | None:
+    """The --build-ca file (or $FACTORY_BUILD_CA), checked to be a readable PEM certificate."""
+    import os
+
+    from factory.errors import InputError
+
+    path = args.build_ca or (Path(os.environ["FACTORY_BUILD_CA"]) if os.environ.get("FACTORY_BUILD_CA") else None)
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as error:
+        raise InputError(f"--build-ca {path}: cannot read it ({error.strerror or error})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise InputError(f"--build-ca {path}: not a PEM certificate (no BEGIN CERTIFICATE line)")
+    return path.resolve()
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -150,7 +171,8 @@ def cmd_build(args) -> int:
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
                            report=args.report, allow_http=args.allow_http, jobs=args.jobs,
-                           network=args.network, smoke=_smoke_options(args, loaded))
+                           network=args.network, smoke=_smoke_options(args, loaded),
+                           build_ca=_build_ca(args))
     report = run_build(plan, loaded.root, options)
     if args.json:
         print(to_json(report.as_dict()))
@@ -170,7 +192,8 @@ def cmd_release(args) -> int:
     options = BuildOptions(push=True, builder=args.builder, cache_from=tuple(args.cache_from),
                            cache_to=args.cache_to, dry_run=args.dry_run, force=args.force, log_dir=args.log_dir,
                            report=args.report, allow_http=args.allow_http, jobs=args.jobs, aliases=moving,
-                           push_attempts=max(1, args.push_attempts), smoke=_smoke_options(args, loaded))
+                           push_attempts=max(1, args.push_attempts), smoke=_smoke_options(args, loaded),
+                           build_ca=_build_ca(args))
     report = run_build(plan, loaded.root, options)
     if args.dry_run:
         for alias, source in moving.items():
@@ -190,21 +213,27 @@ def cmd_release(args) -> int:
 
 def cmd_verify(args) -> int:
     from factory.matrix import load
-    from factory.render import to_json
-    from factory.verify import verify_local
+    from factory.render import table, to_json
+    from factory.verify import measure_local
 
     namespace = load(args.matrix).matrix.defaults.label_namespace if Path(args.matrix).exists() else "dev.scitrera"
-    mismatches = verify_local(args.image, None, namespace)
+    result = measure_local(args.image, None, namespace)
     if args.json:
-        print(to_json({"image": args.image, "ok": not mismatches,
-                       "mismatches": [m.__dict__ for m in mismatches]}))
-    elif mismatches:
-        print(f"{args.image}: {len(mismatches)} label(s) do not match the image content")
-        for m in mismatches:
+        print(to_json(result.as_dict()))
+        return 0 if result.ok else 1
+    found = result.findings.get("components", {})
+    where = result.findings.get("locations", {})
+    rows = [(c, v, where.get(c, "")) for c, v in found.items()]
+    rows += [(key.removeprefix(namespace + "."), value, "measured") for key, value in result.measured.items()]
+    print(f"{args.image} ({result.kind}): what its files say")
+    print(table(["component", "found", "where"], rows))
+    if result.mismatches:
+        print(f"{args.image}: {len(result.mismatches)} label(s) do not match the image content")
+        for m in result.mismatches:
             print(f"  {m.message}")
     else:
-        print(f"{args.image}: every component label matches the image content")
-    return 1 if mismatches else 0
+        print(f"{args.image}: every label matches the image content")
+    return 0 if result.ok else 1
 
 
 def cmd_labels(args) -> int:
@@ -332,7 +361,7 @@ def _components_table(labels: dict[str, str], namespace: str) -> list[tuple[str,
 
     rows = [(c, labels[L.component_key(namespace, c)]) for c in COMPONENTS + EXTRA_COMPONENTS
             if L.component_key(namespace, c) in labels]
-    for key in ("build_mode", "cuda_arch", "extra", "revision", "input_digest"):
+    for key in ("build_mode", "cuda_arch", "os", "cuda_sass", "cuda_ptx", "extra", "revision", "input_digest"):
         if L.factory_key(namespace, key) in labels:
             rows.append((key, labels[L.factory_key(namespace, key)]))
     for key in ("version", "created", "revision", "base.name", "base.digest", "source"):

@@ -37,6 +37,8 @@ class BuildRequest:
     cache_to: str | None = None
     metadata_file: Path | None = None
     network: str | None = None
+    #: BuildKit secrets, `id=NAME,src=PATH`: mounted only into the RUN steps that ask for them, never stored
+    secrets: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         cmd = ["docker", "buildx", "build", "--progress", "plain", "--platform", self.platform,
@@ -53,6 +55,8 @@ class BuildRequest:
             cmd += ["--build-arg", f"{key}={value}"]
         for key, value in self.labels.items():
             cmd += ["--label", f"{key}={value}"]
+        for secret in self.secrets:
+            cmd += ["--secret", secret]
         for source in self.cache_from:
             cmd += ["--cache-from", source]
         if self.cache_to:
@@ -121,6 +125,33 @@ def local_image(ref: str) -> tuple[str, dict[str, str]] | None:
     return image.id, dict(image.config.labels or {})
 
 
+def image_env(ref: str) -> dict[str, str]:
+    """The environment an image's config sets (`CUDA_VERSION`, `LD_LIBRARY_PATH`, ...), for measuring it."""
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        image = docker.image.inspect(ref)
+    except exc.DockerException as error:
+        raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
+    pairs = (item.partition("=") for item in image.config.env or ())
+    return {key: value for key, _, value in pairs}
+
+
+def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: dict[str, str],
+          on_line: Callable[[str], None]) -> None:
+    """Give the local image `ref` more labels, under `tags`, without a new layer (a build `FROM ref`).
+
+    Used for what can only be known after a build: facts measured from the image's files.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="factory-stamp-") as tmp:
+        dockerfile = Path(tmp) / "Dockerfile"
+        dockerfile.write_text("ARG IMAGE\nFROM ${IMAGE}\n", encoding="utf-8")
+        build(BuildRequest(context=Path(tmp), dockerfile=dockerfile, tags=tags, platform=platform,
+                           build_args={"IMAGE": ref}, labels=labels), on_line)
+
+
 def local_labels(ref: str) -> dict[str, str] | None:
     """Labels of a local image, or None when the engine has no image by that name."""
     found = local_image(ref)
@@ -153,6 +184,7 @@ def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
             cache_to=request.cache_to,
             metadata_file=request.metadata_file,
             network=request.network,
+            secrets=list(request.secrets),
             progress="plain",
             stream_logs=True,
         )

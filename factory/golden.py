@@ -22,15 +22,15 @@ README_END = "<!-- END factory docs -->"
 def label_schema(namespace: str) -> dict:
     """JSON Schema of the label set of a vLLM image (a base carries the base components only)."""
     component_keys = {L.component_key(namespace, c): {"type": "string", "minLength": 1}
-                      for c in COMPONENTS + EXTRA_COMPONENTS}
-    factory_keys = {L.factory_key(namespace, k): {"type": "string"} for k in L.FACTORY_KEYS}
+                      for c in COMPONENTS + EXTRA_COMPONENTS if c not in L.MEASURED_COMPONENTS}
+    factory_keys = {L.factory_key(namespace, k): {"type": "string"} for k in (*L.FACTORY_KEYS, *L.MEASURED_KEYS)}
     oci_keys = {L.oci_key(k): {"type": "string"} for k in (*L.OCI_PLAN_KEYS, *L.OCI_BUILD_KEYS)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"Labels of a spark-image-factory image ({namespace})",
         "type": "object",
         "properties": {**component_keys, **factory_keys, **oci_keys},
-        "required": [L.component_key(namespace, c) for c in ("cuda", "nccl", "torch", "python", "ubuntu")]
+        "required": [L.component_key(namespace, c) for c in ("cuda", "nccl", "torch", "python")]
         + [L.factory_key(namespace, "input_digest"), L.oci_key("version")],
         "additionalProperties": {"type": "string"},
     }

@@ -23,6 +23,18 @@ FACTORY_KEYS = {
     "cuda_linked": "extra-layer images only: ':'-separated directories whose libraries link the image's CUDA",
 }
 
+#: Keys the factory stamps after a build, from what verify measured in the image's files (never planned: no
+#: matrix can promise them). An image carries them only once it passed verify.
+MEASURED_KEYS = {
+    "os": "the image's OS from its os-release, `<ID> <VERSION_ID>` (e.g. `ubuntu 24.04`)",
+    "cuda_sass": "GPU machine code (SASS) torch's libtorch_cuda.so carries, e.g. `sm_90 sm_100 sm_120`",
+    "cuda_ptx": "PTX torch's libtorch_cuda.so carries for JIT compilation (empty: none)",
+    "measured": "the keys above that were measured (space-separated); present only on an image that passed verify",
+}
+
+#: Components measured rather than planned: the OS is stamped as `os` (see MEASURED_KEYS).
+MEASURED_COMPONENTS = ("ubuntu",)
+
 COMPONENT_MEANING = {
     "ubuntu": "Ubuntu release of the image",
     "python": "Python interpreter (major.minor)",
@@ -58,7 +70,8 @@ def components_for(kind: str) -> tuple[str, ...]:
 
     An extra layer also carries the extra components it declares (EXTRA_COMPONENTS), which vary per layer.
     """
-    return BASE_COMPONENTS if kind == "base" else COMPONENTS
+    chosen = BASE_COMPONENTS if kind == "base" else COMPONENTS
+    return tuple(c for c in chosen if c not in MEASURED_COMPONENTS)
 
 
 def components_from_labels(labels: dict[str, str], namespace: str) -> dict[str, str]:
@@ -78,12 +91,13 @@ def contract(namespace: str) -> dict:
         "components": {
             component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c],
                                           "images": ["base", "vllm"] if c in BASE_COMPONENTS else ["vllm"]}
-            for c in COMPONENTS
+            for c in COMPONENTS if c not in MEASURED_COMPONENTS
         } | {
             component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c], "images": ["extra"]}
             for c in EXTRA_COMPONENTS
         },
         "factory": {factory_key(namespace, k): v for k, v in FACTORY_KEYS.items()},
+        "measured": {factory_key(namespace, k): v for k, v in MEASURED_KEYS.items()},
         "oci": {
             "planned": [oci_key(k) for k in OCI_PLAN_KEYS],
             "stamped_at_build": [oci_key(k) for k in OCI_BUILD_KEYS],

@@ -52,6 +52,9 @@ class ImageSpec:
     depends_on: str | None = None  # what it is built FROM: a vLLM image's base, an extra layer's tag
     from_ref: str | None = None  # the image named in FROM (base ref, or the CUDA image)
     target: str | None = None
+    #: the OS the CUDA image promises (`ubuntu 24.04`), checked against the image's os-release; None when the
+    #: matrix's `cuda_image` does not name an Ubuntu release (a stand-in such as the CUDA twin)
+    os: str | None = None
 
     @property
     def ref(self) -> str:
@@ -140,6 +143,12 @@ def _cuda_image(matrix: Matrix, base: Base) -> str:
     return f"{ref}@{base.cuda_image_digest}" if base.cuda_image_digest else ref
 
 
+def _expected_os(matrix: Matrix, base: Base) -> str | None:
+    if "{ubuntu}" not in matrix.defaults.cuda_image:
+        return None
+    return f"ubuntu {base.ubuntu or matrix.defaults.ubuntu}"
+
+
 def _dockerfile(matrix: Matrix, kind: str, mode: str) -> str:
     files = matrix.defaults.dockerfiles
     key = kind if mode == "source" else f"{kind}_wheels"
@@ -183,7 +192,8 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
                      title=repo.rsplit("/", 1)[-1])
     return _finish(root, d.label_namespace, kind="base", name=name, mode=base.mode, repo=repo, revision=base.revision,
                    dockerfile=_dockerfile(matrix, "base", base.mode), platform=d.platform, args=args,
-                   labels=labels, parent_digest="", depends_on=None, from_ref=cuda_image)
+                   labels=labels, parent_digest="", depends_on=None, from_ref=cuda_image,
+                   os=_expected_os(matrix, base))
 
 
 def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageSpec) -> ImageSpec:
@@ -215,7 +225,8 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
                      title=repo.rsplit("/", 1)[-1])
     return _finish(root, d.label_namespace, kind="vllm", name=tag, mode=image.mode, repo=repo, revision=image.revision,
                    dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
-                   labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref)
+                   labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref,
+                   os=base.os)
 
 
 def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageSpec, base: ImageSpec) -> ImageSpec:
@@ -245,7 +256,8 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
         labels[L.factory_key(ns, "cuda_linked")] = ":".join(extra.cuda_linked)
     return _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
-                   labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref)
+                   labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,
+                   os=image.os)
 
 
 def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, components: dict[str, str],
@@ -269,7 +281,7 @@ def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, comp
 
 def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo: str, revision: int, dockerfile: str,
             platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
-            depends_on: str | None, from_ref: str) -> ImageSpec:
+            depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
     context = str(Path(dockerfile).parent)
     digest = input_digest(root, dockerfile, platform, args, labels, parent_digest)
     labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
@@ -279,7 +291,7 @@ def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo
     return ImageSpec(kind=kind, name=name, mode=mode, refs=tuple(refs), dockerfile=dockerfile,
                      context=context, platform=platform, build_args=dict(sorted(args.items())),
                      labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
-                     from_ref=from_ref)
+                     from_ref=from_ref, os=os)
 
 
 def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],

@@ -1,19 +1,45 @@
-"""Verification: every component label of an image must equal what is really installed in it.
+"""Verification: every label of an image must be a fact of its content.
 
 The image is read, never run: its filesystem is exported and scanned (`factory.content`), so an arm64
-image can be verified on an x86 host without a GPU.
+image can be verified on an x86 host without a GPU. What the scan measures and no matrix can promise (the
+OS, the GPU code torch carries) is returned as labels to stamp on the image once it passed.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from factory import labels as L
 
 
-def verify_local(ref: str, kind: str | None, namespace: str):
-    """Mismatches between a local image's labels and its content (empty when every label is true)."""
+@dataclass(frozen=True)
+class Verification:
+    """What `measure_local` found: the mismatches (none means every label is true) and the measured labels."""
+
+    ref: str
+    kind: str
+    mismatches: tuple = ()
+    measured: dict[str, str] = field(default_factory=dict)
+    findings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def as_dict(self) -> dict:
+        return {"image": self.ref, "kind": self.kind, "ok": self.ok,
+                "mismatches": [vars(m) for m in self.mismatches],
+                "measured_labels": dict(self.measured), "findings": self.findings}
+
+
+def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str | None = None) -> Verification:
+    """Scan a local image and check its labels against what it really contains.
+
+    `expect_os` ("ubuntu 24.04") is the OS the matrix's CUDA image promises; the image's own os-release must
+    say the same. Labels the image already carries from an earlier stamp are checked like any other.
+    """
     from factory import content, docker
 
     labels = docker.local_labels(ref)
@@ -21,9 +47,37 @@ def verify_local(ref: str, kind: str | None, namespace: str):
         from factory.errors import InputError
 
         raise InputError(f"no local image {ref} (build it, or pull it first)")
-    kind = kind or ("vllm" if L.component_key(namespace, "vllm") in labels else "base")
+    kind = kind or kind_of(labels, namespace)
+    env = docker.image_env(ref)
     with tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp:
         root = Path(tmp) / "rootfs"
         docker.export_rootfs(ref, root)
-        findings = content.scan(root)
-    return content.verify(findings, labels, namespace, kind)
+        findings = content.scan(root, env=env)
+    mismatches = list(content.verify(findings, labels, namespace, kind))
+    measured = content.measured_labels(findings, namespace)
+    measured[L.factory_key(namespace, "measured")] = " ".join(k.removeprefix(namespace + ".") for k in measured)
+    os_key = L.factory_key(namespace, "os")
+    if expect_os and measured.get(os_key) != expect_os:
+        mismatches.append(content.Mismatch(
+            "os", os_key, expect_os, measured.get(os_key, ""), "/etc/os-release",
+            f"os: the matrix's CUDA image promises {expect_os}, but the image's os-release says "
+            f"{measured.get(os_key) or 'nothing readable'}"))
+    return Verification(ref=ref, kind=kind, mismatches=tuple(mismatches), measured=measured,
+                        findings=findings.as_dict())
+
+
+def kind_of(labels: dict[str, str], namespace: str) -> str:
+    """An image's kind from its labels: an extra layer names its layer, a vLLM image its vLLM."""
+    if L.factory_key(namespace, "extra") in labels:
+        return "extra"
+    return "vllm" if L.component_key(namespace, "vllm") in labels else "base"
+
+
+def verify_local(ref: str, kind: str | None, namespace: str):
+    """Mismatches between a local image's labels and its content (empty when every label is true)."""
+    return list(measure_local(ref, kind, namespace).mismatches)
+
+
+def is_stamped(labels: dict[str, str], namespace: str) -> bool:
+    """Whether an image carries the measured labels, which the factory stamps only after it passed verify."""
+    return L.factory_key(namespace, "measured") in labels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,43 @@ def test_release_dry_run_with_smoke_shows_the_smoke_run_of_each_vllm_image_befor
     assert "--gpus=device=0" in command and "scitrera/dgx-spark-vllm:0.15.0-t5 /opt/factory/smoke.py" in command
     assert "--arch sm_121" in command and "--expect vllm=0.15.0" in command and "--expect torch=2.10.0" in command
     assert smoke[0] < min(i for i, line in enumerate(lines) if line.startswith("docker push "))
+
+
+def test_build_ca_is_a_buildkit_secret_never_an_arg_or_label(capsys, tmp_path):
+    ca = tmp_path / "proxy-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    code, out, _ = run(capsys, "build", "0.33.0-t5", "--dry-run", "--build-ca", str(ca), "--matrix", str(SHIPPED))
+    builds = [line for line in out.splitlines() if line.startswith("docker buildx build")]
+    assert code == 0 and len(builds) == 2
+    for line in builds:
+        assert f"--secret id=build-ca,src={ca}" in line
+        args = [w for w in line.split() if w.startswith(("--build-arg", "--label"))]
+        assert not any("proxy-ca" in w or "BEGIN" in w for w in args)
+    # the CA is not an input of the image: the plan's digests do not change with it
+    plain = run(capsys, "build", "0.33.0-t5", "--dry-run", "--matrix", str(SHIPPED))[1]
+    digests = {w for w in out.split() if "input_digest=" in w}
+    assert digests and digests == {w for w in plain.split() if "input_digest=" in w}
+
+
+@pytest.mark.parametrize("content, needle", [(None, "cannot read it"), ("not a cert\n", "not a PEM certificate")])
+def test_bad_build_ca_exits_2_naming_the_flag(capsys, tmp_path, content, needle):
+    ca = tmp_path / "ca.crt"
+    if content is not None:
+        ca.write_text(content)
+    code, _, err = run(capsys, "build", "0.33.0-t5", "--dry-run", "--build-ca", str(ca), "--matrix", str(SHIPPED))
+    assert code == 2 and "--build-ca" in err and needle in err and "Traceback" not in err
+
+
+def test_with_build_ca_adds_the_secret_to_the_bundle_only_while_the_command_runs(tmp_path):
+    script = ROOT / "dockerfiles" / "with-build-ca.sh"
+    probe = ["sh", "-c", 'echo "$SSL_CERT_FILE"; cat "$SSL_CERT_FILE" | tail -n 1']
+    plain = subprocess.run(["sh", str(script), *probe], capture_output=True, text=True, check=True,
+                           env={"PATH": "/usr/bin:/bin", "FACTORY_BUILD_CA_SECRET": str(tmp_path / "absent")})
+    assert plain.stdout.splitlines()[0] == ""  # no secret: the command runs unchanged
+    secret = tmp_path / "build-ca"
+    secret.write_text("-----BEGIN CERTIFICATE-----\nPROXY\n-----END CERTIFICATE-----\n")
+    done = subprocess.run(["sh", str(script), *probe], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "FACTORY_BUILD_CA_SECRET": str(secret)})
+    bundle, last = done.stdout.splitlines()
+    assert last == "-----END CERTIFICATE-----" and bundle.startswith("/tmp")
+    assert not Path(bundle).exists(), "the temporary bundle is removed when the command ends"

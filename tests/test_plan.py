@@ -32,7 +32,7 @@ def test_every_component_is_labelled_base_components_included():
     plan = _plan(SHIPPED, ["0.15.0-t5"])
     base, image = plan.images
     ns = "dev.scitrera"
-    expected = {"ubuntu": "24.04", "python": "3.12", "cuda": "13.1.0", "nccl": "2.29.2-1", "torch": "2.10.0",
+    expected = {"python": "3.12", "cuda": "13.1.0", "nccl": "2.29.2-1", "torch": "2.10.0",
                 "torchvision": "0.25.0", "torchaudio": "2.10.0", "triton": "3.5.1", "flashinfer": "0.6.2",
                 "vllm": "0.15.0", "transformers": "5.0.0", "ray": "2.53.0"}
     for component, version in expected.items():
@@ -41,6 +41,19 @@ def test_every_component_is_labelled_base_components_included():
     assert image.labels["org.opencontainers.image.version"] == "0.15.0-t5"
     assert image.labels["org.opencontainers.image.base.name"] == base.ref
     assert image.labels[f"{ns}.input_digest"] == image.input_digest
+    # the OS is measured after the build, not planned: the plan only says what the CUDA image promises
+    assert f"{ns}.ubuntu_version" not in image.labels and f"{ns}.os" not in image.labels
+    assert base.os == image.os == "ubuntu 24.04"
+
+
+def test_no_os_promise_when_the_cuda_image_names_no_ubuntu(tmp_path):
+    text = SHIPPED.read_text().replace('cuda_image = "nvidia/cuda:{cuda}-devel-ubuntu{ubuntu}"',
+                                       'cuda_image = "factory-twin/cuda:{cuda}-devel-amd64"')
+    (tmp_path / "matrix.toml").write_text(text)
+    (tmp_path / "dockerfiles").symlink_to(SHIPPED.parent / "dockerfiles")
+    base, image = _plan(tmp_path / "matrix.toml", ["0.15.0-t5"]).images
+    assert base.os is None and image.os is None
+    assert base.build_args["CUDA_IMAGE"] == "factory-twin/cuda:13.1.0-devel-amd64"
 
 
 def test_fork_source_is_carried_into_the_plan():

@@ -1,0 +1,341 @@
+"""End-to-end: build the shipped wheel-mode release for real on the CUDA twin, then check it as a user would.
+
+    python scripts/e2e.py --arch amd64 [--build-ca FILE] [--report-dir docs/e2e] [--clean]
+
+1. the CUDA twin for the platform (scripts/twin.sh: cached; imported when missing);
+2. a matrix for the twin, generated from matrix.toml: every wheel-mode base and the tags on it, with the
+   twin as CUDA image, Python 3.13 (the twin's one deviation) and a local registry as the repositories;
+3. `factory release` of those images: real Dockerfiles, verify, stamped measured labels, push, aliases;
+4. per image: `factory verify --json` (what the files say), `factory smoke --gpus none` (natively only:
+   under QEMU `import torch` crashes), `factory inspect --remote` (labels read back from the registry),
+   layer sizes (uncompressed from the engine, compressed from the registry) and build steps with times;
+5. a second `factory release`, which must find everything published and build nothing;
+6. a report, `<report-dir>/<arch>.json` and `<arch>.md`.
+
+Exit 0 only when every step passed. Needs root, the engine (`make engine`) and the package index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as host_platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TWIN_CUDA = "13.0.3"  # the CUDA of the shipped wheel-mode base; the twin script builds exactly this
+REGISTRY = "127.0.0.1:5000"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=("amd64", "arm64"), required=True)
+    p.add_argument("--build-ca", type=Path, default=_default_ca(), help="CA for the builds' downloads")
+    p.add_argument("--report-dir", type=Path, default=REPO / "docs" / "e2e")
+    p.add_argument("--clean", action="store_true", help="remove the built images from the engine at the end")
+    args = p.parse_args(argv)
+    e2e = E2E(args.arch, args.build_ca, args.report_dir)
+    try:
+        ok = e2e.run()
+    finally:
+        if args.clean:
+            e2e.clean()
+    return 0 if ok else 1
+
+
+def _default_ca() -> Path | None:
+    """This machine's TLS-inspecting proxy CA, when there is one (see README: builds behind a proxy)."""
+    env = os.environ.get("FACTORY_BUILD_CA")
+    if env:
+        return Path(env)
+    found = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    return found[0] if len(found) == 1 else _egress_ca(found)
+
+
+def _egress_ca(found: list[Path]) -> Path | None:
+    egress = [f for f in found if "egress" in f.name]
+    return egress[0] if egress else None
+
+
+class E2E:
+    def __init__(self, arch: str, build_ca: Path | None, report_dir: Path) -> None:
+        self.arch = arch
+        self.platform = f"linux/{arch}"
+        self.native = _host_arch() == arch
+        self.build_ca = build_ca
+        self.report_dir = report_dir
+        self.work = REPO / ".factory" / "e2e" / arch
+        self.matrix = REPO / f".e2e-{arch}.toml"  # beside matrix.toml: its dockerfile paths stay valid
+        self.steps: list[dict] = []
+        self.images: list[dict] = []
+        self.ok = True
+
+    # --- the run ------------------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        self.work.mkdir(parents=True, exist_ok=True)
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        twin = self.step("twin", ["bash", "scripts/twin.sh", "build", "--arch", self.arch])
+        twin_ref = _run(["bash", "scripts/twin.sh", "ref", "--arch", self.arch]).stdout.strip()
+        if not twin["ok"] or not twin_ref:
+            return self.write(started)
+        names = self.write_matrix(twin_ref)
+        factory = [sys.executable, "-m", "factory"]
+        ca = ["--build-ca", str(self.build_ca)] if self.build_ca else []
+        report = self.work / "release.json"
+        release = self.step("release (cold or warm cache)", [
+            *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
+            "--log-dir", str(self.work / "logs"), "--report", str(report)])
+        built = json.loads(report.read_text()) if report.exists() else {"images": []}
+        for image in built["images"]:
+            self.images.append(self.check_image(image, factory))
+        if release["ok"]:
+            again = self.work / "release-again.json"
+            self.step("release again (must build nothing)", [
+                *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
+                "--log-dir", str(self.work / "logs-again"), "--report", str(again)],
+                check=lambda: _nothing_built(again))
+        return self.write(started)
+
+    def step(self, name: str, cmd: list[str], check=None) -> dict:
+        print(f"\n=== e2e {self.arch}: {name}\n$ {' '.join(cmd)}", flush=True)
+        start = time.monotonic()
+        log = self.work / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
+        with log.open("w", encoding="utf-8") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                out.write(line)
+            code = proc.wait()
+        problem = None if code == 0 else f"exit {code}"
+        if problem is None and check is not None:
+            problem = check()
+        result = {"step": name, "ok": problem is None, "seconds": round(time.monotonic() - start, 1),
+                  "command": " ".join(cmd[2:] if cmd[0] == sys.executable else cmd), "problem": problem,
+                  "log": str(log.relative_to(REPO))}
+        self.steps.append(result)
+        self.ok &= result["ok"]
+        print(f"=== e2e {self.arch}: {name}: {'ok' if result['ok'] else 'FAILED: ' + problem} "
+              f"in {result['seconds']}s", flush=True)
+        return result
+
+    def write_matrix(self, twin_ref: str) -> list[str]:
+        """The twin's matrix: the shipped wheel-mode bases and their tags, nothing else changed but the
+        CUDA image, Python, the platform and the repositories. Returns the names to release."""
+        import tomlkit
+
+        doc = tomlkit.parse((REPO / "matrix.toml").read_text(encoding="utf-8"))
+        bases = [name for name, base in doc["base"].items() if base.get("mode") == "wheels"]
+        tags = [tag for tag, image in doc["image"].items() if image["base"] in bases]
+        for table, keep in (("base", bases), ("image", tags)):
+            for name in [n for n in doc[table] if n not in keep]:
+                del doc[table][name]
+        doc.pop("extra", None)
+        defaults = doc["defaults"]
+        defaults["platform"] = self.platform
+        defaults["python"] = "3.13"  # Debian trixie has no 3.12: the twin's one deviation
+        defaults["cuda_image"] = twin_ref.replace(TWIN_CUDA, "{cuda}")
+        for kind in ("base", "vllm"):
+            name = defaults["repositories"][kind].rsplit("/", 1)[-1]
+            defaults["repositories"][kind] = f"{REGISTRY}/e2e-{self.arch}/{name}"
+        header = ("# Generated by scripts/e2e.py from matrix.toml for the CUDA twin; do not edit.\n")
+        self.matrix.write_text(header + tomlkit.dumps(doc), encoding="utf-8")
+        return bases + tags
+
+    def check_image(self, image: dict, factory: list[str]) -> dict:
+        ref = image["refs"][0]
+        out = {"name": image["name"], "kind": image["kind"], "ref": ref, "status": image["status"],
+               "build_seconds": image.get("duration_s"), "verified": image.get("verified"),
+               "error": image.get("error")}
+        if image["status"] not in ("pushed", "up to date"):
+            return out
+        verify = _run([*factory, "verify", ref, "--json", "--matrix", str(self.matrix)])
+        out["verify"] = _json(verify.stdout)
+        self.ok &= verify.returncode == 0
+        local = _json(_run([*factory, "inspect", ref, "--json", "--matrix", str(self.matrix)]).stdout)
+        remote = _run([*factory, "inspect", ref, "--remote", "--json", "--matrix", str(self.matrix)])
+        out["inspect_remote"] = _json(remote.stdout)
+        same = remote.returncode == 0 and out["inspect_remote"].get("labels") == local.get("labels")
+        out["inspect_remote_matches_local"] = same
+        self.ok &= same
+        if image["kind"] != "base":
+            out["smoke"] = self.smoke(ref, factory)
+        out["layers"] = _layers(ref, self.platform)
+        out["steps"] = _build_steps(REPO / (image.get("log") or ""))
+        return out
+
+    def smoke(self, ref: str, factory: list[str]) -> dict:
+        if not self.native:
+            return {"run": False, "why": f"not run: {self.arch} runs under QEMU here, where `import torch` "
+                                         "crashes (oneDNN reads MIDR_EL1); run it on the real platform"}
+        done = _run([*factory, "smoke", ref, "--gpus", "none", "--json", "--matrix", str(self.matrix)])
+        report = _json(done.stdout)
+        checks = report.get("checks", [])
+        failed = [c["name"] for c in checks if not c.get("ok")]
+        # without a GPU the only acceptable failures are checks that need one
+        needs_gpu = [c for c in failed if _needs_gpu(c)]
+        wrong = [c for c in failed if c not in needs_gpu]
+        self.ok &= not wrong and bool(checks)
+        return {"run": True, "exit": done.returncode, "passed": sum(bool(c.get("ok") and not c.get("skipped"))
+                                                                      for c in checks),
+                "skipped": sum(bool(c.get("skipped")) for c in checks), "failed_needing_gpu": needs_gpu,
+                "failed": wrong, "checks": checks}
+
+    # --- the report ---------------------------------------------------------------------------------------
+
+    def write(self, started: str) -> bool:
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        data = {"arch": self.arch, "platform": self.platform, "native": self.native, "started": started,
+                "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ok": self.ok,
+                "host": {"cpus": os.cpu_count(), "machine": host_platform.machine()},
+                "steps": self.steps, "images": self.images}
+        (self.report_dir / f"{self.arch}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (self.report_dir / f"{self.arch}.md").write_text(_markdown(data), encoding="utf-8")
+        print(f"\ne2e {self.arch}: {'PASSED' if self.ok else 'FAILED'}; report {self.report_dir}/{self.arch}.md")
+        return self.ok
+
+    def clean(self) -> None:
+        refs = [r for image in self.images for r in [image["ref"]]]
+        if refs:
+            _run(["docker", "image", "rm", "--force", *refs])
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _host_arch() -> str:
+    machine = host_platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def _json(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except ValueError:
+        start = text.find("{")
+        try:
+            return json.loads(text[start:]) if start >= 0 else {}
+        except ValueError:
+            return {"unparsed": text[-2000:]}
+
+
+def _needs_gpu(name: str) -> bool:
+    return name in ("cuda_available", "gpu_arch", "sdpa", "matmul", "triton:vector_add", "nccl:allreduce") or \
+        name.startswith(("sdpa:", "version:"))
+
+
+def _nothing_built(report: Path) -> str | None:
+    data = json.loads(report.read_text())
+    built = [i["name"] for i in data["images"] if i["status"] not in ("up to date",)]
+    return f"rebuilt or re-pushed {', '.join(built)}" if built else None
+
+
+def _layers(ref: str, platform: str) -> list[dict]:
+    """Each layer: what made it, bytes in the engine (uncompressed), bytes in the registry (compressed)."""
+    history = _run(["docker", "history", "--no-trunc", "--format", "{{json .}}", ref]).stdout.splitlines()
+    entries = [json.loads(line) for line in history if line.strip()]
+    entries.reverse()  # oldest first, like the manifest's layers
+    sized = [e for e in entries if e.get("Size") not in ("0B", "0")]
+    compressed: list[int] = []
+    try:
+        from factory.registry import RegistryClient
+
+        with RegistryClient(allow_http=True) as client:
+            manifest = client.manifest(ref, platform)
+        compressed = [int(layer.get("size", 0)) for layer in manifest.document.get("layers", [])]
+    except Exception as error:  # the report says it, the run goes on
+        compressed = []
+        print(f"e2e: could not read the manifest of {ref}: {error}", file=sys.stderr)
+    out = []
+    for i, entry in enumerate(sized):
+        out.append({"created_by": entry.get("CreatedBy", "")[:300], "size": entry.get("Size"),
+                    "compressed_bytes": compressed[i] if i < len(compressed) and len(compressed) == len(sized)
+                    else None})
+    if compressed and len(compressed) != len(sized):
+        out.append({"created_by": "(registry layers do not pair with history entries)", "size": "",
+                    "compressed_bytes": sum(compressed)})
+    return out
+
+
+_STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
+_DONE = re.compile(r"^#(\d+) DONE ([\d.]+)s$")
+
+
+def _build_steps(log: Path) -> list[dict]:
+    """Build steps with their times, from the BuildKit log of the build (empty when nothing was built)."""
+    if not log.is_file():
+        return []
+    names: dict[str, str] = {}
+    out = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if (m := _STEP.match(line.strip())) and "[internal]" not in m[2]:
+            names.setdefault(m[1], m[2][:160])
+        elif (m := _DONE.match(line.strip())) and m[1] in names:
+            out.append({"step": names.pop(m[1]), "seconds": float(m[2])})
+    return [s for s in out if s["seconds"] >= 0.5]
+
+
+def _gb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def _markdown(data: dict) -> str:
+    lines = [f"# End-to-end on the CUDA twin: {data['platform']} "
+             f"({'native' if data['native'] else 'under QEMU'})", "",
+             f"Generated by `scripts/e2e.py --arch {data['arch']}` (`make e2e`); started {data['started']}, "
+             f"finished {data['finished']}, on {data['host']['cpus']} CPUs ({data['host']['machine']}). "
+             f"Result: **{'PASSED' if data['ok'] else 'FAILED'}**.", "",
+             "| step | result | seconds |", "|---|---|---|"]
+    for s in data["steps"]:
+        lines.append(f"| {s['step']} | {'ok' if s['ok'] else 'FAILED: ' + (s['problem'] or '')} | {s['seconds']} |")
+    for image in data["images"]:
+        lines += ["", f"## {image['name']} ({image['kind']}): {image['status']}", "",
+                  f"`{image['ref']}`; build {image.get('build_seconds') or 0:.0f} s; "
+                  f"verify {'clean' if image.get('verify', {}).get('ok') else 'FAILED'}; "
+                  f"`inspect --remote` equals the local labels: {image.get('inspect_remote_matches_local')}"]
+        verify = image.get("verify", {})
+        if verify:
+            lines += ["", "Measured from the image's files:", "", "| component | found | where |", "|---|---|---|"]
+            found = verify.get("findings", {})
+            for c, v in found.get("components", {}).items():
+                lines.append(f"| {c} | {v} | `{found.get('locations', {}).get(c, '')}` |")
+            for k, v in verify.get("measured_labels", {}).items():
+                lines.append(f"| {k} | {v or '(none)'} | stamped label |")
+            for m in verify.get("mismatches", []):
+                lines.append(f"| MISMATCH | {m.get('message')} | |")
+        smoke = image.get("smoke")
+        if smoke:
+            if smoke.get("run"):
+                lines += ["", f"Smoke without a GPU: {smoke['passed']} passed, {smoke['skipped']} skipped "
+                              f"(need a GPU), failed: {', '.join(smoke['failed']) or 'none'}"
+                              + (f"; failed only for want of a GPU: {', '.join(smoke['failed_needing_gpu'])}"
+                                 if smoke["failed_needing_gpu"] else "")]
+            else:
+                lines += ["", f"Smoke: {smoke['why']}"]
+        layers = image.get("layers", [])
+        if layers:
+            total = sum(layer["compressed_bytes"] or 0 for layer in layers)
+            lines += ["", f"Layers (compressed total {_gb(total)}):", "", "| size | compressed | made by |",
+                      "|---|---|---|"]
+            for layer in layers:
+                made = layer["created_by"].replace("|", "\\|").replace("\n", " ")[:140]
+                lines.append(f"| {layer['size']} | {_gb(layer['compressed_bytes'])} | `{made}` |")
+        steps = image.get("steps", [])
+        if steps:
+            lines += ["", "Build steps over 0.5 s:", "", "| seconds | step |", "|---|---|"]
+            lines += [f"| {s['seconds']:.1f} | `{s['step'].replace('|', '/')[:140]}` |" for s in steps]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
