@@ -153,6 +153,14 @@ def _plan_for(args):
     if not args.tags and not args.all:
         raise InputError("name the tags to build (TAG, GLOB ...) or pass --all")
     loaded = load(args.matrix)
+    if getattr(args, "platform", None):
+        # the override is planned like the matrix's own platform, so it is part of every input digest: an
+        # image built for one platform never counts as up to date for another
+        from factory.matrix import LoadedMatrix
+
+        matrix = loaded.matrix
+        defaults = matrix.defaults.model_copy(update={"platform": args.platform})
+        loaded = LoadedMatrix(matrix.model_copy(update={"defaults": defaults}), loaded.path)
     resolution = resolve(loaded)
     if resolution.blocking:
         first = resolution.blocking[0]

@@ -167,3 +167,13 @@ def test_with_build_ca_adds_the_secret_to_the_bundle_only_while_the_command_runs
     bundle, last = done.stdout.splitlines()
     assert last == "-----END CERTIFICATE-----" and bundle.startswith("/tmp")
     assert not Path(bundle).exists(), "the temporary bundle is removed when the command ends"
+
+
+def test_platform_override_is_part_of_the_input_digest(capsys):
+    def digests(*extra):
+        out = run(capsys, "build", "0.33.0-t5", "--dry-run", *extra, "--matrix", str(SHIPPED))[1]
+        return {w for w in out.split() if "input_digest=" in w}
+
+    arm, amd = digests(), digests("--platform", "linux/amd64")
+    assert arm and amd and not arm & amd
+    assert digests("--platform", "linux/arm64") == arm
