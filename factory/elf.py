@@ -1,8 +1,11 @@
-"""A small ELF reader: which shared libraries an object needs, read from its headers without running it.
+"""A small ELF reader: which shared libraries an object needs, and where its sections are, read from its headers
+without running it.
 
 Images are inspected as exported root filesystems, often arm64 ones on an x86 host, so nothing in them can be
 executed (no `ldd`, no `readelf` for a foreign machine). This reads the ELF header, the program headers, the
-dynamic segment and the few strings it points to: a handful of small reads, whatever the size of the file.
+dynamic segment and the few strings it points to (`dynamic`: DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH), or
+the section header table and its names (`sections`, `section`): a handful of small reads, whatever the size
+of the file.
 
 32- and 64-bit objects of either byte order are understood. A file that is not ELF, or is truncated or
 malformed, raises `ElfError` with one clear sentence; `struct.error` and `IndexError` never escape.
@@ -57,6 +60,31 @@ class Dynamic:
 
 
 @dataclass(frozen=True)
+class Section:
+    """One section header: its name, type, flags, address, and where its bytes lie in the file."""
+
+    name: str
+    type: int
+    flags: int
+    addr: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """The ELF header fields a caller may need besides the dynamic section."""
+
+    bits: int
+    byteorder: str
+    machine: int
+    type: int
+    flags: int
+    osabi: int
+    abiversion: int
+
+
+@dataclass(frozen=True)
 class _Layout:
     """Struct formats of one ELF class and byte order."""
 
@@ -88,6 +116,11 @@ class _Layout:
         else:
             p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz, *_ = struct.unpack_from(self.phdr, raw, offset)
         return p_type, p_offset, p_vaddr, p_filesz
+
+    def shdr_all(self, raw: bytes, offset: int) -> tuple[int, int, int, int, int, int]:
+        """(sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size) of the section header at `offset`."""
+        sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, *_ = struct.unpack_from(self.shdr, raw, offset)
+        return sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
 
     def shdr_fields(self, raw: bytes, offset: int) -> tuple[int, int, int, int, int, int]:
         """(sh_type, sh_addr, sh_offset, sh_size, sh_link, sh_info) of the section header at `offset`."""
@@ -129,8 +162,40 @@ def dynamic(path: str | os.PathLike[str]) -> Dynamic:
             raise ElfError(f"{Path(path).name}: malformed ELF headers ({exc})") from None
 
 
-def _read(f: BinaryIO, name: str) -> Dynamic:
+def header(path: str | os.PathLike[str]) -> Header:
+    """The ELF header of an object: class, byte order, machine, type, e_flags and the OS ABI bytes."""
+    with open(path, "rb") as f:
+        name = Path(path).name
+        try:
+            _size, layout, ident, fields = _header(f, name)
+        except (struct.error, IndexError, OverflowError) as exc:
+            raise ElfError(f"{name}: malformed ELF headers ({exc})") from None
+    return Header(bits=layout.bits, byteorder="little" if layout.order == "<" else "big", machine=fields[1],
+                  type=fields[0], flags=fields[6], osabi=ident[7], abiversion=ident[8])
+
+
+def sections(path: str | os.PathLike[str]) -> tuple[Section, ...]:
+    """Every section header of an ELF object with its name (from the section name table), in table order.
+
+    An object without a section header table has none: (). Raises `ElfError` like `dynamic`.
+    """
+    with open(path, "rb") as f:
+        name = Path(path).name
+        try:
+            return _sections(f, name)
+        except (struct.error, IndexError, OverflowError) as exc:
+            raise ElfError(f"{name}: malformed ELF section headers ({exc})") from None
+
+
+def section(path: str | os.PathLike[str], section_name: str) -> Section | None:
+    """The first section called `section_name` (e.g. `.nv_fatbin`), or None when the object has none."""
+    return next((s for s in sections(path) if s.name == section_name), None)
+
+
+def _header(f: BinaryIO, name: str) -> tuple[int, _Layout, bytes, tuple[int, ...]]:
+    """(file size, layout, e_ident, the 13 header fields after e_ident) of the ELF object open in `f`."""
     size = os.fstat(f.fileno()).st_size
+    f.seek(0)
     ident = f.read(16)
     if len(ident) < 4 or ident[:4] != MAGIC:
         raise ElfError(f"{name}: not an ELF file")
@@ -143,10 +208,54 @@ def _read(f: BinaryIO, name: str) -> Dynamic:
     if order is None:
         raise ElfError(f"{name}: unknown ELF byte order {ident[5]}")
     layout = _Layout(bits, order)
+    raw = _pread(f, size, 16, struct.calcsize(layout.header), name, "ELF header")
+    return size, layout, ident, struct.unpack(layout.header, raw)
+
+
+def _section_count(f: BinaryIO, size: int, layout: _Layout, name: str, shoff: int, shnum: int, shentsize: int,
+                   shstrndx: int) -> tuple[int, int]:
+    """(shnum, shstrndx) with ELF extended numbering applied (section 0 holds counts that do not fit)."""
+    if shoff and (shnum == 0 or shstrndx == 0xFFFF):
+        _check_entsize(shentsize, layout.shdr, name, "section")
+        first = _pread(f, size, shoff, struct.calcsize(layout.shdr), name, "section header 0")
+        _t, _a, _o, sh_size, sh_link, _i = layout.shdr_fields(first, 0)
+        if shnum == 0:
+            shnum = sh_size
+        if shstrndx == 0xFFFF:
+            shstrndx = sh_link
+    return shnum, shstrndx
+
+
+def _sections(f: BinaryIO, name: str) -> tuple[Section, ...]:
+    size, layout, _ident, fields = _header(f, name)
+    shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
+    if not shoff:
+        return ()
+    shnum, shstrndx = _section_count(f, size, layout, name, shoff, shnum, shentsize, shstrndx)
+    if not shnum:
+        return ()
+    _check_entsize(shentsize, layout.shdr, name, "section")
+    _check_count(shnum, name, "section")
+    raw = _pread(f, size, shoff, shnum * shentsize, name, "section headers")
+    table = [layout.shdr_all(raw, i * shentsize) for i in range(shnum)]
+    names: bytes = b""
+    if 0 < shstrndx < shnum:
+        _n, _t, _fl, _a, str_offset, str_size = table[shstrndx]
+        names = _pread(f, size, str_offset, min(str_size, MAX_DYNAMIC_BYTES), name, "section name table")
+    out = []
+    for sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size in table:
+        end = names.find(b"\0", sh_name) if sh_name < len(names) else -1
+        text = names[sh_name:end].decode("utf-8", "surrogateescape") if end >= 0 else ""
+        out.append(Section(text, sh_type, sh_flags, sh_addr, sh_offset, sh_size))
+    return tuple(out)
+
+
+def _read(f: BinaryIO, name: str) -> Dynamic:
+    size, layout, _ident, fields = _header(f, name)
+    bits, order = layout.bits, layout.order
     byteorder = "little" if order == "<" else "big"
-    header = _pread(f, size, 16, struct.calcsize(layout.header), name, "ELF header")
     (_type, machine, _version, _entry, phoff, shoff, _flags, _ehsize,
-     phentsize, phnum, shentsize, shnum, _shstrndx) = struct.unpack(layout.header, header)
+     phentsize, phnum, shentsize, shnum, _shstrndx) = fields
 
     # Extended numbering: with 0xffff program headers or 0 sections, section 0 holds the real counts.
     if (phnum == 0xFFFF or (shnum == 0 and shoff)) and shoff:

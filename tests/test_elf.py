@@ -25,6 +25,7 @@ def make_elf(
     *,
     soname: str | None = None,
     runpath: str | None = None,
+    rpath: str | None = None,
     bits: int = 64,
     byteorder: str = "little",
     machine: int = EM_AARCH64,
@@ -44,7 +45,7 @@ def make_elf(
 
     strtab = b"\0"
     offsets: dict[str, int] = {}
-    for text in [*needed, soname, runpath]:
+    for text in [*needed, soname, runpath, rpath]:
         if text is not None and text not in offsets:
             offsets[text] = len(strtab)
             strtab += text.encode() + b"\0"
@@ -54,6 +55,8 @@ def make_elf(
         entries.append((14, offsets[soname]))
     if runpath is not None:
         entries.append((29, offsets[runpath]))
+    if rpath is not None:
+        entries.append((15, offsets[rpath]))
     entries += [(5, 0), (10, len(strtab)), (0, 0)]  # DT_STRTAB is patched below
 
     phnum = 0 if sections_only else (2 if dynamic else 1)
@@ -93,6 +96,51 @@ def make_elf(
         out += bytes(shentsize) + shdr(3, stroff, len(strtab)) + shdr(6, dynoff, dynsize, link=1)
     assert len(out) == total
     return out
+
+
+def make_sectioned_elf(
+    sections: dict[str, bytes],
+    *,
+    machine: int = EM_AARCH64,
+    flags: int = 0,
+    abiversion: int = 0,
+    bits: int = 64,
+    byteorder: str = "little",
+    section_type: int = 1,
+) -> bytes:
+    """An ELF object with named sections (SHT_PROGBITS unless `section_type` says otherwise) and a .shstrtab.
+
+    Layout: header, the sections' bytes one after another, the name table, then the section header table.
+    """
+    e = "<" if byteorder == "little" else ">"
+    ehsize, shentsize = (52, 40) if bits == 32 else (64, 64)
+    names = b"\0"
+    name_at = {}
+    for name in [*sections, ".shstrtab"]:
+        name_at[name] = len(names)
+        names += name.encode() + b"\0"
+    body = b""
+    placed = []
+    for name, data in sections.items():
+        placed.append((name, ehsize + len(body), len(data)))
+        body += data
+    str_offset = ehsize + len(body)
+    shoff = str_offset + len(names)
+    shnum = len(sections) + 2
+    ident = b"\x7fELF" + bytes([1 if bits == 32 else 2, 1 if byteorder == "little" else 2, 1, 0, abiversion]) + bytes(7)
+    header_fmt = e + ("HHIIIIIHHHHHH" if bits == 32 else "HHIQQQIHHHHHH")
+    header = ident + struct.pack(header_fmt, 3, machine, 1, 0, 0, shoff, flags, ehsize, 0, 0, shentsize, shnum,
+                                 shnum - 1)
+
+    def shdr(name: int, sh_type: int, offset: int, size: int) -> bytes:
+        if bits == 32:
+            return struct.pack(e + "IIIIIIIIII", name, sh_type, 2, 0, offset, size, 0, 0, 1, 0)
+        return struct.pack(e + "IIQQQQIIQQ", name, sh_type, 2, 0, offset, size, 0, 0, 1, 0)
+
+    table = bytes(shentsize)
+    table += b"".join(shdr(name_at[name], section_type, offset, size) for name, offset, size in placed)
+    table += shdr(name_at[".shstrtab"], 3, str_offset, len(names))
+    return header + body + names + table
 
 
 def write_elf(path: Path, needed=(), **kwargs) -> Path:
@@ -227,3 +275,50 @@ def test_absurd_counts_and_offsets_are_reported(tmp_path):
     (tmp_path / "far.so").write_bytes(bytes(data))
     with pytest.raises(elf.ElfError, match="truncated"):
         elf.needed(tmp_path / "far.so")
+
+
+# --- section headers ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_sections_by_name(tmp_path, bits, byteorder):
+    path = tmp_path / "libs.so"
+    path.write_bytes(make_sectioned_elf({".text": b"\x90" * 7, ".nv_fatbin": b"fat!"}, bits=bits,
+                                        byteorder=byteorder, flags=0x1234))
+    names = [s.name for s in elf.sections(path)]
+    assert names == ["", ".text", ".nv_fatbin", ".shstrtab"]
+    fat = elf.section(path, ".nv_fatbin")
+    assert fat is not None and fat.size == 4
+    with open(path, "rb") as f:
+        f.seek(fat.offset)
+        assert f.read(fat.size) == b"fat!"
+    assert elf.section(path, ".missing") is None
+    header = elf.header(path)
+    assert (header.bits, header.byteorder, header.flags, header.machine) == (bits, byteorder, 0x1234, EM_AARCH64)
+
+
+def test_sections_of_an_object_without_a_section_table(tmp_path):
+    lib = write_elf(tmp_path / "libx.so", ["libc.so.6"])
+    assert elf.sections(lib) == ()
+    assert elf.section(lib, ".nv_fatbin") is None
+
+
+def test_sections_of_a_gcc_built_library_and_truncations(tmp_path):
+    data = make_sectioned_elf({".nv_fatbin": b"x" * 40})
+    path = tmp_path / "t.so"
+    for length in range(0, len(data), 7):
+        path.write_bytes(data[:length])
+        with contextlib.suppress(elf.ElfError):
+            elf.sections(path)
+    if shutil.which("gcc"):
+        lib = gcc_library(tmp_path / "gcc", "libg.so")
+        assert ".dynamic" in {s.name for s in elf.sections(lib)}
+
+
+def test_rpath_and_runpath_are_read(tmp_path):
+    lib = write_elf(tmp_path / "libr.so", ["libnccl.so.2"], runpath="$ORIGIN/../../nvidia/nccl/lib:$ORIGIN")
+    assert elf.dynamic(lib).runpath == ("$ORIGIN/../../nvidia/nccl/lib", "$ORIGIN")
+    assert elf.dynamic(lib).rpath == ()
+    old = write_elf(tmp_path / "libo.so", ["libnccl.so.2"], rpath="$ORIGIN/../lib::/opt/x")
+    assert (elf.dynamic(old).rpath, elf.dynamic(old).runpath) == (("$ORIGIN/../lib", "/opt/x"), ())
