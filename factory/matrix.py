@@ -118,6 +118,11 @@ class Defaults(_Model):
     vendor: str = "scitrera"
     index_url: str = Field("https://pypi.org/simple", description="package index for wheel installs")
     torch_index_url: str | None = Field(None, description="extra index for CUDA torch wheels, if any")
+    flashinfer_index_url: str = Field(
+        "https://flashinfer.ai/whl/cu130",
+        description="FlashInfer's own index, for flashinfer-jit-cache (its precompiled kernels, on no other index); "
+                    "empty: no jit-cache, FlashInfer compiles its kernels at first use",
+    )
     repositories: Repositories = Repositories()
     dockerfiles: Dockerfiles = Dockerfiles()
     build: BuildKnobs = BuildKnobs()
@@ -141,6 +146,12 @@ class Base(_Model):
     ubuntu: VersionText | None = None
     python: VersionText | None = None
     mode: BuildMode = "source"
+    cudnn: VersionText = Field(
+        "9.15.1.9",
+        description="source mode: the nvidia-cudnn-cu<CUDA major> wheel torch is built against and the base "
+                    "ships (torch 2.10.0's CUDA 13.0 wheels pin 9.15.1.9); a wheel-mode base gets the cuDNN its "
+                    "torch wheel pins",
+    )
     cuda_image_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
     revision: int = Field(0, ge=0)
     sources: dict[Literal["nccl", "torch", "torchvision", "torchaudio"], Source] = {}

@@ -183,7 +183,7 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
             args[f"{component.upper()}_REPO"] = repo
             args[f"{component.upper()}_REF"] = ref
         args.update(NCCL_GENCODE=d.build.nccl_gencode, MAX_JOBS=str(d.build.max_jobs),
-                    NVCC_THREADS=str(d.build.nvcc_threads))
+                    NVCC_THREADS=str(d.build.nvcc_threads), CUDNN_VERSION=base.cudnn)
     else:
         args.update(INDEX_URL=d.index_url, TORCH_INDEX_URL=d.torch_index_url or "")
     repo = d.repositories.base
@@ -207,6 +207,7 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
         "TRANSFORMERS_VERSION": image.transformers,
         "RAY_VERSION": components["ray"],
         "INDEX_URL": d.index_url,
+        "FLASHINFER_INDEX_URL": d.flashinfer_index_url,
     }
     if image.mode == "source":
         repo, ref = _source("vllm", image.vllm, image.sources.get("vllm"))
@@ -218,7 +219,7 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
             args[f"{component.upper()}_REQUIREMENT"] = (
                 f"{dist} @ git+{source.repo}@{source.ref}" if source else f"{dist}=={version}"
             )
-        del args["TRITON_VERSION"], args["FLASHINFER_VERSION"]
+        del args["TRITON_VERSION"]  # FLASHINFER_VERSION stays: flashinfer-cubin and -jit-cache match it
     repo = d.repositories.vllm
     labels = _labels(matrix, "vllm", tag, image.mode, image.revision, components, base.ref,
                      description=f"vLLM {image.vllm} with Transformers {image.transformers} for NVIDIA DGX Spark",
