@@ -2,11 +2,17 @@
 
 `scan` walks a root filesystem on disk (an image exported with `docker export` or unpacked layers; often an
 arm64 image on an x86 host, so nothing in it is executed) and finds the version of every labelled component:
-Python distributions from their `*.dist-info/METADATA`, CUDA from `version.json`, NCCL from its library file
-names, header or wheel, Python and Ubuntu from the interpreter and `os-release`. It also checks that torch is
-a CUDA build and lists every shared object that needs a CUDA 12 library.
+Python distributions from their `*.dist-info/METADATA`; CUDA from the toolkit's files (the versioned
+`libcudart.so.X.Y.Z`, `version.json` or `version.txt`, `include/cuda.h`, the banner inside `bin/nvcc`),
+cross-checked with each other and with the image's `CUDA_VERSION` environment variable; NCCL from the library
+the dynamic loader would give torch (`libtorch_cuda.so`'s DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, ld.so.conf,
+the system directories), else from library file names, headers and wheels; Python from the interpreter; the
+OS from `os-release`. It also checks that torch is a CUDA build, lists the GPU code (SASS and PTX, see
+`factory.fatbin`) that torch, vLLM and FlashInfer carry, lists the pip CUDA distributions, and lists every
+shared object that needs a CUDA 12 library.
 
-`verify` compares those findings with the image's labels and returns one `Mismatch` per lie.
+`verify` compares those findings with the image's labels and returns one `Mismatch` per lie;
+`measured_labels` gives the labels that only a measurement can set (`os`, `cuda_sass`, `cuda_ptx`).
 
 Symlinks inside the root (`/usr/local/cuda -> /usr/local/cuda-13.1`, often absolute) are resolved relative to
 the root, never outside it. Paths in findings and messages are image paths (`/opt/venv/...`).
@@ -26,7 +32,7 @@ from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
-from factory import elf
+from factory import elf, fatbin
 from factory.labels import component_key, components_for, factory_key
 from factory.matrix import COMPONENTS, EXTRA_COMPONENTS, version_of
 
@@ -83,6 +89,25 @@ _NCCL_DISTS = re.compile(r"^nvidia-nccl-cu(\d+)$")
 _NIXL_DIST = re.compile(r"^nixl(?:-cu(\d+))?$")
 _PYTHON_BINARY = re.compile(r"^python(3\.\d+)$")
 _NAME = re.compile(r"[-_.]+")
+_CUDART_LIBRARY = re.compile(r"^libcudart\.so\.(\d+\.\d+\.\d+)$")
+_CUDA_H_VERSION = re.compile(r"^\s*#\s*define\s+CUDA_VERSION\s+(\d+)\b", re.MULTILINE)
+_NVCC_BANNER = re.compile(rb"Cuda compilation tools, release (\d+\.\d+), V(\d+\.\d+\.\d+)")
+_CUDA_DIST = re.compile(r"^(?:nvidia|cuda)-")
+_NCCL_SONAME = re.compile(r"^libnccl\.so\.\d+$")
+
+#: Where torch, vLLM and FlashInfer keep their GPU code: component -> (distribution, glob patterns under the
+#: distribution's site-packages). Only shared objects that carry device code are recorded (torch's always).
+DEVICE_CODE = {
+    "torch": ("torch", ("torch/lib/libtorch_cuda.so",)),
+    "vllm": ("vllm", ("vllm/*.so", "vllm/*/*.so", "vllm/*/*/*.so")),
+    "flashinfer": ("flashinfer-python", ("flashinfer/*.so", "flashinfer/*/*.so", "flashinfer_jit_cache/*.so",
+                                          "flashinfer_jit_cache/*/*.so", "flashinfer_jit_cache/*/*/*.so")),
+}
+#: At most this many shared objects are read per component (FlashInfer's JIT cache can hold thousands).
+MAX_DEVICE_OBJECTS = 2000
+
+#: Where the image says its environment's CUDA_VERSION came from, in findings and messages.
+ENV_CUDA = "image env CUDA_VERSION"
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,20 @@ class Findings:
     cuda_runtime: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: component -> the CUDA major its wheel is built for, from names like nixl-cu13
     cuda_flavours: dict[str, int] = field(default_factory=dict)
+    #: the OS from os-release, `<ID> <VERSION_ID>` ("ubuntu 24.04", "debian 13")
+    os: str | None = None
+    #: image path of a shared object with CUDA device code -> its cubin architectures, sorted by number
+    sass: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: image path of a shared object with CUDA device code -> its PTX architectures, sorted by number
+    ptx: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: component (torch, vllm, flashinfer) -> image paths of its objects in `sass` / `ptx`
+    device_objects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: every fact of the CUDA version: where it was read (an image path, or ENV_CUDA) -> the version it says
+    cuda_facts: dict[str, str] = field(default_factory=dict)
+    #: pip distributions named nvidia-* or cuda-* (nvidia-cuda-runtime, cuda-bindings, ...) -> version
+    cuda_dists: dict[str, str] = field(default_factory=dict)
+    #: soname -> the image path the dynamic loader resolves it to for torch's libtorch_cuda.so
+    resolved: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The findings as JSON-ready data."""
@@ -123,6 +162,13 @@ class Findings:
             },
             "cuda_runtime": {path: list(libs) for path, libs in self.cuda_runtime.items()},
             "cuda_flavours": dict(self.cuda_flavours),
+            "os": self.os,
+            "sass": {path: list(archs) for path, archs in self.sass.items()},
+            "ptx": {path: list(archs) for path, archs in self.ptx.items()},
+            "device_objects": {c: list(paths) for c, paths in self.device_objects.items()},
+            "cuda_facts": dict(self.cuda_facts),
+            "cuda_dists": dict(self.cuda_dists),
+            "resolved": dict(self.resolved),
             "notes": list(self.notes),
         }
 
@@ -241,10 +287,11 @@ def _version(component: str, text: str) -> Version | None:
 def versions_equal(component: str, label: str, found: str) -> bool:
     """Whether a label's version text and a found version are the same release (PEP 440 public versions).
 
-    NCCL's Debian package revision (`2.29.2-1`) is dropped; Python compares major.minor. Text that is not a
-    version compares as text.
+    NCCL's Debian package revision (`2.29.2-1`) is dropped; Python compares major.minor, and so does CUDA when
+    only its major.minor was measured. Text that is not a version compares as text.
     """
-    if component == "python":
+    if component == "python" or (component == "cuda" and re.fullmatch(r"\s*\d+\.\d+\s*", found)):
+        # CUDA measured only to major.minor (from libcudart.so.13.0.96 or cuda.h) is any 13.0.x.
         label, found = ".".join(label.split(".")[:2]), ".".join(found.split(".")[:2])
     a, b = _version(component, label), _version(component, found)
     if a is None or b is None:
@@ -274,27 +321,38 @@ class _Scan:
     cuda12: dict[str, tuple[str, ...]] = field(default_factory=dict)
     cuda_runtime: dict[str, tuple[str, ...]] = field(default_factory=dict)
     flavours: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    os: str | None = None
+    sass: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ptx: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    device_objects: dict[str, list[str]] = field(default_factory=dict)
+    cuda_facts: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, str] = field(default_factory=dict)
 
     def found(self, component: str, version: str, where: str) -> None:
         self.components[component] = version
         self.locations[component] = where
 
 
-def scan(root: Path, *, check_objects: bool = True) -> Findings:
+def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None = None) -> Findings:
     """Find what is really installed in the root filesystem at `root` (nothing in it is executed).
 
-    `check_objects=False` skips reading every shared object (no `cuda12_objects`, NCCL only from the usual
-    library directories).
+    `env` is the image config's environment (`CUDA_VERSION`, `LD_LIBRARY_PATH`, ...), which the root
+    filesystem does not hold: CUDA_VERSION is checked against the toolkit's files, LD_LIBRARY_PATH joins the
+    dynamic loader's search. `check_objects=False` skips reading every shared object (no `cuda12_objects`,
+    NCCL's other copies only from the usual library directories); the GPU code of torch, vLLM and FlashInfer
+    is read either way.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory (expected an image's root filesystem)")
-    s = _Scan(root)
+    s = _Scan(root, env=dict(env or {}))
     sites = _scan_dists(s)
     _scan_ubuntu(s)
     _scan_python(s, sites)
     _scan_cuda(s)
     torch_cuda = _scan_torch(s)
+    _scan_device_code(s)
     if check_objects:
         _scan_objects(s)
     else:
@@ -318,6 +376,13 @@ def scan(root: Path, *, check_objects: bool = True) -> Findings:
         },
         cuda_runtime=dict(sorted(s.cuda_runtime.items())),
         cuda_flavours=dict(s.flavours),
+        os=s.os,
+        sass=dict(s.sass),
+        ptx=dict(s.ptx),
+        device_objects={c: tuple(paths) for c, paths in s.device_objects.items()},
+        cuda_facts=dict(s.cuda_facts),
+        cuda_dists={name: copies[0].version for name, copies in sorted(s.dists.items()) if _CUDA_DIST.match(name)},
+        resolved=dict(s.resolved),
     )
 
 
@@ -404,6 +469,8 @@ def _scan_ubuntu(s: _Scan) -> None:
             if sep:
                 fields[key.strip()] = value.strip().strip("\"'")
         where = "/" + candidate
+        if fields.get("ID"):
+            s.os = f"{fields['ID']} {fields.get('VERSION_ID', '')}".strip()
         if fields.get("ID") == "ubuntu" and fields.get("VERSION_ID"):
             s.found("ubuntu", fields["VERSION_ID"], where)
         else:
@@ -477,22 +544,103 @@ def _scan_cuda(s: _Scan) -> None:
             listed = ", ".join(image_path(d) for d in directories)
             s.notes.append(f"no /usr/local/cuda link; reading {image_path(directories[-1])} (found {listed})")
             directories = directories[-1:]
+    facts: dict[str, str] = {}
+    ranked: list[tuple[int, str, str]] = []  # (preference, version to report, where)
     for directory in directories:
+        before = len(facts)
+        where = image_path((*directory, "version.json"))
         text = _read_text(s.root, (*directory, "version.json"))
         if text is not None:
             try:
                 data = json.loads(text)
-                version = data["cuda"]["version"]
+                version = str(data["cuda"]["version"])
             except (ValueError, KeyError, TypeError):
-                s.notes.append(f"{image_path((*directory, 'version.json'))} has no cuda.version")
+                s.notes.append(f"{where} has no cuda.version")
             else:
-                s.found("cuda", str(version), image_path((*directory, "version.json")))
-                return
+                facts[where] = version
+                ranked.append((0, version, where))
+        where = image_path((*directory, "version.txt"))
         text = _read_text(s.root, (*directory, "version.txt"))
         if text is not None and (m := re.search(r"CUDA Version\s+(\d+(?:\.\d+)*)", text)):
-            s.found("cuda", m[1], image_path((*directory, "version.txt")))
+            facts[where] = m[1]
+            ranked.append((1, m[1], where))
+        for where, version in _cudart_versions(s, directory):
+            facts[where] = version
+            ranked.append((2, _major_minor(version) or version, where))
+        for header in _glob(s.root, image_path((*directory, "include", "cuda.h"))):
+            text = _read_text(s.root, header, 256 * 1024) or ""
+            if m := _CUDA_H_VERSION.search(text):
+                number = int(m[1])
+                version = f"{number // 1000}.{number % 1000 // 10}"
+                facts[image_path(header)] = version
+                ranked.append((3, version, image_path(header)))
+        nvcc = _resolve(s.root, image_path((*directory, "bin", "nvcc")))
+        if nvcc is not None and (banner := _nvcc_banner(s.root.joinpath(*nvcc))):
+            facts[image_path(nvcc)] = banner[1]
+            ranked.append((4, banner[0], image_path(nvcc)))
+        if len(facts) == before:
+            s.notes.append(f"{image_path(directory)} has no version.json, version.txt, libcudart.so.X.Y.Z, "
+                           "include/cuda.h or bin/nvcc to tell its CUDA version")
+    env = (s.env.get("CUDA_VERSION") or "").strip()
+    if env:
+        facts[ENV_CUDA] = env
+    s.cuda_facts = facts
+    ranked.sort(key=lambda r: r[0])
+    if env:
+        others = {where: v for where, v in facts.items() if where != ENV_CUDA}
+        disagree = {where: v for where, v in others.items() if _major_minor(v) != _major_minor(env)}
+        if others and not disagree:
+            s.found("cuda", env, ENV_CUDA)
             return
-        s.notes.append(f"{image_path(directory)} has neither version.json nor version.txt")
+        if not others:
+            s.notes.append(f"the image's env says CUDA_VERSION={env}, but no CUDA file in the image confirms it "
+                           "(no /usr/local/cuda with libcudart.so.X.Y.Z, version.json, version.txt or cuda.h)")
+        else:
+            listed = ", ".join(f"{where} says {v}" for where, v in disagree.items())
+            s.notes.append(f"the image's env says CUDA_VERSION={env}, but {listed}")
+    if ranked:
+        _rank, version, where = ranked[0]
+        s.found("cuda", version, where)
+        split = {_major_minor(v) for w, v in facts.items() if w != ENV_CUDA}
+        if len(split) > 1:
+            listed = ", ".join(f"{w} says {v}" for w, v in facts.items() if w != ENV_CUDA)
+            s.notes.append(f"the CUDA files disagree: {listed}")
+
+
+def _major_minor(version: str) -> str | None:
+    """`13.0` of `13.0.96`, `13.0.1-1`, `13.0`; None for text without a major.minor."""
+    m = re.match(r"\s*v?(\d+)\.(\d+)", version)
+    return f"{int(m[1])}.{int(m[2])}" if m else None
+
+
+def _cudart_versions(s: _Scan, directory: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(image path, version) of every `libcudart.so.X.Y.Z` in the CUDA directory's lib64 and targets/*/lib."""
+    out: dict[str, str] = {}
+    places = [*_glob(s.root, image_path((*directory, "lib64"))),
+              *_glob(s.root, image_path((*directory, "targets", "*", "lib")))]
+    for place in dict.fromkeys(places):
+        try:
+            names = sorted(os.listdir(s.root.joinpath(*place)))
+        except OSError:
+            continue
+        for name in names:
+            if m := _CUDART_LIBRARY.match(name):
+                out.setdefault(image_path((*place, name)), m[1])
+    return list(out.items())
+
+
+def _nvcc_banner(path: Path, chunk: int = 1 << 20) -> tuple[str, str] | None:
+    """(release, version) from the `Cuda compilation tools, release 13.0, V13.0.88` text inside nvcc."""
+    try:
+        with open(path, "rb") as f:
+            tail = b""
+            while data := f.read(chunk):
+                if m := _NVCC_BANNER.search(tail + data):
+                    return m[1].decode(), m[2].decode()
+                tail = data[-96:]
+    except OSError:
+        return None
+    return None
 
 
 def _scan_torch(s: _Scan) -> bool | None:
@@ -501,6 +649,43 @@ def _scan_torch(s: _Scan) -> bool | None:
         return None
     lib = _resolve(s.root, image_path((*torch[0].site, "torch", "lib", "libtorch_cuda.so")))
     return lib is not None and s.root.joinpath(*lib).is_file()
+
+
+def _scan_device_code(s: _Scan) -> None:
+    """The SASS and PTX of torch's libtorch_cuda.so and of the shared objects of vLLM and FlashInfer."""
+    for component, (dist_name, patterns) in DEVICE_CODE.items():
+        copies = s.dists.get(dist_name)
+        if not copies:
+            continue
+        site = copies[0].site
+        objects: list[tuple[str, ...]] = []
+        for pattern in patterns:
+            objects += [p for p in _glob(s.root, image_path((*site, pattern))) if p not in objects]
+        if len(objects) > MAX_DEVICE_OBJECTS:
+            s.notes.append(f"{component}: {len(objects)} shared objects; the GPU code of the first "
+                           f"{MAX_DEVICE_OBJECTS} was read")
+            objects = objects[:MAX_DEVICE_OBJECTS]
+        for parts in objects:
+            path = s.root.joinpath(*parts)
+            where = image_path(parts)
+            try:
+                if not path.is_file() or not elf.is_elf(path):
+                    continue
+                if path.stat().st_size > MAX_ELF_SIZE:
+                    s.notes.append(f"{where}: too large to read its GPU code; skipped")
+                    continue
+                code = fatbin.device_code(path)
+            except (elf.ElfError, fatbin.FatbinError, OSError) as exc:
+                s.notes.append(f"{where}: unreadable GPU code ({exc})")
+                continue
+            s.notes.extend(code.notes)
+            if code.source is None:
+                if component == "torch":
+                    s.notes.append(f"{where} carries no CUDA device code (no .nv_fatbin section)")
+                continue
+            s.sass[where] = tuple(fatbin.sort_archs(code.sass))
+            s.ptx[where] = tuple(fatbin.sort_archs(code.ptx))
+            s.device_objects.setdefault(component, []).append(where)
 
 
 def _scan_objects(s: _Scan) -> None:
@@ -623,6 +808,16 @@ def _scan_nccl(s: _Scan, sites: list[tuple[str, ...]]) -> None:
         if len(defines) == 3:
             version = f"{defines['MAJOR']}.{defines['MINOR']}.{defines['PATCH']}"
             s.nccl.append((7, version, image_path(rel)))
+    loaded = _nccl_from_loader(s)
+    if loaded is not None:
+        version, where, how = loaded
+        s.found("nccl", version, where)
+        others = sorted({(v, w) for _r, v, w in s.nccl if not versions_equal("nccl", v, version)})
+        if others:
+            listed = ", ".join(f"{v} at {w}" for v, w in others)
+            s.notes.append(f"NCCL {version} at {where} is the one torch's libtorch_cuda.so loads ({how}), but the "
+                           f"image also has NCCL {listed}")
+        return
     if not s.nccl:
         return
     s.nccl.sort(key=lambda c: (c[0], c[2]))
@@ -635,12 +830,164 @@ def _scan_nccl(s: _Scan, sites: list[tuple[str, ...]]) -> None:
                        f"also has NCCL {listed}")
 
 
+def _nccl_from_loader(s: _Scan) -> tuple[str, str, str] | None:
+    """(version, where it was read, how the loader found it) of the NCCL torch's libtorch_cuda.so loads."""
+    torch = s.dists.get("torch")
+    if not torch:
+        return None
+    lib = _resolve(s.root, image_path((*torch[0].site, "torch", "lib", "libtorch_cuda.so")))
+    if lib is None or not elf.is_elf(s.root.joinpath(*lib)):
+        return None
+    try:
+        sonames = [n for n in elf.needed(s.root.joinpath(*lib)) if _NCCL_SONAME.match(n)]
+    except (elf.ElfError, OSError):
+        return None  # noted by the object scan
+    if not sonames:
+        s.notes.append(f"{image_path(lib)} does not need libnccl (torch built without NCCL?)")
+        return None
+    soname = sonames[0]
+    found = find_library(s.root, image_path(lib), soname, env=s.env)
+    s.notes.extend(found.skipped)
+    if found.path is None:
+        s.notes.append(f"the dynamic loader would find no {soname} for {image_path(lib)} (searched "
+                       f"{', '.join(found.searched) or 'nothing'}); NCCL is reported from the files found instead")
+        return None
+    real = _resolve(s.root, found.path)
+    if real is None:
+        return None
+    s.resolved[soname] = image_path(real)
+    how = f"{found.path} through {found.via}"
+    if match := _NCCL_LIBRARY.match(real[-1]):
+        return match[1], image_path(real), how
+    if real[-4:-1] == ("nvidia", "nccl", "lib"):
+        site = real[:-4]
+        for name, copies in s.dists.items():
+            if _NCCL_DISTS.match(name):
+                for dist in copies:
+                    if dist.site == site:
+                        return dist.version, dist.where, how
+    s.notes.append(f"torch's {soname} is {image_path(real)}, whose name carries no version and which no "
+                   "nvidia-nccl wheel owns; NCCL is reported from the files found instead")
+    return None
+
+
+# --- the dynamic loader ------------------------------------------------------------------------------------
+
+#: Debian's multiarch directory names of ELF machines (the loader's system directories on Ubuntu/Debian).
+MULTIARCH = {183: "aarch64-linux-gnu", 62: "x86_64-linux-gnu", 21: "powerpc64le-linux-gnu", 22: "s390x-linux-gnu"}
+_PLATFORM = {183: "aarch64", 62: "x86_64", 21: "powerpc64le", 22: "s390x"}
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where the dynamic loader finds a library: `path` (an image path, None when nowhere) and `via`."""
+
+    path: str | None
+    via: str = ""
+    searched: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+def find_library(root: Path, needed_by: str, soname: str, *, env: dict[str, str] | None = None) -> Found:
+    """Where glibc's dynamic loader would find `soname` for the object at image path `needed_by`.
+
+    The order of ld.so(8): the object's DT_RPATH (only when it has no DT_RUNPATH), LD_LIBRARY_PATH from `env`,
+    its DT_RUNPATH, the directories of /etc/ld.so.conf and its includes (the order ldconfig caches them in),
+    then the system directories (Debian's multiarch ones, /lib, /usr/lib). `$ORIGIN` is the object's
+    directory. A candidate that is not an ELF object of the same class and machine is passed by, as the
+    loader does. Not modelled: the DT_RPATH of the objects that loaded this one, and an /etc/ld.so.cache
+    that is out of date with ld.so.conf.
+    """
+    root = Path(root)
+    rel = _resolve(root, needed_by)
+    if rel is None:
+        return Found(None)
+    obj = root.joinpath(*rel)
+    info = elf.dynamic(obj)
+    origin = image_path(rel[:-1])
+    triplet = MULTIARCH.get(info.machine)
+
+    def expand(directory: str) -> str:
+        for token, value in (("$ORIGIN", origin), ("${ORIGIN}", origin),
+                             ("$LIB", f"lib/{triplet}" if triplet else "lib"),
+                             ("${LIB}", f"lib/{triplet}" if triplet else "lib"),
+                             ("$PLATFORM", _PLATFORM.get(info.machine, "")),
+                             ("${PLATFORM}", _PLATFORM.get(info.machine, ""))):
+            directory = directory.replace(token, value)
+        return directory
+
+    order: list[tuple[str, str]] = []
+    if info.rpath and not info.runpath:
+        order += [(expand(d), f"DT_RPATH {d}") for d in info.rpath]
+    order += [(d, "LD_LIBRARY_PATH") for d in re.split(r"[:;]", (env or {}).get("LD_LIBRARY_PATH", "")) if d]
+    order += [(expand(d), f"DT_RUNPATH {d}") for d in info.runpath]
+    order += [(d, "/etc/ld.so.conf") for d in ld_so_conf(root)]
+    system = [f"/lib/{triplet}", f"/usr/lib/{triplet}"] if triplet else []
+    if not triplet and info.bits == 64:
+        system += ["/lib64", "/usr/lib64"]
+    order += [(d, "the system directories") for d in [*system, "/lib", "/usr/lib"]]
+
+    searched: list[str] = []
+    skipped: list[str] = []
+    for directory, via in order:
+        if not directory.startswith("/"):
+            continue  # relative to the process's working directory: unknowable here
+        directory = directory.rstrip("/") or "/"
+        if directory in searched:
+            continue
+        searched.append(directory)
+        candidate = f"{directory.rstrip('/')}/{soname}"
+        real = _resolve(root, candidate)
+        if real is None or not root.joinpath(*real).is_file():
+            continue
+        try:
+            header = elf.header(root.joinpath(*real))
+        except (elf.ElfError, OSError):
+            skipped.append(f"{candidate} is not an ELF object; the loader passes it by")
+            continue
+        if (header.machine, header.bits) != (info.machine, info.bits):
+            skipped.append(f"{candidate} is for another machine ({header.bits}-bit, e_machine {header.machine}); "
+                           "the loader passes it by")
+            continue
+        return Found(candidate, via, tuple(searched), tuple(skipped))
+    return Found(None, "", tuple(searched), tuple(skipped))
+
+
+def ld_so_conf(root: Path) -> list[str]:
+    """The directories /etc/ld.so.conf lists, its `include` globs expanded in sorted order, as ldconfig reads."""
+    out: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+
+    def read(path: str, depth: int) -> None:
+        rel = _resolve(root, path)
+        if rel is None or rel in seen or depth > 8:
+            return
+        seen.add(rel)
+        text = _read_text(root, rel, 256 * 1024)
+        for line in (text or "").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            words = line.split()
+            if words[0] == "include":
+                for pattern in words[1:]:
+                    pattern = pattern if pattern.startswith("/") else f"/etc/{pattern}"
+                    for parts in _glob(root, pattern):
+                        read(image_path(parts), depth + 1)
+            elif words[0] != "hwcap":
+                out.extend(d.rstrip("/") or "/" for d in re.split(r"[:\s,=]+", line) if d.startswith("/"))
+
+    read("/etc/ld.so.conf", 0)
+    return list(dict.fromkeys(out))
+
+
 # --- verification ------------------------------------------------------------------------------------------
 
 _WHAT = {
     "ubuntu": "no Ubuntu /etc/os-release",
     "python": "no Python (no pyvenv.cfg, python3.X or site-packages)",
-    "cuda": "no /usr/local/cuda/version.json",
+    "cuda": ("no CUDA toolkit version (no /usr/local/cuda with libcudart.so.X.Y.Z, version.json, version.txt, "
+             "include/cuda.h or bin/nvcc)"),
     "nccl": "no NCCL (no libnccl.so.X.Y.Z, nccl.h or nvidia-nccl wheel)",
 }
 
@@ -699,7 +1046,90 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
             mismatches.append(Mismatch("cuda-abi", cuda_key, cuda or "", needs, path,
                                        f"cuda-abi: {path} needs {needs} from CUDA 12, but the image is CUDA {cuda}"))
     mismatches.extend(_verify_extra(findings, labels, namespace, major))
+    mismatches.extend(_verify_cuda_facts(findings, labels, namespace))
+    mismatches.extend(_verify_device_code(findings, labels, namespace))
+    mismatches.extend(_verify_measured(findings, labels, namespace))
     return mismatches
+
+
+def torch_device_object(findings: Findings) -> str | None:
+    """The image path of torch's libtorch_cuda.so when its GPU code was measured, else None."""
+    return next((p for p in findings.device_objects.get("torch", ()) if p.endswith("/libtorch_cuda.so")), None)
+
+
+def measured_labels(findings: Findings, namespace: str) -> dict[str, str]:
+    """The labels only a measurement can set, for the keys that were measured.
+
+    `<ns>.os`: the os-release `ID VERSION_ID` ("ubuntu 24.04"); `<ns>.cuda_sass` / `<ns>.cuda_ptx`: the cubin
+    and PTX architectures of torch's libtorch_cuda.so, sorted by number and space-separated
+    ("sm_80 sm_90 sm_100 sm_110 sm_120"; "" for none), present once its fat binary was read.
+    """
+    out: dict[str, str] = {}
+    if findings.os:
+        out[factory_key(namespace, "os")] = findings.os
+    torch = torch_device_object(findings)
+    if torch is not None:
+        out[factory_key(namespace, "cuda_sass")] = fatbin.format_archs(findings.sass.get(torch, ()))
+        out[factory_key(namespace, "cuda_ptx")] = fatbin.format_archs(findings.ptx.get(torch, ()))
+    return out
+
+
+def _verify_cuda_facts(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:
+    """One mismatch when the image's facts of its CUDA version (files, env) disagree on major.minor."""
+    versions = {_major_minor(v) for v in findings.cuda_facts.values()}
+    if len(versions) < 2:
+        return []
+    key = component_key(namespace, "cuda")
+    listed = ", ".join(f"{where} says {v}" for where, v in findings.cuda_facts.items())
+    found = findings.components.get("cuda", "")
+    return [Mismatch("cuda", key, labels.get(key, ""), found, findings.locations.get("cuda", ""),
+                     f"cuda: the image's CUDA facts disagree: {listed}")]
+
+
+def _verify_device_code(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:
+    """With a `cuda_arch` label: torch's libtorch_cuda.so and vLLM's _C libraries must carry code that runs
+    there (a compatible cubin, or PTX to JIT-compile; see factory.fatbin.runs_on)."""
+    key = factory_key(namespace, "cuda_arch")
+    arch = labels.get(key)
+    if not arch:
+        return []
+    objects = [p for p in findings.device_objects.get("torch", ()) if p.endswith("/libtorch_cuda.so")]
+    objects += [p for p in findings.device_objects.get("vllm", ()) if re.search(r"/vllm/_C[^/]*\.so$", p)]
+    out = []
+    for path in objects:
+        sass, ptx = findings.sass.get(path, ()), findings.ptx.get(path, ())
+        have = " ".join([*sass, *ptx]) or "no device code"
+        try:
+            ok, why = fatbin.runs_on(sass, ptx, arch)
+        except ValueError as exc:
+            out.append(Mismatch("cuda-arch", key, arch, have, path, f"cuda-arch: label {key}={arch}: {exc}"))
+            continue
+        if not ok:
+            out.append(Mismatch("cuda-arch", key, arch, have, path,
+                                f"cuda-arch: label {key}={arch} but {path} cannot run there: {why}"))
+    return out
+
+
+def _verify_measured(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:
+    """Labels `os`, `cuda_sass` and `cuda_ptx`, where present, must be what `measured_labels` measures."""
+    measured = measured_labels(findings, namespace)
+    torch = torch_device_object(findings) or "torch/lib/libtorch_cuda.so"
+    what = {"os": ("/etc/os-release", "no readable os-release ID"),
+            "cuda_sass": (torch, "no torch/lib/libtorch_cuda.so with CUDA device code (.nv_fatbin)"),
+            "cuda_ptx": (torch, "no torch/lib/libtorch_cuda.so with CUDA device code (.nv_fatbin)")}
+    out = []
+    for name, (where, missing) in what.items():
+        key = factory_key(namespace, name)
+        if key not in labels:
+            continue
+        expected, found = labels[key], measured.get(key)
+        if found is None:
+            out.append(Mismatch(name, key, expected, "", "", f"{name}: label {key}={expected} but the image has "
+                                                             f"{missing}"))
+        elif " ".join(expected.split()) != found:
+            out.append(Mismatch(name, key, expected, found, where,
+                                f"{name}: label {key}={expected!r} but {where} says {found!r}"))
+    return out
 
 
 def _verify_extra(findings: Findings, labels: dict[str, str], namespace: str, major: int | None) -> list[Mismatch]:

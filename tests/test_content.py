@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from factory import content
 from factory.content import Findings, Mismatch, resolve_in_root, scan, verify, versions_equal
+from factory.fatbin import KIND_ELF, KIND_PTX
 from factory.labels import component_key
 from tests.test_elf import gcc_library, needs_gcc, write_elf
+from tests.test_fatbin import container, fat_entry
 
 NS = "dev.scitrera"
 SITE = "opt/venv/lib/python3.12/site-packages"
@@ -176,6 +179,8 @@ def test_cuda_12_objects_are_fine_in_a_cuda_12_image(image):
     write_elf(image / "opt/venv/lib/python3.12/site-packages/x/_C.so", ["libcudart.so.12"], bits=32,
               byteorder="big")
     put(image, "usr/local/cuda-13.1/version.json", json.dumps({"cuda": {"version": "12.8.1"}}))
+    os.rename(image / "usr/local/cuda-13.1/lib64/libcudart.so.13.1.80",
+              image / "usr/local/cuda-13.1/lib64/libcudart.so.12.8.90")
     findings = scan(image)
     assert len(findings.cuda12_objects) == 1
     assert verify(findings, labels(cuda="12.8.1"), NS, "vllm") == []
@@ -203,8 +208,8 @@ def test_missing_component(tmp_path):
 
 def test_missing_cuda_nccl_and_ubuntu(image):
     os.unlink(image / "usr/local/cuda")
-    for rel in ("usr/local/cuda-13.1/version.json", "usr/local/lib/libnccl.so.2.29.2", "usr/local/lib/libnccl.so.2",
-                "usr/local/include/nccl.h"):
+    for rel in ("usr/local/cuda-13.1/version.json", "usr/local/cuda-13.1/lib64/libcudart.so.13.1.80",
+                "usr/local/lib/libnccl.so.2.29.2", "usr/local/lib/libnccl.so.2", "usr/local/include/nccl.h"):
         os.unlink(image / rel)
     put(image, "etc/os-release", "ID=debian\nVERSION_ID=12\n")
     findings = scan(image)
@@ -466,3 +471,309 @@ def test_extra_component_versions_are_checked(image):
     assert sorted(components(mismatches)) == ["nixl", "ucx"]
     assert any(m.message == "ucx: label dev.scitrera.ucx_version=1.19.0 but /opt/ucx/lib/pkgconfig/ucx.pc says 1.18.1"
                for m in mismatches)
+
+
+# --- the OS ----------------------------------------------------------------------------------------------------
+
+
+def test_os_is_measured_for_any_distribution(image):
+    findings = scan(image)
+    assert findings.os == "ubuntu 24.04" and findings.components["ubuntu"] == "24.04"
+    put(image, "etc/os-release", 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="13"\n')
+    findings = scan(image)
+    assert findings.os == "debian 13" and "ubuntu" not in findings.components
+    assert content.measured_labels(findings, NS) == {f"{NS}.os": "debian 13"}
+    put(image, "etc/os-release", "NAME=nothing\n")
+    assert scan(image).os is None
+
+
+# --- GPU code: SASS and PTX --------------------------------------------------------------------------------------
+
+TORCH_FATBIN = container(*(fat_entry(KIND_ELF, arch) for arch in (80, 90, 100, 110, 120))) + container(
+    fat_entry(KIND_ELF, 100, "a", extended=True), fat_entry(KIND_ELF, 121, "a", extended=True))
+TORCH_SASS = "sm_80 sm_90 sm_100 sm_100a sm_110 sm_120 sm_121a"
+
+
+def torch_with_code(root: Path, fat: bytes = TORCH_FATBIN, **kwargs) -> Path:
+    return write_elf(root / SITE / "torch/lib/libtorch_cuda.so", ["libcudart.so.13", "libnccl.so.2"],
+                     soname="libtorch_cuda.so", sections={".nv_fatbin": fat}, **kwargs)
+
+
+def arch_labels(**changes: str | None) -> dict[str, str]:
+    extra = {f"{NS}.cuda_arch": "sm_121", **changes}
+    return {**labels(), **{k if "." in k else f"{NS}.{k}": v for k, v in extra.items() if v is not None}}
+
+
+def test_gpu_code_of_torch_vllm_and_flashinfer_is_recorded(image):
+    torch = torch_with_code(image)
+    vllm = f"/{SITE}/vllm/_C.abi3.so"
+    write_elf(image / vllm.lstrip("/"), ["libc10.so"], sections={".nv_fatbin": container(
+        fat_entry(KIND_ELF, 90, "a"), fat_entry(KIND_ELF, 100, "f", extended=True),
+        fat_entry(KIND_ELF, 120, extended=True), fat_entry(KIND_PTX, 120, payload=b".version 9.0"))})
+    fa2 = f"/{SITE}/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"
+    write_elf(image / fa2.lstrip("/"), [], sections={".nv_fatbin": container(fat_entry(KIND_ELF, 80),
+                                                                              fat_entry(KIND_PTX, 80))})
+    write_elf(image / SITE / "vllm/cumem_allocator.abi3.so", ["libcuda.so.1"])  # no GPU code: not listed
+    dist(image, SITE, "flashinfer_jit_cache", "flashinfer-jit-cache", "0.6.4")
+    jit = f"/{SITE}/flashinfer_jit_cache/jit_cache/batch_decode/batch_decode.so"
+    write_elf(image / jit.lstrip("/"), [], sections={".nv_fatbin": container(fat_entry(KIND_ELF, 121, "a"))})
+    findings = scan(image)
+    where = f"/{SITE}/torch/lib/libtorch_cuda.so"
+    assert torch.is_file() and findings.sass[where] == tuple(TORCH_SASS.split()) and findings.ptx[where] == ()
+    assert findings.sass[vllm] == ("sm_90a", "sm_100f", "sm_120") and findings.ptx[vllm] == ("compute_120",)
+    assert findings.sass[fa2] == ("sm_80",) and findings.ptx[fa2] == ("compute_80",)
+    assert findings.device_objects == {"torch": (where,), "vllm": (vllm, fa2), "flashinfer": (jit,)}
+    data = json.loads(json.dumps(findings.as_dict()))
+    assert data["sass"][where] == TORCH_SASS.split() and data["device_objects"]["vllm"] == [vllm, fa2]
+    assert content.measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04", f"{NS}.cuda_sass": TORCH_SASS,
+                                                     f"{NS}.cuda_ptx": ""}
+    assert verify(findings, arch_labels(), NS, "vllm") == []
+
+
+def test_torch_without_a_fat_binary_measures_no_gpu_code(image):
+    findings = scan(image)  # the fixture's libtorch_cuda.so has no .nv_fatbin
+    assert findings.sass == {} and findings.device_objects == {}
+    assert any("carries no CUDA device code" in note for note in findings.notes)
+    assert content.measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04"}
+    assert verify(findings, arch_labels(), NS, "vllm") == []  # nothing measured: no verdict on sm_121
+
+
+@pytest.mark.parametrize(("fat", "ok"), [
+    (container(*(fat_entry(KIND_ELF, a) for a in (80, 90, 100))), False),  # no 12.x SASS, no PTX
+    (container(fat_entry(KIND_ELF, 80), fat_entry(KIND_PTX, 90)), True),  # compute_90 PTX JIT-compiles
+    (container(fat_entry(KIND_ELF, 120, "a")), False),  # arch-specific: 12.0 only
+    (container(fat_entry(KIND_ELF, 121, "a")), True),
+    (container(fat_entry(KIND_ELF, 120, "f")), True),
+    (container(fat_entry(KIND_ELF, 90), fat_entry(KIND_PTX, 90, "a")), False),
+])
+def test_torch_that_cannot_run_on_the_labelled_arch(image, fat, ok):
+    torch_with_code(image, fat)
+    mismatches = verify(scan(image), arch_labels(), NS, "vllm")
+    if ok:
+        assert mismatches == []
+    else:
+        [mismatch] = mismatches
+        assert (mismatch.component, mismatch.label, mismatch.expected) == ("cuda-arch", f"{NS}.cuda_arch", "sm_121")
+        assert mismatch.where == f"/{SITE}/torch/lib/libtorch_cuda.so"
+        assert f"label {NS}.cuda_arch=sm_121 but /{SITE}/torch/lib/libtorch_cuda.so cannot run there" in \
+            mismatch.message
+
+
+def test_vllm_core_ops_that_cannot_run_on_the_labelled_arch(image):
+    torch_with_code(image)
+    write_elf(image / SITE / "vllm/_C.abi3.so", [], sections={".nv_fatbin": container(fat_entry(KIND_ELF, 90, "a"))})
+    write_elf(image / SITE / "vllm/_flashmla_C.abi3.so", [],  # not a core-ops library: not judged
+              sections={".nv_fatbin": container(fat_entry(KIND_ELF, 100, "f"))})
+    [mismatch] = verify(scan(image), arch_labels(), NS, "vllm")
+    assert mismatch.where == f"/{SITE}/vllm/_C.abi3.so" and "sm_90a is architecture-specific" in mismatch.message
+
+
+def test_measured_labels_must_match_what_is_measured(image):
+    torch_with_code(image)
+    findings = scan(image)
+    good = arch_labels(os="ubuntu 24.04", cuda_sass=TORCH_SASS, cuda_ptx="")
+    assert verify(findings, good, NS, "vllm") == []
+    bad = arch_labels(os="ubuntu 22.04", cuda_sass="sm_80 sm_90 sm_120", cuda_ptx="compute_120")
+    mismatches = verify(findings, bad, NS, "vllm")
+    assert [(m.component, m.expected, m.found) for m in mismatches] == [
+        ("os", "ubuntu 22.04", "ubuntu 24.04"), ("cuda_sass", "sm_80 sm_90 sm_120", TORCH_SASS),
+        ("cuda_ptx", "compute_120", "")]
+    assert mismatches[1].where == f"/{SITE}/torch/lib/libtorch_cuda.so"
+    write_elf(image / SITE / "torch/lib/libtorch_cuda.so", ["libcudart.so.13"])  # no fat binary: not measured
+    [missing] = verify(scan(image), {**labels(), f"{NS}.cuda_ptx": ""}, NS, "vllm")
+    assert missing.component == "cuda_ptx" and "no torch/lib/libtorch_cuda.so with CUDA device code" in \
+        missing.message
+
+
+# --- CUDA from the toolkit's files --------------------------------------------------------------------------------
+
+
+def without_version_json(image: Path) -> Path:
+    os.unlink(image / "usr/local/cuda-13.1/version.json")
+    return image
+
+
+def test_cuda_from_the_env_confirmed_by_libcudart(image):
+    findings = scan(without_version_json(image), env={"CUDA_VERSION": "13.1.0", "PATH": "/usr/bin"})
+    assert findings.components["cuda"] == "13.1.0" and findings.locations["cuda"] == content.ENV_CUDA
+    assert findings.cuda_facts == {"/usr/local/cuda-13.1/lib64/libcudart.so.13.1.80": "13.1.80",
+                                   content.ENV_CUDA: "13.1.0"}
+    assert verify(findings, labels(), NS, "vllm") == []
+
+
+def test_cuda_from_libcudart_alone_is_its_major_minor(image):
+    findings = scan(without_version_json(image))
+    assert findings.components["cuda"] == "13.1"
+    assert findings.locations["cuda"] == "/usr/local/cuda-13.1/lib64/libcudart.so.13.1.80"
+    assert verify(findings, labels(), NS, "vllm") == []  # the label 13.1.0 is a 13.1
+    [mismatch] = verify(findings, labels(cuda="13.0.2"), NS, "vllm")
+    assert mismatch.message == ("cuda: label dev.scitrera.cuda_version=13.0.2 but "
+                                "/usr/local/cuda-13.1/lib64/libcudart.so.13.1.80 says 13.1")
+
+
+def test_version_json_is_reported_when_there_is_no_env(image):
+    findings = scan(image)
+    assert (findings.components["cuda"], findings.locations["cuda"]) == ("13.1.0", "/usr/local/cuda-13.1/version.json")
+    assert set(findings.cuda_facts) == {"/usr/local/cuda-13.1/version.json",
+                                        "/usr/local/cuda-13.1/lib64/libcudart.so.13.1.80"}
+
+
+def test_env_that_disagrees_with_the_files_is_a_mismatch(image):
+    findings = scan(image, env={"CUDA_VERSION": "13.0.1"})
+    assert findings.components["cuda"] == "13.1.0"  # the files, not the env
+    assert any("env says CUDA_VERSION=13.0.1, but" in note for note in findings.notes)
+    [mismatch] = verify(findings, labels(), NS, "vllm")
+    assert mismatch.component == "cuda" and mismatch.message.startswith("cuda: the image's CUDA facts disagree: ")
+    assert f"{content.ENV_CUDA} says 13.0.1" in mismatch.message
+
+
+def test_files_that_disagree_are_a_mismatch(image):
+    put(image, "usr/local/cuda-13.1/include/cuda.h", "#define CUDA_VERSION 12080\n")
+    findings = scan(image)
+    assert findings.cuda_facts["/usr/local/cuda-13.1/include/cuda.h"] == "12.8"
+    assert components(verify(findings, labels(), NS, "vllm")) == ["cuda"]
+
+
+def test_env_without_any_cuda_file_is_not_a_cuda(image):
+    os.unlink(image / "usr/local/cuda")
+    shutil.rmtree(image / "usr/local/cuda-13.1")
+    findings = scan(image, env={"CUDA_VERSION": "13.1.0"})
+    assert "cuda" not in findings.components
+    assert any("no CUDA file in the image confirms it" in note for note in findings.notes)
+    [mismatch] = verify(findings, labels(), NS, "vllm")
+    assert "no CUDA toolkit version (no /usr/local/cuda with libcudart.so.X.Y.Z" in mismatch.message
+    assert "version.json" not in mismatch.message.split("(", 1)[0]
+
+
+def test_nvidia_layout_cuda_h_and_nvcc_banner(tmp_path):
+    """As in NVIDIA's images: lib64 and include link into targets/sbsa-linux; nvcc carries its banner."""
+    root = tmp_path / "r"
+    cuda = "usr/local/cuda-13.0"
+    write_elf(root / cuda / "targets/sbsa-linux/lib/libcudart.so.13.0.96", [], soname="libcudart.so.13")
+    link(root, f"{cuda}/targets/sbsa-linux/lib/libcudart.so.13", "libcudart.so.13.0.96")
+    link(root, f"{cuda}/lib64", "targets/sbsa-linux/lib")
+    put(root, f"{cuda}/targets/sbsa-linux/include/cuda.h", "/* x */\n#define CUDA_VERSION 13000\n")
+    link(root, f"{cuda}/include", "targets/sbsa-linux/include")
+    banner = b"\x00" * 5000 + b"Cuda compilation tools, release 13.0, V13.0.88\x00" + b"\x01" * 100
+    (root / cuda / "bin").mkdir(parents=True)
+    (root / cuda / "bin/nvcc").write_bytes(banner)
+    link(root, "usr/local/cuda", "/usr/local/cuda-13.0")
+    findings = scan(root, env={"CUDA_VERSION": "13.0.2"})
+    assert findings.cuda_facts == {
+        f"/{cuda}/targets/sbsa-linux/lib/libcudart.so.13.0.96": "13.0.96",
+        f"/{cuda}/targets/sbsa-linux/include/cuda.h": "13.0",
+        f"/{cuda}/bin/nvcc": "13.0.88",
+        content.ENV_CUDA: "13.0.2",
+    }
+    assert findings.components["cuda"] == "13.0.2"
+    assert scan(root).components["cuda"] == "13.0"
+    assert content._nvcc_banner(root / cuda / "bin/nvcc", chunk=64) == ("13.0", "13.0.88")  # across chunks
+
+
+# --- NCCL: the one the dynamic loader gives torch ------------------------------------------------------------
+
+
+def nccl_file(root: Path, directory: str, version: str, *, wheel: bool = False) -> None:
+    name = "libnccl.so.2" if wheel else f"libnccl.so.{version}"
+    write_elf(root / directory / name, ["libcudart.so.13"], soname="libnccl.so.2")
+    if not wheel:
+        link(root, f"{directory}/libnccl.so.2", name)
+
+
+def ubuntu_ld_so_conf(root: Path) -> None:
+    put(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n\n")
+    put(root, "etc/ld.so.conf.d/aarch64-linux-gnu.conf",
+        "# Multiarch support\n/usr/local/lib/aarch64-linux-gnu\n/lib/aarch64-linux-gnu\n/usr/lib/aarch64-linux-gnu\n")
+    put(root, "etc/ld.so.conf.d/libc.conf", "# libc default configuration\n/usr/local/lib\n")
+
+
+def test_ld_so_conf_order_and_includes(tmp_path):
+    root = tmp_path / "r"
+    ubuntu_ld_so_conf(root)
+    put(root, "etc/ld.so.conf.d/zz-cuda.conf", "/usr/local/cuda/lib64 /usr/local/nvidia/lib:/usr/local/nvidia/lib64\n")
+    put(root, "etc/ld.so.conf.d/loop.conf", "include ld.so.conf\n")
+    assert content.ld_so_conf(root) == ["/usr/local/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu",
+                                        "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/usr/local/cuda/lib64",
+                                        "/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"]
+    assert content.ld_so_conf(tmp_path / "empty") == []
+
+
+def test_apt_nccl_in_the_multiarch_directory_shadows_usr_local_lib(image):
+    ubuntu_ld_so_conf(image)
+    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")  # the apt package
+    findings = scan(image)
+    assert findings.components["nccl"] == "2.27.7"
+    assert findings.locations["nccl"] == "/usr/lib/aarch64-linux-gnu/libnccl.so.2.27.7"
+    assert findings.resolved == {"libnccl.so.2": "/usr/lib/aarch64-linux-gnu/libnccl.so.2.27.7"}
+    assert any("is the one torch's libtorch_cuda.so loads (/usr/lib/aarch64-linux-gnu/libnccl.so.2 through "
+               "/etc/ld.so.conf), but the image also has NCCL 2.29.2 at /usr/local/include/nccl.h, 2.29.2 at "
+               "/usr/local/lib/libnccl.so.2.29.2" in note
+               for note in findings.notes)
+    assert components(verify(findings, labels(), NS, "vllm")) == ["nccl"]
+    assert scan(image, check_objects=False).components["nccl"] == "2.27.7"
+
+
+def test_ld_library_path_comes_before_ld_so_conf(image):
+    ubuntu_ld_so_conf(image)
+    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")
+    findings = scan(image, env={"LD_LIBRARY_PATH": "/usr/local/nvidia/lib64:/usr/local/lib"})
+    assert findings.locations["nccl"] == "/usr/local/lib/libnccl.so.2.29.2"
+    assert verify(findings, labels(), NS, "vllm") == []
+
+
+def test_the_wheel_found_through_torchs_rpath_wins(image):
+    write_elf(image / SITE / "torch/lib/libtorch_cuda.so", ["libcudart.so.13", "libnccl.so.2"],
+              rpath="$ORIGIN/../../nvidia/cudnn/lib:$ORIGIN/../../nvidia/nccl/lib:$ORIGIN")
+    ubuntu_ld_so_conf(image)
+    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")
+    nccl_file(image, f"{SITE}/nvidia/nccl/lib", "2.28.9", wheel=True)
+    dist(image, SITE, "nvidia_nccl_cu13", "nvidia-nccl-cu13", "2.28.9")
+    findings = scan(image, env={"LD_LIBRARY_PATH": "/usr/local/lib"})  # DT_RPATH is searched before it
+    assert (findings.components["nccl"], findings.locations["nccl"]) == (
+        "2.28.9", f"/{SITE}/nvidia_nccl_cu13-2.28.9.dist-info")
+    assert findings.resolved["libnccl.so.2"] == f"/{SITE}/nvidia/nccl/lib/libnccl.so.2"
+    assert any("through DT_RPATH $ORIGIN/../../nvidia/nccl/lib" in note and "2.27.7" in note and "2.29.2" in note
+               for note in findings.notes)
+    assert findings.cuda_dists == {"nvidia-nccl-cu13": "2.28.9"}
+
+
+def test_runpath_comes_after_ld_library_path_and_foreign_candidates_are_passed_by(image):
+    write_elf(image / SITE / "torch/lib/libtorch_cuda.so", ["libnccl.so.2"], runpath="/opt/a")
+    nccl_file(image, "opt/a", "2.26.1")
+    nccl_file(image, "opt/b", "2.25.1")
+    where = f"/{SITE}/torch/lib/libtorch_cuda.so"
+    assert content.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b"}).path == \
+        "/opt/b/libnccl.so.2"
+    found = content.find_library(image, where, "libnccl.so.2")
+    assert (found.path, found.via) == ("/opt/a/libnccl.so.2", "DT_RUNPATH /opt/a")
+    (image / "opt/b/libnccl.so.2.25.1").write_bytes(b"")  # not ELF: the loader goes on
+    write_elf(image / "opt/c/libnccl.so.2", [], machine=62)  # x86-64: the loader goes on
+    found = content.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b:/opt/c:relative"})
+    assert found.path == "/opt/a/libnccl.so.2"
+    assert [s.split(" ")[0] for s in found.skipped] == ["/opt/b/libnccl.so.2", "/opt/c/libnccl.so.2"]
+    assert found.searched[:3] == ("/opt/b", "/opt/c", "/opt/a")
+    assert scan(image).components["nccl"] == "2.26.1"
+
+
+def test_a_library_the_loader_cannot_find_falls_back_to_the_ranking(image):
+    findings = scan(image)  # no ld.so.conf: /usr/local/lib is not searched
+    assert findings.locations["nccl"] == "/usr/local/lib/libnccl.so.2.29.2" and findings.resolved == {}
+    assert any("the dynamic loader would find no libnccl.so.2" in note for note in findings.notes)
+
+
+# --- pip CUDA distributions ------------------------------------------------------------------------------------
+
+
+def test_pip_cuda_distributions_are_listed(image):
+    for stem, name, version in [("nvidia_cuda_runtime", "nvidia-cuda-runtime", "13.0.96"),
+                                ("nvidia_cublas", "nvidia-cublas", "13.1.0.3"),
+                                ("nvidia_nvjitlink", "nvidia-nvjitlink", "13.0.88"),
+                                ("cuda_bindings", "cuda-bindings", "13.0.3"),
+                                ("cuda_toolkit", "cuda-toolkit", "13.0.2"),
+                                ("nvidia_ml_py", "nvidia-ml-py", "13.580.82")]:
+        dist(image, SITE, stem, name, version)
+    findings = scan(image)
+    assert findings.cuda_dists == {"cuda-bindings": "13.0.3", "cuda-toolkit": "13.0.2", "nvidia-cublas": "13.1.0.3",
+                                   "nvidia-cuda-runtime": "13.0.96", "nvidia-ml-py": "13.580.82",
+                                   "nvidia-nvjitlink": "13.0.88"}
+    assert findings.as_dict()["cuda_dists"]["cuda-bindings"] == "13.0.3"

@@ -143,9 +143,33 @@ def make_sectioned_elf(
     return header + body + names + table
 
 
-def write_elf(path: Path, needed=(), **kwargs) -> Path:
+def add_sections(data: bytes, sections: dict[str, bytes]) -> bytes:
+    """A 64-bit little-endian ELF from `make_elf` (no section table) with named sections appended after it."""
+    assert data[4:6] == b"\x02\x01" and struct.unpack_from("<Q", data, 0x28)[0] == 0
+    names = b"\0"
+    name_at = {}
+    for name in [*sections, ".shstrtab"]:
+        name_at[name] = len(names)
+        names += name.encode() + b"\0"
+    body = b""
+    headers = bytes(64)
+    for name, content in sections.items():
+        headers += struct.pack("<IIQQQQIIQQ", name_at[name], 1, 2, 0, len(data) + len(body), len(content), 0, 0, 1, 0)
+        body += content
+    headers += struct.pack("<IIQQQQIIQQ", name_at[".shstrtab"], 3, 0, 0, len(data) + len(body), len(names), 0, 0, 1,
+                           0)
+    shoff = len(data) + len(body) + len(names)
+    out = bytearray(data + body + names + headers)
+    struct.pack_into("<Q", out, 0x28, shoff)
+    struct.pack_into("<HHH", out, 0x3A, 64, len(sections) + 2, len(sections) + 1)
+    return bytes(out)
+
+
+def write_elf(path: Path, needed=(), *, sections: dict[str, bytes] | None = None, **kwargs) -> Path:
+    """`make_elf` written to `path`; `sections` (name -> bytes) are appended with a section header table."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(make_elf(needed, **kwargs))
+    data = make_elf(needed, **kwargs)
+    path.write_bytes(add_sections(data, sections) if sections else data)
     return path
 
 
@@ -314,6 +338,13 @@ def test_sections_of_a_gcc_built_library_and_truncations(tmp_path):
     if shutil.which("gcc"):
         lib = gcc_library(tmp_path / "gcc", "libg.so")
         assert ".dynamic" in {s.name for s in elf.sections(lib)}
+
+
+def test_dynamic_object_with_appended_sections(tmp_path):
+    lib = write_elf(tmp_path / "libboth.so", ["libnccl.so.2"], rpath="$ORIGIN", sections={".nv_fatbin": b"abc"})
+    assert elf.needed(lib) == ["libnccl.so.2"] and elf.dynamic(lib).rpath == ("$ORIGIN",)
+    assert [s.name for s in elf.sections(lib)] == ["", ".nv_fatbin", ".shstrtab"]
+    assert elf.section(lib, ".nv_fatbin").size == 3
 
 
 def test_rpath_and_runpath_are_read(tmp_path):
