@@ -121,6 +121,14 @@ class DeviceCode:
         """Architectures of the PTX: {"compute_120", ...}."""
         return frozenset(e.name for e in self.entries if e.kind == KIND_PTX)
 
+    def uncovered(self, target: str) -> int:
+        """How many containers (compilation units) carry nothing that runs on `target`. Such kernels may be
+        fine (guarded by the library's own dispatch, like Hopper-only `sm_90a` kernels) or missing."""
+        units: dict[int, list[Entry]] = {}
+        for entry in self.entries:
+            units.setdefault(entry.container, []).append(entry)
+        return sum(not any(compatible(e.name, target) for e in unit) for unit in units.values())
+
 
 # --- architecture names ---------------------------------------------------------------------------------
 
@@ -190,13 +198,8 @@ def runs_on(sass: Iterable[str], ptx: Iterable[str], target: str = "sm_121") -> 
     ptx = sort_archs(ptx)
     cubins = [n for n in sass if compatible(n, device)]
     if cubins:
-        exact = [n for n in cubins if parse_arch(n)[1] == number]
-        best = (exact or cubins)[-1]
-        if parse_arch(best)[1] == number:
-            return True, f"{best} SASS is for {device} itself"
-        major, minor = _capability(parse_arch(best)[1])
-        return True, (f"{best} SASS runs on {device}: same major {major}, minor {minor} <= "
-                      f"{_capability(number)[1]}")
+        major, minor = _capability(number)
+        return True, f"SASS {' '.join(cubins)} runs on {device} (major {major}, minor <= {minor})"
     jit = [n for n in ptx if compatible(n, device)]
     have = " ".join(sass + ptx) or "no device code"
     if jit:

@@ -69,6 +69,13 @@ def host_library(path: Path, fat: bytes, section: str = ".nv_fatbin", **sections
 # --- reading -------------------------------------------------------------------------------------------------
 
 
+def test_containers_with_nothing_for_a_target():
+    code = parse(TORCH_LIKE + container(fat_entry(KIND_ELF, 90, "a")) + container(fat_entry(KIND_PTX, 80)))
+    assert code.uncovered("sm_121") == 1  # the sm_90a-only one; compute_80 PTX JIT-compiles
+    assert code.uncovered("sm_90") == 0
+    assert code.uncovered("sm_75") == 4  # nothing at or below 7.5
+
+
 def test_entries_of_two_containers_with_padding_between():
     code = parse(TORCH_LIKE)
     assert code.containers == 2 and code.notes == ()
@@ -244,9 +251,9 @@ def test_compatible(code, target, ok):
 
 def test_runs_on_sm_121():
     ok, why = runs_on({"sm_80", "sm_90", "sm_100", "sm_110", "sm_120"}, set(), "sm_121")
-    assert ok and why == "sm_120 SASS runs on sm_121: same major 12, minor 0 <= 1"
-    ok, why = runs_on({"sm_120", "sm_121a"}, set(), "sm_121")
-    assert ok and why == "sm_121a SASS is for sm_121 itself"
+    assert ok and why == "SASS sm_120 runs on sm_121 (major 12, minor <= 1)"
+    ok, why = runs_on({"sm_120a", "sm_120", "sm_121a", "sm_100a"}, {"compute_120"}, "sm_121")
+    assert ok and why == "SASS sm_120 sm_121a runs on sm_121 (major 12, minor <= 1)"
     ok, why = runs_on({"sm_120a"}, set(), "sm_121")
     assert not ok and "sm_120a is architecture-specific" in why
     ok, why = runs_on({"sm_80", "sm_90"}, {"compute_90"}, "sm_121")
