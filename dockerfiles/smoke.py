@@ -14,7 +14,7 @@ Usage:
     python3 smoke.py --arch sm_121 [--expect cuda=13.1] [--expect nccl=2.29.2] [--expect torch=2.10.0]
                      [--expect vllm=0.15.0] [--expect flashinfer=0.6.2] [--expect transformers=5.0.0]
                      [--expect triton=3.5.1] [--require vllm,flashinfer,transformers]
-                     [--nccl-allreduce] [--skip-imports]
+                     [--nccl-allreduce] [--skip-imports] [--baseline REPORT.json] [--no-builtin-baseline]
 
 Why it exists: a source-built sm_121 torch has been seen to import fine and then return silently wrong
 scaled-dot-product-attention results (output norms off by 1.5-27x, no NaN).  So every numeric check compares
@@ -26,16 +26,19 @@ Checks (names as they appear in the report):
     torch_import        torch imports
     torch_cuda_build    torch.version.cuda is set and torch.backends.cuda.is_built()
     gpu_visible         torch sees at least one GPU and can launch a kernel on it
-    arch_list           torch.cuda.get_arch_list() holds SASS for the expected arch (see ARCH MATCHING)
-    gpu_arch            every visible GPU is the expected arch (a smoke run on another GPU proves little)
+    arch_list           torch.cuda.get_arch_list() holds code that runs on the expected arch (ARCH MATCHING)
+    gpu_arch            code built for the expected arch runs on every visible GPU, and so does something
+                        in torch's arch list (a smoke run on another GPU proves little)
     version:cuda        torch.version.cuda vs --expect cuda    (major.minor: "13.1.0" matches torch's "13.1")
     version:nccl        torch.cuda.nccl.version() vs --expect nccl  (major.minor.patch; "2.29.2-1" -> 2.29.2)
     version:torch       torch.__version__ vs --expect torch
     sdpa:<backend>:<dt> SDPA numerics per backend (math, efficient, flash, cudnn) and dtype (fp16, bf16)
+    sdpa:availability   every SDPA case the baseline / built-in expectation says runs did run (BASELINE)
     matmul:<dt>         matmul numerics, fp16 and bf16
     triton:vector_add   a small Triton kernel written here (skipped when triton does not import)
-    import:<module>     vllm (and its compiled vllm._C), flashinfer, transformers, triton import, in a
-                        subprocess each, and their __version__ matches --expect
+    import:<module>     vllm (and its compiled extension, vllm/_C*.so: _C.abi3.so in older releases,
+                        _C_stable_libtorch.abi3.so in newer ones), flashinfer, transformers, triton import,
+                        in a subprocess each, and their __version__ matches --expect
     nccl:allreduce      with --nccl-allreduce: an NCCL all-reduce over all visible GPUs (world size =
                         device count, 1 GPU included), one spawned process per GPU
 
@@ -51,15 +54,33 @@ are 8-17x wider than the worst error correct kernels showed (torch 2.11 on an H1
 docs/smoke/README.md), and the norm band (+-1%) is 130x wider than the worst |ratio - 1| seen there (7.7e-5)
 yet 50x narrower than the smallest failure seen in the wild (norm ratio 1.5).
 
-ARCH MATCHING.  Expected "sm_XY" is satisfied by "sm_XY", "sm_XYa" or "sm_XYf" in torch's arch list
-(expected "sm_XYa" needs exactly that entry).  PTX-only ("compute_XY") is NOT accepted: it would run, since
-the driver JIT-compiles PTX for the GPU at first use, but (1) it means the build did not produce machine code
-for the arch the image is labelled for, i.e. TORCH_CUDA_ARCH_LIST was not honoured; (2) every kernel is then
-JIT-compiled on each cold start (minutes for torch, cached only in a per-user cache that a fresh container
-does not have); (3) PTX for a generic compute_XY cannot use the arch-specific ('a') instructions the factory
-builds for, so the code that runs is not the code that was meant to be shipped.  A PTX entry that is present
-is reported in the check's data so it is visible.  Likewise sm_120 SASS, although binary-compatible with an
-sm_121 GPU, does not satisfy an sm_121 expectation.
+ARCH MATCHING.  CUDA's binary-compatibility rules (CUDA C++ Programming Guide, "Binary Compatibility" and
+"PTX Compatibility"; Blackwell Compatibility Guide, 1.2), applied by code_runs_on():
+
+    sm_XY     SASS (cubin) runs on a GPU of the same major X and a minor >= Y    (sm_120 runs on sm_121)
+    sm_XYf    family SASS: the same rule, within the family (same major)         (sm_120f runs on sm_121)
+    sm_XYa    arch-specific SASS: only on exactly compute capability X.Y         (sm_120a: not on sm_121)
+    compute_XY   PTX, JIT-compiled by the driver: any GPU with CC >= X.Y (major, minor)
+    compute_XYf  family PTX: same major, minor >= Y;   compute_XYa: exactly X.Y
+
+An expected "sm_XY" (a GPU arch) passes arch_list when some entry of torch.cuda.get_arch_list() runs on it;
+the detail names the entry the driver would use (exact SASS first, then the newest compatible SASS, then
+PTX).  So PyPI's torch (sm_80 ... sm_120 SASS, no sm_121, no PTX) passes for sm_121 through its sm_120 SASS,
+and a list with nothing for major 12 (sm_90, sm_100, no PTX) fails.  PTX alone passes too, with a detail
+that says so: it runs, but the driver JIT-compiles every kernel on each cold start (minutes for torch; a fresh
+container has no JIT cache).  An expected "sm_XYa" / "sm_XYf" names a build target rather than a GPU: it
+needs exactly that entry.  gpu_arch applies the same rule to the GPUs: code built for the expected arch must
+run on each of them (--arch sm_120 passes on an sm_121 GPU; --arch sm_121 fails on sm_120 and on sm_90, and
+--arch sm_90 fails on sm_121), and something in torch's arch list must run on each.
+
+BASELINE.  A backend that cannot run some inputs raises "No available kernel" and its cases are recorded as
+skipped, which alone never fails the run.  But a GPU or build fault can make a backend unavailable too, so
+a case that is known to run is enforced: --baseline REPORT.json (a report of this program from a known-good
+image on the same GPU arch) and the built-in expectation for the GPU's arch (SDPA_EXPECTED_AVAILABLE:
+sm_90 and sm_12x; --no-builtin-baseline turns it off) list the (backend, dtype, case) that passed there.  Such
+a case that is now skipped as unavailable fails its sdpa:<backend>:<dtype> check, and sdpa:availability
+lists every such case with the source that expected it.  A baseline from another GPU arch fails
+sdpa:availability (it says nothing about this GPU).
 
 VERSIONS.  Normalised without `packaging`: lower-cased, leading "v" dropped, local part ("+cu130",
 "+git1234") dropped, a package revision suffix "-N" ("2.29.2-1", "2.29.2-1+cuda13.1") dropped; release
@@ -68,14 +89,18 @@ must be equal.  One exception, for torch only: a source build of torch without P
 "X.Y.Za0+git<sha>"; expected "X.Y.Z" accepts that and says so in the detail.  An --expect for a module is a
 claim that the module is there: a missing module with an expectation fails even when not in --require.
 
-FAULT INJECTION (test hook).  SMOKE_FAULT=<name>[,<name>] adds a deliberately wrong SDPA backend, to show a
-maintainer (and the tests) that the checks catch the failure they exist for:
+FAULT INJECTION (test hook).  SMOKE_FAULT=<name>[,<name>] adds a deliberately wrong SDPA backend, or breaks a
+real one, to show a maintainer (and the tests) that the checks catch the failure they exist for:
 
-    sdpa_scale   backend "fault_scale" = math backend output * 1.5   (the silent wrong-norm failure)
-    sdpa_nan     backend "fault_nan"   = math backend output with one NaN
+    sdpa_scale                backend "fault_scale" = math backend output * 1.5  (the silent wrong-norm failure)
+    sdpa_nan                  backend "fault_nan"   = math backend output with one NaN
+    flash_unavailable         backend "flash" raises "No available kernel" for every case
+    flash_causal_unavailable  backend "flash" raises "No available kernel" for causal cases (a GPU fault once
+                              did exactly this, and the run passed with the cases "skipped")
 
-A run with a fault injected must fail; the report records the fault under host.fault.  An unknown name is
-bad usage (exit 2).
+A run with a fault injected must fail (the flash_* faults through the baseline / built-in expectation: with
+--no-builtin-baseline and no --baseline they are only skips); the report records the fault under host.fault.
+An unknown name is bad usage (exit 2).
 
 Environment: the NCCL all-reduce sets NCCL_NVLS_ENABLE=0 unless already set (NVLink multicast is not needed
 to prove an all-reduce works and must stay off on shared hosts).  Library output on stdout (NCCL_DEBUG,
@@ -107,7 +132,11 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXPECT_KEYS = ("cuda", "nccl", "torch", "vllm", "flashinfer", "transformers", "triton")
 OPTIONAL_MODULES = ("vllm", "flashinfer", "transformers", "triton")
 #: Further imports that prove a module's compiled part loads against this torch (ABI mismatches show here).
-MODULE_EXTRA_IMPORTS = {"vllm": ("vllm._C",)}
+MODULE_EXTRA_IMPORTS: dict[str, tuple[str, ...]] = {}
+#: Compiled extensions that must exist next to a module's __init__ and import: a glob in the package folder.
+#: vLLM ships vllm/_C.abi3.so (0.17 and older) or vllm/_C_stable_libtorch.abi3.so (0.33, no vllm._C); every
+#: match is imported as vllm.<name up to the first dot>, and no match at all is a failure.
+MODULE_EXTENSIONS: dict[str, str] = {"vllm": "_C*.so"}
 #: How many release components a key compares; None = the whole version (see VERSIONS in the docstring).
 VERSION_PARTS: dict[str, int | None] = {"cuda": 2, "nccl": 3}
 IMPORT_TIMEOUT_S = 300
@@ -325,23 +354,113 @@ def capability_to_arch(capability: Sequence[int]) -> str:
     return f"sm_{major}{minor}"
 
 
+_TARGET_RE = re.compile(r"^(sm|compute)_(\d+)([af]?)$")
+
+
+def parse_target(entry: str) -> tuple[str, int, int, str] | None:
+    """'sm_120' -> ('sm', 12, 0, ''); 'compute_90a' -> ('compute', 9, 0, 'a'); anything else -> None.
+
+    The last digit is the minor version: sm_75 is 7.5, sm_100 is 10.0, sm_121 is 12.1.
+    """
+    m = _TARGET_RE.match(str(entry).strip().lower())
+    if not m or len(m.group(2)) < 2:
+        return None
+    digits = m.group(2)
+    return m.group(1), int(digits[:-1]), int(digits[-1]), m.group(3)
+
+
+def code_runs_on(entry: str, gpu: str) -> tuple[bool, str]:
+    """Can code compiled as `entry` (an arch-list entry: sm_XY[a|f] SASS, compute_XY[a|f] PTX) run on a GPU
+    of arch `gpu` (sm_XY)?  (ok, why), by CUDA's binary-compatibility rules (see ARCH MATCHING)."""
+    target, dev = parse_target(entry), parse_target(gpu)
+    if target is None:
+        return False, f"{entry}: not an arch-list entry"
+    if dev is None or dev[0] != "sm" or dev[3]:
+        return False, f"{gpu}: not a GPU arch (sm_XY)"
+    kind, major, minor, suffix = target
+    _, gmajor, gminor, _ = dev
+    what = "SASS" if kind == "sm" else "PTX (JIT-compiled at first use)"
+    if suffix == "a":
+        ok = (gmajor, gminor) == (major, minor)
+        rule = f"arch-specific, runs only on CC {major}.{minor}"
+    elif kind == "sm" or suffix == "f":
+        ok = gmajor == major and gminor >= minor
+        fam = "family " if suffix == "f" else ""
+        rule = f"{fam}runs on CC {major}.x with x >= {minor}"
+    else:
+        ok = (gmajor, gminor) >= (major, minor)
+        rule = f"runs on any CC >= {major}.{minor}"
+    return ok, f"{entry} {what} {'runs' if ok else 'does not run'} on {gpu} ({rule})"
+
+
+def runnable_entries(arch_list: Iterable[str], gpu: str) -> list[dict]:
+    """The arch-list entries that run on `gpu`, best first: exact SASS, newest compatible SASS, newest PTX."""
+    out = []
+    for entry in arch_list:
+        ok, why = code_runs_on(entry, gpu)
+        if ok:
+            kind, major, minor, suffix = parse_target(entry)  # type: ignore[misc]
+            exact = kind == "sm" and f"sm_{major}{minor}" == gpu.strip().lower()
+            out.append({"entry": str(entry), "kind": "sass" if kind == "sm" else "ptx", "exact": exact,
+                        "why": why, "_rank": (kind == "sm", exact, major, minor, suffix == "")})
+    out.sort(key=lambda e: e["_rank"], reverse=True)
+    for e in out:
+        del e["_rank"]
+    return out
+
+
 def arch_matches(expected: str, arch_list: Iterable[str]) -> tuple[bool, str, dict]:
-    """Does torch's arch list hold machine code (SASS) for the expected arch?  See ARCH MATCHING."""
+    """Does torch's arch list hold code that runs on the expected arch?  See ARCH MATCHING."""
     number, suffix = parse_arch(expected)
     arch_list = [str(a) for a in arch_list]
-    accepted = [f"sm_{number}{suffix}"] if suffix else [f"sm_{number}", f"sm_{number}a", f"sm_{number}f"]
-    matched = [a for a in arch_list if a.lower() in accepted]
-    ptx = [a for a in arch_list if re.match(rf"^compute_{number}[af]?$", a.lower())]
-    data = {"expected": expected, "accepted": accepted, "arch_list": arch_list, "matched": matched,
-            "ptx": ptx}
-    if matched:
-        return True, f"{', '.join(matched)} in {arch_list}", data
-    if ptx:
-        return False, (
-            f"only PTX ({', '.join(ptx)}) for {expected}, no SASS in {arch_list}: not accepted "
-            "(JIT on every cold start, not the code the image was built to ship)"
-        ), data
-    return False, f"{expected} not in torch arch list {arch_list}", data
+    gpu = f"sm_{number}"
+    data: dict = {"expected": expected, "gpu_arch": gpu, "arch_list": arch_list}
+    if suffix:  # a build target (sm_121a / sm_121f), not a GPU: it must be in the list as such
+        want = f"sm_{number}{suffix}"
+        matched = [a for a in arch_list if a.lower() == want]
+        data.update(accepted=[want], matched=matched, ptx=[], runnable=[], best=matched[0] if matched else None)
+        if matched:
+            return True, f"{want} in {arch_list}", data
+        return False, f"{want} not in torch arch list {arch_list} (an 'a'/'f' target needs that entry)", data
+    runnable = runnable_entries(arch_list, gpu)
+    sass = [e["entry"] for e in runnable if e["kind"] == "sass"]
+    ptx = [e["entry"] for e in runnable if e["kind"] == "ptx"]
+    data.update(accepted=[e["entry"] for e in runnable], matched=sass, ptx=ptx, runnable=runnable,
+                best=runnable[0]["entry"] if runnable else None)
+    if not runnable:
+        return False, f"nothing in torch arch list {arch_list} runs on {gpu}", data
+    best = runnable[0]
+    if best["exact"]:
+        return True, f"{best['entry']} in {arch_list}", data
+    if best["kind"] == "sass":
+        return True, f"{best['why']}; arch list {arch_list}", data
+    return True, (f"{best['why']}; no SASS for {gpu} in {arch_list}: every kernel is JIT-compiled on a cold "
+                  "start"), data
+
+
+def gpu_arch_matches(expected: str, gpus: Sequence[str], arch_list: Iterable[str]) -> tuple[bool, str, dict]:
+    """Do the visible GPUs run code built for the expected arch, and code from torch's arch list?"""
+    number, suffix = parse_arch(expected)
+    target = f"sm_{number}{suffix}"
+    arch_list = [str(a) for a in arch_list]
+    wrong, notes, per_gpu = [], [], []
+    for i, gpu in enumerate(gpus):
+        ok, why = code_runs_on(target, gpu)
+        runnable = runnable_entries(arch_list, gpu)
+        per_gpu.append({"index": i, "arch": gpu, "runs_expected": ok, "why": why,
+                        "best": runnable[0]["entry"] if runnable else None})
+        if not ok:
+            wrong.append(f"GPU {i} is {gpu}: {why}")
+        elif not runnable:
+            wrong.append(f"GPU {i} is {gpu}: nothing in torch arch list {arch_list} runs on it")
+        elif gpu != f"sm_{number}":
+            notes.append(f"GPU {i} is {gpu}: {why}")
+    data = {"expected": expected, "gpus": list(gpus), "per_gpu": per_gpu}
+    if wrong:
+        return False, f"expected {target}: {'; '.join(wrong)}", data
+    if notes:
+        return True, f"code for {target} runs on every GPU: {'; '.join(notes)}", data
+    return True, f"all GPUs are sm_{number}", data
 
 
 def normalize_version(v: Any) -> str:
@@ -512,10 +631,24 @@ def _with_nan(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-#: SMOKE_FAULT name -> (backend name, wrapper of the math backend).
-FAULTS: dict[str, tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
-    "sdpa_scale": ("fault_scale", lambda fn: _scaled(fn, 1.5)),
-    "sdpa_nan": ("fault_nan", _with_nan),
+def _unavailable(only_causal: bool, fault: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(q: Any, k: Any, v: Any, is_causal: bool) -> Any:
+            if is_causal or not only_causal:
+                raise BackendUnavailable(f"No available kernel. Aborting execution. ({FAULT_ENV}={fault})")
+            return fn(q, k, v, is_causal)
+
+        return run
+
+    return wrap
+
+
+#: SMOKE_FAULT name -> (backend it adds or replaces, backend it wraps, wrapper).
+FAULTS: dict[str, tuple[str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
+    "sdpa_scale": ("fault_scale", "math", lambda fn: _scaled(fn, 1.5)),
+    "sdpa_nan": ("fault_nan", "math", _with_nan),
+    "flash_unavailable": ("flash", "flash", _unavailable(False, "flash_unavailable")),
+    "flash_causal_unavailable": ("flash", "flash", _unavailable(True, "flash_causal_unavailable")),
 }
 
 
@@ -528,11 +661,13 @@ def parse_faults(value: str | None) -> list[str]:
 
 
 def with_faults(backends: Mapping[str, Callable[..., Any]], faults: Iterable[str]) -> dict:
-    """A copy of the backend registry with the named faulty backends added (built on 'math')."""
+    """A copy of the backend registry with the named faults applied: a wrong backend added (built on 'math'),
+    or a real backend replaced by a broken one.  A fault whose base backend is absent changes nothing."""
     out = dict(backends)
     for name in faults:
-        backend_name, wrap = FAULTS[name]
-        out[backend_name] = wrap(backends["math"])
+        backend_name, base, wrap = FAULTS[name]
+        if base in backends:
+            out[backend_name] = wrap(out[base] if backend_name == base else backends[base])
     return out
 
 
@@ -654,6 +789,186 @@ def run_sdpa_checks(torch: Any, device: str, backends: Mapping[str, Callable[...
 
 
 # ----------------------------------------------------------------------------------------------------------
+# SDPA availability: cases that must run (a baseline report, the built-in per-arch expectation).  See BASELINE.
+
+_ALL_CASES = tuple(c.label for c in SDPA_CASES)
+
+#: Built-in expectation: GPU arch ("sm_90"), or a major's family ("sm_12x": sm_120, sm_121, ...) -> SDPA backend
+#: -> labels of the SDPA_CASES that must run in every dtype (a skip as unavailable is then a failure).
+#: sm_90: on an H100 and an H200 (torch 2.11.0+cu130, cuDNN 9.19; docs/smoke/h100-*.json, h200-*.json) every
+#:   backend ran every case, except cuDNN on the single-key case (q_len = kv_len = 1: "No available kernel").
+#: sm_12x: torch gates flash and cuDNN attention on [sm80, sm121] and efficient attention on [sm50, sm121]
+#:   (sdp_utils.cpp), and these cases (fp16/bf16, head_dim 64/128, causal only when square) pass every other
+#:   filter of flash and efficient attention.  cuDNN's SDPA on sm_12x depends on the cuDNN release's engines:
+#:   not expected here (a --baseline from a good run on that GPU covers it).
+SDPA_EXPECTED_AVAILABLE: dict[str, dict[str, tuple[str, ...]]] = {
+    "sm_90": {"efficient": _ALL_CASES, "flash": _ALL_CASES,
+              "cudnn": tuple(c.label for c in SDPA_CASES if c.kv_len > 1)},
+    "sm_12x": {"efficient": _ALL_CASES, "flash": _ALL_CASES},
+}
+
+
+def builtin_expectation_key(gpu: str | None) -> str | None:
+    """The SDPA_EXPECTED_AVAILABLE key for a GPU arch: the arch itself, else its major's family, else None."""
+    if not gpu:
+        return None
+    gpu = gpu.strip().lower()
+    if gpu in SDPA_EXPECTED_AVAILABLE:
+        return gpu
+    target = parse_target(gpu)
+    if target is None or target[0] != "sm":
+        return None
+    family = f"sm_{target[1]}x"
+    return family if family in SDPA_EXPECTED_AVAILABLE else None
+
+
+def builtin_availability(gpu: str | None, dtypes: Sequence[str] = SDPA_DTYPES) -> dict[str, list[str]]:
+    """{check name: case labels that must run} built into the program for this GPU arch ({} if none)."""
+    key = builtin_expectation_key(gpu)
+    if key is None:
+        return {}
+    return {f"sdpa:{backend}:{dtype}": list(labels)
+            for backend, labels in SDPA_EXPECTED_AVAILABLE[key].items() for dtype in dtypes}
+
+
+def availability_from_report(report: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{check name: case labels that passed} of the SDPA checks in a report of this program."""
+    out: dict[str, list[str]] = {}
+    for check in report.get("checks") or []:
+        if not isinstance(check, dict):
+            continue
+        name = str(check.get("name", ""))
+        if not name.startswith("sdpa:") or name.count(":") != 2:
+            continue
+        cases = (check.get("data") or {}).get("cases") or []
+        passed = [str(c.get("case")) for c in cases if isinstance(c, dict) and c.get("status") == "pass"]
+        if passed:
+            out[name] = passed
+    return out
+
+
+def report_gpu_arch(report: Mapping[str, Any]) -> str | None:
+    """The arch of GPU 0 in a report of this program (where SDPA ran), or None."""
+    gpus = (report.get("host") or {}).get("gpus") or []
+    if gpus and isinstance(gpus[0], dict) and gpus[0].get("capability"):
+        return str(gpus[0]["capability"])
+    return None
+
+
+def load_baseline(path: str) -> dict:
+    """A report of this program, read from `path`; UsageError when it is unreadable or not such a report."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError(f"--baseline {path}: {e.strerror or e}") from None
+    try:
+        report = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"--baseline {path}: not JSON ({e})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
+        raise UsageError(f"--baseline {path}: not a smoke report (no 'checks' list)")
+    return report
+
+
+def merge_expectations(sources: Iterable[tuple[str, Mapping[str, Sequence[str]]]]
+                       ) -> dict[str, dict[str, list[str]]]:
+    """[(source, {check: cases})] -> {check: {case: [sources that expect it]}}."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for source, availability in sources:
+        for check, cases in availability.items():
+            for case in cases:
+                out.setdefault(check, {}).setdefault(case, []).append(source)
+    return out
+
+
+def enforce_availability(results: Sequence[CheckResult], expected: Mapping[str, Mapping[str, Sequence[str]]],
+                         sources: Sequence[str] = (), problems: Sequence[str] = (),
+                         name: str = "sdpa:availability") -> tuple[list[CheckResult], CheckResult]:
+    """Fail every expected case that was skipped as unavailable; (results, the summary check).
+
+    `expected` is merge_expectations()'s {check: {case: [sources]}}.  A case so failed keeps its reason after
+    a note of who expected it, and its check is summarised again.  `problems` (a baseline from another GPU,
+    say) fail the summary check.  Expected cases the run did not have (another program version's cases) are
+    listed in the summary's data, not failed.
+    """
+    out: list[CheckResult] = []
+    violations: list[str] = []
+    enforced = 0
+    seen: set[str] = set()
+    for res in results:
+        want = expected.get(res.name)
+        cases = res.data.get("cases")
+        if not want or not isinstance(cases, list):
+            out.append(res)
+            continue
+        seen.add(res.name)
+        changed = False
+        new_cases = []
+        for rec in cases:
+            who = want.get(rec.get("case"))
+            if who is None:
+                new_cases.append(rec)
+                continue
+            enforced += 1
+            if rec.get("status") == "skip":
+                rec = dict(rec, status="fail", expected_by=list(who),
+                           reason=f"unavailable, but expected to run by {' and '.join(who)}: {rec.get('reason', '')}")
+                violations.append(f"{res.name} {rec['case']}")
+                changed = True
+            new_cases.append(rec)
+        if changed:
+            tol = Tolerance(**res.data["tolerance"]) if "tolerance" in res.data else Tolerance(0.0, 0.0)
+            new = summarize_cases(res.name, new_cases, tol)
+            if "seconds" in res.data:
+                new.data["seconds"] = res.data["seconds"]
+            out.append(new)
+        else:
+            out.append(res)
+    ran = {(r.name, c.get("case")) for r in results for c in (r.data.get("cases") or [])
+           if isinstance(c, dict)}
+    not_run = [f"{check} {case}" for check, cases in expected.items() for case in cases
+               if (check, case) not in ran]
+    data = {"sources": list(sources), "enforced": enforced, "violations": violations, "not_run": not_run,
+            "problems": list(problems)}
+    if problems or violations:
+        why = list(problems)
+        if violations:
+            shown = ", ".join(violations[:4]) + (f" and {len(violations) - 4} more" if len(violations) > 4 else "")
+            why.append(f"{len(violations)} case(s) expected to run by {' and '.join(sources) or 'the baseline'} "
+                       f"are unavailable: {shown}")
+        return out, CheckResult.failed(name, "; ".join(why), **data)
+    if not expected:
+        return out, CheckResult.skip(name, "no baseline and no built-in expectation for this GPU: a backend "
+                                           "that reports no available kernel is only skipped", **data)
+    detail = f"all {enforced} expected case(s) ran ({' and '.join(sources)})"
+    if not_run:
+        detail += f"; {len(not_run)} expected case(s) not in this run"
+    return out, CheckResult.passed(name, detail, **data)
+
+
+def sdpa_expectations(gpu: str | None, builtin: bool, baseline: Mapping[str, Any] | None,
+                      baseline_path: str | None) -> tuple[dict[str, dict[str, list[str]]], list[str], list[str]]:
+    """(expected {check: {case: [sources]}}, sources, problems) for SDPA on a GPU of arch `gpu`."""
+    sources: list[tuple[str, dict[str, list[str]]]] = []
+    problems: list[str] = []
+    if builtin:
+        availability = builtin_availability(gpu)
+        if availability:
+            sources.append((f"the built-in {builtin_expectation_key(gpu)} expectation", availability))
+    if baseline is not None:
+        where = f"baseline {baseline_path or '(report)'}"
+        base_gpu = report_gpu_arch(baseline)
+        if base_gpu and gpu and base_gpu != gpu:
+            problems.append(f"{where} ran on {base_gpu}, this GPU is {gpu}: it says nothing about this GPU "
+                            "(use a baseline from the same GPU arch)")
+        else:
+            sources.append((f"{where}" + (f" ({base_gpu})" if base_gpu else ""),
+                            availability_from_report(baseline)))
+    return merge_expectations(sources), [s for s, _ in sources], problems
+
+
+# ----------------------------------------------------------------------------------------------------------
 # matmul and Triton
 
 #: (batch or None, M, K, N): a plain, an odd-sized (other kernels, tails) and a batched product.
@@ -730,12 +1045,12 @@ def run_triton_check(torch: Any, device: str, required: bool) -> CheckResult:
 
 _PROBE_MARK = "SMOKE_PROBE_RESULT="
 _PROBE = r"""
-import importlib, json, os, sys
-mark, name, extras = sys.argv[1], sys.argv[2], sys.argv[3:]
+import glob, importlib, json, os, sys
+mark, name, ext_glob, extras = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 fd = os.dup(1); os.dup2(2, 1)  # whatever the module prints goes to stderr
 res = {"ok": False, "missing": False}
 try:
-    if extras:
+    if extras or ext_glob:
         try:
             import torch  # compiled extensions link against libtorch: load it first, as the package would
         except Exception:
@@ -744,6 +1059,16 @@ try:
     res.update(version=str(getattr(m, "__version__", "")), file=getattr(m, "__file__", None))
     for sub in extras:
         importlib.import_module(sub)
+    if ext_glob:
+        folder = os.path.dirname(getattr(m, "__file__", None) or "")
+        files = sorted(glob.glob(os.path.join(folder, ext_glob))) if folder else []
+        subs = sorted({name + "." + os.path.basename(f).split(".")[0] for f in files})
+        res["extension_files"] = [os.path.basename(f) for f in files]
+        res["extension_modules"] = subs
+        if not subs:
+            raise ImportError(f"no compiled extension {name}/{ext_glob} in {folder or '?'}")
+        for sub in subs:
+            importlib.import_module(sub)
     res["ok"] = True
 except ModuleNotFoundError as e:
     res["missing"] = e.name == name
@@ -755,8 +1080,11 @@ os.write(fd, (mark + json.dumps(res) + "\n").encode())
 
 
 def probe_module(name: str, extras: Sequence[str] = (), python: str | None = None,
-                 timeout: float = IMPORT_TIMEOUT_S) -> dict:
-    cmd = [python or sys.executable, "-c", _PROBE, _PROBE_MARK, name, *extras]
+                 timeout: float = IMPORT_TIMEOUT_S, ext_glob: str | None = None) -> dict:
+    """Import `name`, then the submodules `extras`, then every compiled extension `ext_glob` matches in the
+    package's folder (at least one must), in a fresh interpreter; the result as a dict (ok, missing, error,
+    version, file, extensions)."""
+    cmd = [python or sys.executable, "-c", _PROBE, _PROBE_MARK, name, ext_glob or "", *extras]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -782,10 +1110,12 @@ def module_check(name: str, probe: dict, expected: str | None, required: bool) -
             return CheckResult.skip(cname, f"{name} is not installed (not required)", **probe)
         return CheckResult.failed(cname, f"import {name} failed: {probe.get('error', '?')}", **probe)
     version = probe.get("version", "")
+    ext = probe.get("extension_modules")
+    also = f"; compiled extension {', '.join(ext)} imports" if ext else ""
     if expected:
         ok, detail = version_matches(name, expected, version)
-        return CheckResult(cname, ok, False, detail, dict(probe))
-    return CheckResult.passed(cname, f"{name} {version or '(no __version__)'} imports (no expectation)",
+        return CheckResult(cname, ok, False, detail + also, dict(probe))
+    return CheckResult.passed(cname, f"{name} {version or '(no __version__)'} imports (no expectation){also}",
                               **probe)
 
 
@@ -914,6 +1244,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"modules that must import: {', '.join(OPTIONAL_MODULES)}")
     p.add_argument("--nccl-allreduce", action="store_true", help="run an NCCL all-reduce over all GPUs")
     p.add_argument("--skip-imports", action="store_true", help="skip the vllm/flashinfer/... import checks")
+    p.add_argument("--baseline", default=None, metavar="REPORT.json",
+                   help="a report of this program from a known-good image on the same GPU arch: an SDPA case "
+                        "that passed there and is unavailable here fails")
+    p.add_argument("--no-builtin-baseline", dest="builtin_baseline", action="store_false",
+                   help="do not enforce the built-in per-arch SDPA availability (SDPA_EXPECTED_AVAILABLE)")
     return p
 
 
@@ -924,6 +1259,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.arch.strip().lower() != "auto":
         parse_arch(args.arch)
     args.faults = parse_faults(os.environ.get(FAULT_ENV))
+    args.baseline_report = load_baseline(args.baseline) if args.baseline else None
     return args
 
 
@@ -1091,12 +1427,9 @@ def run_checks(args: argparse.Namespace) -> tuple[list[CheckResult], dict]:
         def gpu_arch() -> CheckResult:
             if not host["gpus"]:
                 return CheckResult.skip("gpu_arch", "no GPU")
-            number, _ = parse_arch(expected_arch)
             caps = [g["capability"] for g in host["gpus"]]
-            wrong = [f"GPU {i} is {c}" for i, c in enumerate(caps) if c != f"sm_{number}"]
-            if wrong:
-                return CheckResult.failed("gpu_arch", f"expected sm_{number}: {'; '.join(wrong)}", gpus=caps)
-            return CheckResult.passed("gpu_arch", f"all GPUs are sm_{number}", gpus=caps)
+            ok, detail, data = gpu_arch_matches(expected_arch, caps, torch.cuda.get_arch_list())
+            return CheckResult("gpu_arch", ok, False, detail, data)
 
         checks += _guard("gpu_arch", gpu_arch)
 
@@ -1131,12 +1464,18 @@ def run_checks(args: argparse.Namespace) -> tuple[list[CheckResult], dict]:
             checks.append(CheckResult.skip(f"version:{key}", no_gpu))
     if gpu_ok:
         backends = with_faults(SDPA_BACKENDS, args.faults)
-        checks += _guard("sdpa", lambda: run_sdpa_checks(torch, "cuda", backends))
+        sdpa = _guard("sdpa", lambda: run_sdpa_checks(torch, "cuda", backends))
+        gpu0 = host["gpus"][0]["capability"] if host["gpus"] else None
+        expected, sources, problems = sdpa_expectations(gpu0, args.builtin_baseline, args.baseline_report,
+                                                        args.baseline)
+        sdpa, availability = enforce_availability(sdpa, expected, sources, problems)
+        checks += sdpa + [availability]
         checks += _guard("matmul", lambda: run_matmul_checks(torch, "cuda"))
         need_triton = "triton" in args.require
         checks += _guard("triton:vector_add", lambda: run_triton_check(torch, "cuda", need_triton))
     else:
         checks.append(CheckResult.skip("sdpa", no_gpu))
+        checks.append(CheckResult.skip("sdpa:availability", no_gpu))
         checks.append(CheckResult.skip("matmul", no_gpu))
         checks.append(CheckResult.skip("triton:vector_add", no_gpu))
 
@@ -1146,8 +1485,8 @@ def run_checks(args: argparse.Namespace) -> tuple[list[CheckResult], dict]:
             checks.append(CheckResult.skip(cname, "--skip-imports"))
             continue
         checks += _guard(cname, lambda name=name: module_check(
-            name, probe_module(name, MODULE_EXTRA_IMPORTS.get(name, ())), args.expect.get(name),
-            name in args.require))
+            name, probe_module(name, MODULE_EXTRA_IMPORTS.get(name, ()), ext_glob=MODULE_EXTENSIONS.get(name)),
+            args.expect.get(name), name in args.require))
 
     if not args.nccl_allreduce:
         checks.append(CheckResult.skip("nccl:allreduce", "not requested (--nccl-allreduce)"))
@@ -1177,6 +1516,7 @@ def run_smoke(argv: Sequence[str]) -> tuple[dict, int]:
     report = build_report(checks, host, {
         "arch": args.arch, "expect": args.expect, "require": args.require,
         "nccl_allreduce": args.nccl_allreduce, "skip_imports": args.skip_imports,
+        "baseline": args.baseline, "builtin_baseline": args.builtin_baseline,
     })
     return report, exit_code(report)
 

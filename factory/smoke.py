@@ -4,6 +4,11 @@ The program in the image does the work and prints one JSON report; this module b
 runs it (in an image through python-on-whales, or with a local interpreter), parses the report (also when the
 program exits 1, which is how it says a check failed), and renders it as a plain-text table.
 
+A baseline (`baseline=`, a report of the program saved from a known-good image on the same GPU arch) makes
+every SDPA case that passed there and is unavailable now a failure; smoke_image() bind-mounts the file
+read-only into the container at BASELINE_PATH_IN_IMAGE and passes `--baseline` that path (run_local() passes
+the host path).  The program's built-in per-arch expectation applies unless `builtin_baseline=False`.
+
 Import cost matters (the CLI imports this module on every start): the standard library only at module
 level; python_on_whales is imported inside smoke_image().
 """
@@ -20,6 +25,8 @@ from typing import Any
 
 #: Where the Dockerfiles COPY dockerfiles/smoke.py.
 SMOKE_PATH_IN_IMAGE = "/opt/factory/smoke.py"
+#: Where smoke_image() bind-mounts a baseline report (read-only) for the program's --baseline.
+BASELINE_PATH_IN_IMAGE = "/opt/factory/smoke-baseline.json"
 #: The program in this checkout, for run_local().
 SMOKE_PROGRAM = Path(__file__).resolve().parent.parent / "dockerfiles" / "smoke.py"
 #: --expect keys, each fed by the label <namespace>.<key>_version.
@@ -90,8 +97,9 @@ def expect_from_labels(labels: Mapping[str, str], namespace: str = DEFAULT_NAMES
 
 
 def smoke_args(*, arch: str = "sm_121", expect: Mapping[str, str] | None = None, nccl: bool = False,
-               require: Iterable[str] = (), skip_imports: bool = False) -> list[str]:
-    """The program's command-line arguments."""
+               require: Iterable[str] = (), skip_imports: bool = False, baseline: str | Path | None = None,
+               builtin_baseline: bool = True) -> list[str]:
+    """The program's command-line arguments (`baseline`: the report's path as the program sees it)."""
     args = ["--arch", arch]
     for key, value in sorted((expect or {}).items()):
         if key not in EXPECT_KEYS:
@@ -104,7 +112,27 @@ def smoke_args(*, arch: str = "sm_121", expect: Mapping[str, str] | None = None,
         args.append("--nccl-allreduce")
     if skip_imports:
         args.append("--skip-imports")
+    if baseline is not None:
+        args += ["--baseline", str(baseline)]
+    if not builtin_baseline:
+        args.append("--no-builtin-baseline")
     return args
+
+
+def baseline_mount(baseline: str | Path) -> list[str]:
+    """docker's --mount fields that put the host's baseline report, read-only, at BASELINE_PATH_IN_IMAGE.
+
+    The path is made absolute (docker needs that); a missing file, or a comma in the path (--mount's
+    separator), is an InputError.
+    """
+    from factory.errors import InputError
+
+    path = Path(baseline).expanduser().resolve()
+    if not path.is_file():
+        raise InputError(f"smoke baseline {baseline}: no such file")
+    if "," in str(path):
+        raise InputError(f"smoke baseline {path}: a path with a comma cannot be bind-mounted; copy it elsewhere")
+    return ["type=bind", f"source={path}", f"target={BASELINE_PATH_IN_IMAGE}", "readonly"]
 
 
 def _find_report(stdout: str) -> dict | None:
@@ -177,32 +205,43 @@ def _gpu_flag(gpus: str | int | None) -> str | int | None:
 
 def smoke_command(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
                   expect: Mapping[str, str] | None = None, nccl: bool = False,
-                  require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False) -> list[str]:
+                  require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False,
+                  baseline: str | Path | None = None, builtin_baseline: bool = True,
+                  platform: str | None = None) -> list[str]:
     """The `docker run` command line smoke_image() runs (for logs and --dry-run)."""
     flag = _gpu_flag(gpus)
-    return ["docker", "run", "--rm", *([f"--gpus={flag}"] if flag is not None else []),
-            *(["--shm-size=2g"] if nccl else []), "--entrypoint", "python3", image, SMOKE_PATH_IN_IMAGE,
-            *smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports)]
+    mount = ["--mount", ",".join(baseline_mount(baseline))] if baseline is not None else []
+    return ["docker", "run", "--rm", *([f"--platform={platform}"] if platform else []),
+            *([f"--gpus={flag}"] if flag is not None else []), *(["--shm-size=2g"] if nccl else []), *mount,
+            "--entrypoint", "python3", image, SMOKE_PATH_IN_IMAGE,
+            *smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports,
+                        baseline=BASELINE_PATH_IN_IMAGE if baseline is not None else None,
+                        builtin_baseline=builtin_baseline)]
 
 
 def smoke_image(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
                 expect: Mapping[str, str] | None = None, nccl: bool = False,
                 require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False, pull: str = "missing",
-                envs: Mapping[str, str] | None = None, docker: Any = None) -> SmokeReport:
+                envs: Mapping[str, str] | None = None, baseline: str | Path | None = None,
+                builtin_baseline: bool = True, platform: str | None = None, docker: Any = None) -> SmokeReport:
     """Run `python3 /opt/factory/smoke.py ...` in `image` on the GPUs `gpus` and return its report.
 
     The entrypoint is replaced by python3 (vLLM images start `vllm serve`).  A failing check makes the
     program exit 1, which python-on-whales raises as DockerException carrying stdout: that stdout is
     parsed like a success's.  `docker` is a python-on-whales DockerClient (default: the module's client).
     `gpus="none"` runs without `--gpus` (no GPU check can pass then; it proves the program runs in the image).
+    `baseline` is a report on this host, bind-mounted read-only (see baseline_mount); `platform` is the
+    image's platform ("linux/arm64"), passed to `docker run --platform` so that the image of that platform
+    runs (and a missing one is pulled for it).
     """
     from python_on_whales import DockerException  # here, not at module level: the CLI must start fast
 
     if docker is None:
         from python_on_whales import docker
 
-    program_args = smoke_args(arch=arch, expect=expect, nccl=nccl, require=require,
-                              skip_imports=skip_imports)
+    program_args = smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports,
+                              baseline=BASELINE_PATH_IN_IMAGE if baseline is not None else None,
+                              builtin_baseline=builtin_baseline)
     command = [SMOKE_PATH_IN_IMAGE, *program_args]
     run_envs = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", **(envs or {})}
     kwargs: dict[str, Any] = {"entrypoint": "python3", "remove": True, "envs": run_envs, "pull": pull}
@@ -211,8 +250,13 @@ def smoke_image(image: str, *, gpus: str | int | None = "all", arch: str = "sm_1
         kwargs["gpus"] = flag
     if nccl:
         kwargs["shm_size"] = "2g"  # NCCL's shared-memory transport outgrows docker's 64 MiB /dev/shm
+    if baseline is not None:
+        kwargs["mounts"] = [baseline_mount(baseline)]
+    if platform:
+        kwargs["platform"] = platform
     shown = smoke_command(image, gpus=gpus, arch=arch, expect=expect, nccl=nccl, require=require,
-                          skip_imports=skip_imports)
+                          skip_imports=skip_imports, baseline=baseline, builtin_baseline=builtin_baseline,
+                          platform=platform)
     try:
         stdout = docker.run(image, command, **kwargs)
         code = 0
@@ -224,12 +268,13 @@ def smoke_image(image: str, *, gpus: str | int | None = "all", arch: str = "sm_1
 
 def run_local(python: str = sys.executable, *, script: str | Path | None = None, arch: str = "sm_121",
               expect: Mapping[str, str] | None = None, nccl: bool = False, require: Iterable[str] = (),
-              skip_imports: bool = False, env: Mapping[str, str] | None = None,
-              timeout: float | None = 1800) -> SmokeReport:
+              skip_imports: bool = False, baseline: str | Path | None = None, builtin_baseline: bool = True,
+              env: Mapping[str, str] | None = None, timeout: float | None = 1800) -> SmokeReport:
     """Run the program with a local interpreter (hosts without Docker); no shell involved."""
     script = Path(script) if script is not None else SMOKE_PROGRAM
     command = [python, str(script), *smoke_args(arch=arch, expect=expect, nccl=nccl, require=require,
-                                                skip_imports=skip_imports)]
+                                                skip_imports=skip_imports, baseline=baseline,
+                                                builtin_baseline=builtin_baseline)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env=dict(env) if env is not None else None, check=False)

@@ -286,6 +286,29 @@ def test_faults_add_backends_built_on_math():
         sp.parse_faults("sdpa_bogus")
 
 
+def test_flash_faults_replace_the_flash_backend():
+    base = {"math": good, "flash": good}
+    causal = sp.with_faults(base, ["flash_causal_unavailable"])
+    assert set(causal) == {"math", "flash"} and causal["math"] is good and causal["flash"] is not good
+    q = k = v = [[1.0, 0.0]]
+    assert causal["flash"](q, k, v, False) == good(q, k, v, False)
+    with pytest.raises(sp.BackendUnavailable, match="No available kernel.*flash_causal_unavailable"):
+        causal["flash"](q, k, v, True)
+    every = sp.with_faults(base, ["flash_unavailable"])
+    for is_causal in (False, True):
+        with pytest.raises(sp.BackendUnavailable, match="flash_unavailable"):
+            every["flash"](q, k, v, is_causal)
+    assert sp.with_faults({"math": good}, ["flash_unavailable"]) == {"math": good}  # no flash: no change
+    assert sp.looks_unavailable("No available kernel. Aborting execution. (SMOKE_FAULT=flash_unavailable)")
+
+
+def test_flash_causal_fault_passes_silently_without_an_expectation():
+    # The failure this guards against: a GPU fault made causal flash attention unavailable and the run passed.
+    res = suite(sp.with_faults({"math": good, "flash": good}, ["flash_causal_unavailable"]))
+    flash = res["sdpa:flash:fp16"]
+    assert flash.ok and not flash.skipped and "1 skipped" in flash.detail
+
+
 @pytest.mark.parametrize("message, unavailable", [
     ("No available kernel. Aborting execution.", True),
     ("No viable backend for scaled_dot_product_attention was found.", True),
@@ -306,34 +329,275 @@ def test_sdpa_cases_cover_the_required_shapes():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# SDPA availability: baseline report and built-in expectation
+
+LABELS = [c.label for c in CASES]
+CAUSAL = [c.label for c in CASES if c.causal]
+
+
+def expect_all(backend, source="baseline b.json", dtypes=("fp16", "bf16")):
+    return sp.merge_expectations([(source, {f"sdpa:{backend}:{d}": LABELS for d in dtypes})])
+
+
+def test_expected_case_skipped_as_unavailable_fails_with_a_clear_detail():
+    results = list(suite(sp.with_faults({"math": good, "flash": good}, ["flash_causal_unavailable"])).values())
+    out, summary = sp.enforce_availability(results, expect_all("flash", dtypes=("fp16",)), ["baseline b.json"])
+    res = {r.name: r for r in out}
+    flash = res["sdpa:flash:fp16"]
+    assert not flash.ok
+    assert flash.detail.startswith(
+        f"1/3 cases failed; {CAUSAL[0]}: unavailable, but expected to run by baseline b.json")
+    assert "No available kernel" in flash.detail
+    failed = [c for c in flash.data["cases"] if c["status"] == "fail"]
+    assert [c["case"] for c in failed] == CAUSAL and failed[0]["expected_by"] == ["baseline b.json"]
+    assert res["sdpa:flash:bf16"].ok  # not expected in bf16: still a skip
+    assert not summary.ok and summary.name == "sdpa:availability"
+    assert f"sdpa:flash:fp16 {CAUSAL[0]}" in summary.detail and "baseline b.json" in summary.detail
+    assert summary.data["violations"] == [f"sdpa:flash:fp16 {CAUSAL[0]}"]
+    assert summary.data["enforced"] == 3
+    assert [r.name for r in out] == [r.name for r in results]  # same checks, same order
+
+
+def test_wholly_unavailable_backend_fails_when_expected():
+    results = list(suite({"math": good, "flash": unavailable}).values())
+    assert results[1].skipped  # without an expectation: a skip
+    builtin = "the built-in sm_90 expectation"
+    out, summary = sp.enforce_availability(results, expect_all("flash", source=builtin), [builtin])
+    flash = {r.name: r for r in out}["sdpa:flash:bf16"]
+    assert not flash.ok and not flash.skipped and "3/3 cases failed" in flash.detail
+    assert "expected to run by the built-in sm_90 expectation" in flash.detail
+    assert not summary.ok and "6 case(s)" in summary.detail and "and 2 more" in summary.detail
+
+
+def test_expected_cases_that_ran_pass_and_failures_stay_failures():
+    results = list(suite({"math": good, "flash": good, "wrong": scaled}).values())
+    expected = sp.merge_expectations([("baseline b.json", {"sdpa:flash:fp16": LABELS, "sdpa:wrong:fp16": LABELS,
+                                                           "sdpa:flash:fp16x": ["other"]}),
+                                      ("the built-in sm_90 expectation", {"sdpa:flash:fp16": LABELS[:1]})])
+    assert expected["sdpa:flash:fp16"][LABELS[0]] == ["baseline b.json", "the built-in sm_90 expectation"]
+    out, summary = sp.enforce_availability(results, expected, ["baseline b.json", "the built-in sm_90 expectation"])
+    assert [r.ok for r in out] == [r.ok for r in results] and out[1] is results[1]
+    assert not {r.name: r for r in out}["sdpa:wrong:fp16"].ok  # numerics failures are untouched
+    assert summary.ok and summary.detail.startswith("all 6 expected case(s) ran")
+    assert summary.data["not_run"] == ["sdpa:flash:fp16x other"]
+    assert "1 expected case(s) not in this run" in summary.detail
+
+
+def test_no_expectation_is_a_skip_and_problems_fail():
+    results = list(suite({"math": good}).values())
+    out, summary = sp.enforce_availability(results, {})
+    assert summary.skipped and "only skipped" in summary.detail and out == results
+    _, summary = sp.enforce_availability(results, {}, problems=["baseline b.json ran on sm_90, this GPU is sm_121"])
+    assert not summary.ok and "sm_90" in summary.detail
+
+
+def test_builtin_expectation_keys():
+    assert sp.builtin_expectation_key("sm_90") == "sm_90"
+    assert sp.builtin_expectation_key("sm_121") == "sm_12x"
+    assert sp.builtin_expectation_key("sm_120") == "sm_12x"
+    for gpu in ("sm_100", "sm_89", "sm_80", "sm_103", None, "", "bogus"):
+        assert sp.builtin_expectation_key(gpu) is None
+    assert sp.builtin_availability("sm_100") == {}
+    b = sp.builtin_availability("sm_121")
+    assert set(b) == {f"sdpa:{x}:{d}" for x in ("efficient", "flash") for d in ("fp16", "bf16")}
+    assert all(b[k] == [c.label for c in sp.SDPA_CASES] for k in b)
+
+
+def test_builtin_sm90_expectation_is_what_the_recorded_sm90_runs_show():
+    # Every backend ran every case on the H100 / H200 except cuDNN's single-key case; the built-in sm_90
+    # expectation is exactly that (math is required anyway).
+    for path in sorted((ROOT / "docs" / "smoke").glob("h[12]00*.json")):
+        report = json.loads(path.read_text())
+        if report["host"].get("fault") or report["host"]["gpus"][0]["capability"] != "sm_90":
+            continue
+        seen = {k: v for k, v in sp.availability_from_report(report).items() if not k.startswith("sdpa:math:")}
+        assert seen == sp.builtin_availability("sm_90"), path.name
+
+
+def test_availability_from_report_takes_passed_sdpa_cases_only():
+    report = {"host": {"gpus": [{"capability": "sm_90"}]}, "checks": [
+        {"name": "sdpa:flash:fp16", "data": {"cases": [{"case": "a", "status": "pass"},
+                                                       {"case": "b", "status": "skip"},
+                                                       {"case": "c", "status": "fail"}]}},
+        {"name": "sdpa:cudnn:fp16", "ok": True, "skipped": True, "data": {"cases": [{"case": "a", "status": "skip"}]}},
+        {"name": "sdpa", "data": {"cases": [{"case": "a", "status": "pass"}]}},
+        {"name": "matmul:fp16", "data": {"cases": [{"case": "a", "status": "pass"}]}},
+        {"name": "sdpa:availability", "data": {}},
+        "junk",
+    ]}
+    assert sp.availability_from_report(report) == {"sdpa:flash:fp16": ["a"]}
+    assert sp.report_gpu_arch(report) == "sm_90"
+    assert sp.report_gpu_arch({"host": {"gpus": []}}) is None and sp.report_gpu_arch({}) is None
+
+
+def test_sdpa_expectations_combines_builtin_and_baseline_and_refuses_another_gpu():
+    baseline = {"host": {"gpus": [{"capability": "sm_121"}]},
+                "checks": [{"name": "sdpa:cudnn:bf16", "data": {"cases": [{"case": "x", "status": "pass"}]}}]}
+    expected, sources, problems = sp.sdpa_expectations("sm_121", True, baseline, "good.json")
+    assert sources == ["the built-in sm_12x expectation", "baseline good.json (sm_121)"] and problems == []
+    assert expected["sdpa:cudnn:bf16"] == {"x": ["baseline good.json (sm_121)"]}
+    assert "sdpa:flash:fp16" in expected
+    expected, sources, problems = sp.sdpa_expectations("sm_121", False, None, None)
+    assert expected == {} and sources == [] and problems == []
+    expected, sources, problems = sp.sdpa_expectations("sm_90", False, baseline, "good.json")
+    assert expected == {} and sources == []
+    assert problems and "ran on sm_121, this GPU is sm_90" in problems[0]
+
+
+def test_load_baseline(tmp_path):
+    good_report = tmp_path / "good.json"
+    good_report.write_text(json.dumps({"checks": []}))
+    assert sp.load_baseline(str(good_report)) == {"checks": []}
+    (tmp_path / "bad.json").write_text("{nope")
+    (tmp_path / "other.json").write_text("[1, 2]")
+    for name, message in (("missing.json", "No such file"), ("bad.json", "not JSON"), ("other.json", "not a smoke")):
+        with pytest.raises(sp.UsageError, match=message):
+            sp.load_baseline(str(tmp_path / name))
+
+
+def test_parse_args_baseline(monkeypatch):
+    monkeypatch.delenv("SMOKE_FAULT", raising=False)
+    args = sp.parse_args(["--arch", "sm_90"])
+    assert args.baseline is None and args.baseline_report is None and args.builtin_baseline is True
+    path = str(ROOT / "docs" / "smoke" / "h100-report.json")
+    args = sp.parse_args(["--arch", "sm_90", "--baseline", path, "--no-builtin-baseline"])
+    assert args.baseline == path and args.baseline_report["host"]["gpus"][0]["capability"] == "sm_90"
+    assert args.builtin_baseline is False
+    report, code = sp.run_smoke(["--arch", "sm_90", "--baseline", "/nonexistent/report.json"])
+    assert code == 2 and "--baseline /nonexistent/report.json" in report["usage_error"]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # arch
 
 
-@pytest.mark.parametrize("expected, arch_list, ok", [
-    ("sm_121", ["sm_121"], True),
-    ("sm_121", ["sm_121a"], True),
-    ("sm_121", ["sm_80", "sm_90", "sm_121f"], True),
-    ("sm_121", ["sm_120"], False),  # binary-compatible, but not what the image is labelled for
-    ("sm_121", ["sm_120a", "compute_120"], False),
-    ("sm_121", ["sm_12"], False),
-    ("sm_121", ["sm_1210"], False),
-    ("sm_121", [], False),
-    ("sm_121a", ["sm_121"], False),
-    ("sm_121a", ["sm_121a"], True),
-    ("12.1", ["sm_121a"], True),
-    ("12.1a", ["sm_121a"], True),
-    ("sm_90", ["sm_80", "sm_90"], True),
-    ("sm_90", ["sm_90a"], True),
+#: torch.cuda.get_arch_list() of PyPI's torch 2.14.0 aarch64 wheel (SASS only, no sm_121, no PTX) and of the
+#: torch 2.11.0+cu130 x86_64 wheel on the H100/H200 hosts (docs/smoke/*.json).
+PYPI_TORCH_2_14_AARCH64 = ["sm_80", "sm_90", "sm_100", "sm_110", "sm_120"]
+H100_TORCH_2_11 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+
+
+@pytest.mark.parametrize("entry, gpu, ok", [
+    ("sm_121", "sm_121", True),
+    ("sm_120", "sm_121", True),  # same major, lower minor: binary compatible
+    ("sm_121", "sm_120", False),  # never backwards within a major
+    ("sm_80", "sm_86", True),
+    ("sm_86", "sm_80", False),
+    ("sm_90", "sm_121", False),  # SASS never crosses a major
+    ("sm_121", "sm_90", False),
+    ("sm_120", "sm_90", False),
+    ("sm_100", "sm_110", False),
+    ("sm_120a", "sm_120", True),  # arch-specific: exactly that CC
+    ("sm_120a", "sm_121", False),
+    ("sm_90a", "sm_90", True),
+    ("sm_121a", "sm_121", True),
+    ("sm_120f", "sm_121", True),  # family-specific: same major, minor >= 0
+    ("sm_100f", "sm_103", True),
+    ("sm_100f", "sm_110", False),
+    ("sm_121f", "sm_120", False),
+    ("compute_120", "sm_121", True),  # PTX: any CC >= 12.0
+    ("compute_90", "sm_121", True),
+    ("compute_80", "sm_90", True),
+    ("compute_121", "sm_120", False),
+    ("compute_121", "sm_90", False),
+    ("compute_120a", "sm_121", False),  # arch-specific PTX: exactly 12.0
+    ("compute_120a", "sm_120", True),
+    ("compute_120f", "sm_121", True),  # family PTX: same major, minor >= 0
+    ("compute_100f", "sm_120", False),
+    ("sm_12", "sm_121", False),  # one digit: sm_1.2, not a 12.x target
+    ("sm_1210", "sm_121", False),
+    ("gfx942", "sm_121", False),
+    ("sm_120", "compute_121", False),  # a GPU is sm_XY
+    ("sm_120", "sm_121a", False),
 ])
-def test_arch_matches(expected, arch_list, ok):
-    assert sp.arch_matches(expected, arch_list)[0] is ok
+def test_code_runs_on_follows_cuda_binary_compatibility(entry, gpu, ok):
+    result, why = sp.code_runs_on(entry, gpu)
+    assert result is ok, why
+    if "not a" not in why:
+        assert ("does not run" in why) is (not ok) and entry in why and gpu in why
 
 
-def test_arch_ptx_only_is_not_accepted_and_says_why():
+def test_parse_target():
+    assert sp.parse_target("sm_121") == ("sm", 12, 1, "")
+    assert sp.parse_target("SM_120a") == ("sm", 12, 0, "a")
+    assert sp.parse_target("compute_90") == ("compute", 9, 0, "")
+    assert sp.parse_target("sm_75") == ("sm", 7, 5, "")
+    assert sp.parse_target("sm_100f") == ("sm", 10, 0, "f")
+    for bad in ("sm_1", "sm121", "sm_12x", "gfx90a", "", "sm_90b"):
+        assert sp.parse_target(bad) is None
+
+
+@pytest.mark.parametrize("expected, arch_list, ok, best", [
+    ("sm_121", ["sm_121"], True, "sm_121"),
+    ("sm_121", ["sm_121a"], True, "sm_121a"),
+    ("sm_121", ["sm_80", "sm_90", "sm_121f"], True, "sm_121f"),
+    ("sm_121", ["sm_120"], True, "sm_120"),  # binary-compatible SASS
+    ("sm_121", PYPI_TORCH_2_14_AARCH64, True, "sm_120"),
+    ("sm_121", H100_TORCH_2_11, True, "sm_120"),
+    ("sm_121", ["sm_120", "sm_121"], True, "sm_121"),  # exact SASS first
+    ("sm_121", ["compute_120", "sm_120"], True, "sm_120"),  # SASS before PTX
+    ("sm_121", ["sm_120a"], False, None),  # arch-specific: only on 12.0
+    ("sm_121", ["sm_120a", "compute_120"], True, "compute_120"),  # runs through PTX (JIT)
+    ("sm_121", ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100"], False, None),  # nothing for 12.x, no PTX
+    ("sm_121", ["sm_90", "sm_100", "sm_110", "compute_120a"], False, None),
+    ("sm_121", ["sm_90", "compute_121a"], True, "compute_121a"),
+    ("sm_121", ["sm_12"], False, None),
+    ("sm_121", ["sm_1210"], False, None),
+    ("sm_121", [], False, None),
+    ("sm_121a", ["sm_121"], False, None),  # an 'a' build target needs exactly that entry
+    ("sm_121a", ["sm_121a"], True, "sm_121a"),
+    ("12.1", ["sm_121a"], True, "sm_121a"),
+    ("12.1a", ["sm_121a"], True, "sm_121a"),
+    ("sm_90", ["sm_80", "sm_90"], True, "sm_90"),
+    ("sm_90", ["sm_90a"], True, "sm_90a"),
+    ("sm_90", ["sm_80", "sm_86"], False, None),
+    ("sm_90", ["sm_80", "compute_80"], True, "compute_80"),
+    ("sm_120", ["sm_121"], False, None),
+])
+def test_arch_matches(expected, arch_list, ok, best):
+    result, detail, data = sp.arch_matches(expected, arch_list)
+    assert result is ok, detail
+    assert data["best"] == best
+
+
+def test_arch_list_names_the_entry_that_makes_the_gpu_runnable():
+    ok, detail, data = sp.arch_matches("sm_121", PYPI_TORCH_2_14_AARCH64)
+    assert ok and detail.startswith("sm_120 SASS runs on sm_121")
+    assert data["matched"] == ["sm_120"] and data["ptx"] == []
     ok, detail, data = sp.arch_matches("sm_121", ["sm_90", "compute_121"])
-    assert not ok
-    assert "only PTX" in detail
+    assert ok and "compute_121 PTX" in detail and "JIT" in detail
     assert data["ptx"] == ["compute_121"] and data["matched"] == []
+    ok, detail, _ = sp.arch_matches("sm_121", ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100"])
+    assert not ok and detail.startswith("nothing in torch arch list")
+
+
+@pytest.mark.parametrize("expected, gpus, arch_list, ok, text", [
+    ("sm_121", ["sm_121"], PYPI_TORCH_2_14_AARCH64, True, "all GPUs are sm_121"),
+    ("sm_121", ["sm_121", "sm_121"], ["sm_121a"], True, "all GPUs are sm_121"),
+    ("sm_120", ["sm_121"], PYPI_TORCH_2_14_AARCH64, True, "sm_120 SASS runs on sm_121"),
+    ("sm_121", ["sm_120"], PYPI_TORCH_2_14_AARCH64, False, "sm_121 SASS does not run on sm_120"),
+    ("sm_121", ["sm_90"], H100_TORCH_2_11, False, "GPU 0 is sm_90: sm_121 SASS does not run on sm_90"),
+    ("sm_90", ["sm_121"], PYPI_TORCH_2_14_AARCH64, False, "sm_90 SASS does not run on sm_121"),
+    ("sm_121", ["sm_121"], ["sm_80", "sm_90"], False, "nothing in torch arch list"),
+    ("sm_121a", ["sm_121"], ["sm_121a"], True, "all GPUs are sm_121"),
+    ("sm_120a", ["sm_121"], ["sm_120a", "sm_120"], False, "sm_120a SASS does not run on sm_121"),
+    ("sm_90", ["sm_90", "sm_121"], H100_TORCH_2_11, False, "GPU 1 is sm_121"),
+])
+def test_gpu_arch_matches(expected, gpus, arch_list, ok, text):
+    result, detail, data = sp.gpu_arch_matches(expected, gpus, arch_list)
+    assert result is ok, detail
+    assert text in detail
+    assert data["gpus"] == gpus and len(data["per_gpu"]) == len(gpus)
+
+
+def test_h100_as_sm121_report_under_the_binary_compatibility_policy():
+    # The recorded run (old policy) failed arch_list and gpu_arch.  Under the policy the H100 torch's sm_120
+    # SASS runs on sm_121, so arch_list passes; the GPU (sm_90) still cannot run sm_121 code: gpu_arch fails.
+    report = json.loads((ROOT / "docs" / "smoke" / "h100-as-sm121-report.json").read_text())
+    arch_list = report["host"]["arch_list"]
+    assert sp.arch_matches("sm_121", arch_list)[0]
+    ok, detail, _ = sp.gpu_arch_matches("sm_121", [g["capability"] for g in report["host"]["gpus"]], arch_list)
+    assert not ok and "sm_90" in detail
 
 
 def test_arch_parsing():
@@ -432,6 +696,194 @@ def test_probe_module_in_a_subprocess(tmp_path, monkeypatch):
     assert not res["ok"] and not res["missing"] and "does_not_exist_xyz" in res["error"]
     res = sp.probe_module("noisy_mod", extras=("noisy_mod.sub",))
     assert not res["ok"] and not res["missing"]
+
+
+#: The vllm/*.so files of the real wheels (vllm-0.17.0-cp38-abi3-manylinux_2_31_x86_64.whl and
+#: vllm-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl, listed with zipfile): 0.33 has no vllm/_C.abi3.so.
+VLLM_0_17_SO = ["_C.abi3.so", "_flashmla_C.abi3.so", "_flashmla_extension_C.abi3.so", "_moe_C.abi3.so",
+                "cumem_allocator.abi3.so"]
+VLLM_0_33_SO = ["_C_stable_libtorch.abi3.so", "_deepselect_C.abi3.so", "_flashkda_C.abi3.so", "_flashmla_C.abi3.so",
+                "_flashmla_extension_C.abi3.so", "_moe_C_stable_libtorch.abi3.so", "_qutlass_C.abi3.so",
+                "cumem_allocator.abi3.so", "fs_io_C.abi3.so", "spinloop.abi3.so"]
+
+
+def fake_package(root, name, files, version="0.33.0"):
+    pkg = root / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    for f in files:
+        (pkg / f).write_bytes(b"not an ELF file" if f.endswith(".so") else b"")
+    return pkg
+
+
+@pytest.mark.parametrize("files, modules", [(VLLM_0_17_SO, ["vllm._C"]),
+                                            (VLLM_0_33_SO, ["vllm._C_stable_libtorch"])],
+                         ids=["vllm-0.17", "vllm-0.33"])
+def test_vllm_extension_is_the_one_the_release_ships(tmp_path, monkeypatch, files, modules):
+    fake_package(tmp_path, "vllm", files)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    res = sp.probe_module("vllm", ext_glob=sp.MODULE_EXTENSIONS["vllm"])
+    assert res["extension_modules"] == modules
+    assert res["extension_files"] == [m.split(".")[1] + ".abi3.so" for m in modules]
+    # these fake .so files cannot load: a failure naming the file, never "No module named 'vllm._C'"
+    assert not res["ok"] and not res["missing"]
+    assert res["extension_files"][0] in res["error"] and "No module named" not in res["error"]
+    check = sp.module_check("vllm", res, None, required=True)
+    assert not check.ok and check.detail.startswith("import vllm failed: ImportError")
+
+
+def test_module_without_its_compiled_extension_fails(tmp_path, monkeypatch):
+    fake_package(tmp_path, "vllm", ["_moe_C.abi3.so", "cumem_allocator.abi3.so"])
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    res = sp.probe_module("vllm", ext_glob="_C*.so")
+    assert not res["ok"] and not res["missing"] and res["extension_modules"] == []
+    assert "no compiled extension vllm/_C*.so in " in res["error"]
+    assert not sp.module_check("vllm", res, None, required=False).ok  # installed but broken: never a skip
+
+
+def test_module_with_importable_extensions_passes_and_says_which(tmp_path, monkeypatch):
+    fake_package(tmp_path, "fakevllm", ["_C_stable_libtorch.py", "_C.py", "_moe_C.py"])
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    res = sp.probe_module("fakevllm", ext_glob="_C*.py")
+    assert res["ok"], res
+    assert res["extension_modules"] == ["fakevllm._C", "fakevllm._C_stable_libtorch"]
+    check = sp.module_check("fakevllm", res, "0.33.0", required=True)
+    assert check.ok and "compiled extension fakevllm._C, fakevllm._C_stable_libtorch imports" in check.detail
+    missing = sp.probe_module("definitely_not_installed_xyz", ext_glob="_C*.so")
+    assert missing["missing"] and sp.module_check("definitely_not_installed_xyz", missing, None, False).skipped
+
+
+def test_only_vllm_has_a_compiled_extension_requirement():
+    assert sp.MODULE_EXTENSIONS == {"vllm": "_C*.so"}
+    assert "vllm._C" not in str(sp.MODULE_EXTRA_IMPORTS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole program in-process with a fake torch: arch policy, faults and availability wired together
+
+
+class _FakeTensor:
+    def __init__(self, values):
+        self.values = values
+
+    def __mul__(self, other):
+        return _FakeTensor([v * other for v in self.values])
+
+    def __add__(self, other):
+        return _FakeTensor([v + other for v in self.values])
+
+    def sum(self):
+        return sum(self.values)
+
+
+def _fake_torch(capability, arch_list, name):
+    from types import ModuleType, SimpleNamespace
+
+    torch = ModuleType("torch")
+    torch.__version__ = "2.14.0"
+    torch.__file__ = "/fake/torch/__init__.py"
+    torch.float32 = "float32"
+    torch.version = SimpleNamespace(cuda="13.0", git_version="fake")
+    torch.backends = SimpleNamespace(cudnn=SimpleNamespace(version=lambda: 91900),
+                                     cuda=SimpleNamespace(is_built=lambda: True))
+    props = SimpleNamespace(name=name, major=capability[0], minor=capability[1], total_memory=2**37,
+                            multi_processor_count=48)
+    torch.cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 1,
+                                 get_device_properties=lambda i: props, get_arch_list=lambda: list(arch_list),
+                                 nccl=SimpleNamespace(version=lambda: (2, 29, 2)))
+    torch.arange = lambda n, device=None, dtype=None: _FakeTensor([float(i) for i in range(n)])
+    return torch
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """fake_gpu(capability, arch_list) puts a fake torch with that GPU in place; SDPA runs on lists."""
+    monkeypatch.delenv("SMOKE_FAULT", raising=False)
+    monkeypatch.setattr(sp, "SDPA_BACKENDS", {"math": good, "efficient": good, "flash": good,
+                                              "cudnn": unavailable})
+    monkeypatch.setattr(sp, "run_sdpa_checks", lambda torch, device, backends: sp.run_sdpa_suite(
+        backends, CASES, ("fp16", "bf16"), make_inputs, reference))
+    monkeypatch.setattr(sp, "SDPA_EXPECTED_AVAILABLE", {"sm_90": {"flash": tuple(LABELS)},
+                                                        "sm_12x": {"efficient": tuple(LABELS),
+                                                                   "flash": tuple(LABELS)}})
+    monkeypatch.setattr(sp, "run_matmul_checks", lambda torch, device: [])
+    monkeypatch.setattr(sp, "run_triton_check", lambda torch, device, required: sp.CheckResult.passed(
+        "triton:vector_add", "fake"))
+
+    def install(capability=(12, 1), arch_list=PYPI_TORCH_2_14_AARCH64, name="NVIDIA GB10"):
+        monkeypatch.setitem(sys.modules, "torch", _fake_torch(capability, arch_list, name))
+
+    return install
+
+
+def run_fake(*argv, fault=None, monkeypatch=None):
+    if fault:
+        monkeypatch.setenv("SMOKE_FAULT", fault)
+    report, code = sp.run_smoke(["--skip-imports", *argv])
+    json.dumps(report, allow_nan=False)
+    return report, code, by_name(report), sorted(n for n, c in by_name(report).items() if not c["ok"])
+
+
+def test_fake_gb10_with_pypi_torch_passes_through_sm120_sass(fake_gpu, monkeypatch):
+    fake_gpu()
+    report, code, checks, failed = run_fake("--arch", "sm_121")
+    assert code == 0 and failed == [], failed
+    assert checks["arch_list"]["detail"].startswith("sm_120 SASS runs on sm_121")
+    assert checks["arch_list"]["data"]["best"] == "sm_120"
+    assert checks["gpu_arch"]["detail"] == "all GPUs are sm_121"
+    avail = checks["sdpa:availability"]
+    assert avail["ok"] and not avail["skipped"] and "the built-in sm_12x expectation" in avail["detail"]
+    assert checks["sdpa:cudnn:fp16"]["skipped"]  # not expected on sm_12x: unavailable is a skip
+    assert report["args"]["builtin_baseline"] is True and report["args"]["baseline"] is None
+
+
+def test_fake_gb10_flash_fault_fails_against_the_builtin_expectation(fake_gpu, monkeypatch):
+    fake_gpu()
+    report, code, checks, failed = run_fake("--arch", "sm_121", fault="flash_causal_unavailable",
+                                            monkeypatch=monkeypatch)
+    assert code == 1 and report["host"]["fault"] == "flash_causal_unavailable"
+    assert failed == ["sdpa:availability", "sdpa:flash:bf16", "sdpa:flash:fp16"]
+    assert "expected to run by the built-in sm_12x expectation" in checks["sdpa:flash:fp16"]["detail"]
+
+
+def test_fake_gb10_flash_fault_against_a_baseline_report(fake_gpu, monkeypatch, tmp_path):
+    fake_gpu()
+    good_report, code, _, _ = run_fake("--arch", "sm_121")
+    assert code == 0
+    baseline = tmp_path / "good.json"
+    baseline.write_text(json.dumps(good_report))
+    # without any expectation the fault passes as skips: the hole the baseline closes
+    _, code, checks, _ = run_fake("--arch", "sm_121", "--no-builtin-baseline", fault="flash_causal_unavailable",
+                                  monkeypatch=monkeypatch)
+    assert code == 0 and checks["sdpa:availability"]["skipped"]
+    assert "1 skipped" in checks["sdpa:flash:fp16"]["detail"]
+    report, code, checks, failed = run_fake("--arch", "sm_121", "--no-builtin-baseline", "--baseline",
+                                            str(baseline), fault="flash_causal_unavailable",
+                                            monkeypatch=monkeypatch)
+    assert code == 1 and failed == ["sdpa:availability", "sdpa:flash:bf16", "sdpa:flash:fp16"]
+    assert f"expected to run by baseline {baseline} (sm_121)" in checks["sdpa:flash:bf16"]["detail"]
+    assert report["args"]["baseline"] == str(baseline) and report["args"]["builtin_baseline"] is False
+
+
+def test_fake_h100_as_sm121_fails_gpu_arch_only(fake_gpu, monkeypatch, tmp_path):
+    fake_gpu((9, 0), H100_TORCH_2_11, "NVIDIA H100 80GB HBM3")
+    _, code, checks, failed = run_fake("--arch", "sm_121")
+    assert code == 1 and failed == ["gpu_arch"]
+    assert checks["arch_list"]["ok"]  # the H100 torch's sm_120 SASS would run on an sm_121 GPU
+    assert "GPU 0 is sm_90: sm_121 SASS does not run on sm_90" in checks["gpu_arch"]["detail"]
+    # a baseline from another GPU arch proves nothing about this one
+    gb10 = {"host": {"gpus": [{"capability": "sm_121"}]}, "checks": []}
+    (tmp_path / "gb10.json").write_text(json.dumps(gb10))
+    _, code, checks, failed = run_fake("--arch", "sm_90", "--baseline", str(tmp_path / "gb10.json"))
+    assert failed == ["sdpa:availability"] and "ran on sm_121, this GPU is sm_90" in checks["sdpa:availability"][
+        "detail"]
+
+
+def test_fake_gb10_with_nothing_for_sm12x_fails_arch_list(fake_gpu):
+    fake_gpu(arch_list=["sm_80", "sm_90", "sm_100"])
+    _, code, checks, failed = run_fake("--arch", "sm_121")
+    assert code == 1 and failed == ["arch_list", "gpu_arch"]
+    assert checks["arch_list"]["detail"].startswith("nothing in torch arch list")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -82,6 +82,28 @@ def test_smoke_args():
         smoke.smoke_args(expect={"cudnn": "9"})
 
 
+def test_smoke_args_baseline():
+    assert smoke.smoke_args(baseline="/b.json") == ["--arch", "sm_121", "--baseline", "/b.json"]
+    assert smoke.smoke_args(builtin_baseline=False) == ["--arch", "sm_121", "--no-builtin-baseline"]
+    assert smoke.smoke_args(baseline=Path("b.json"), builtin_baseline=False)[2:] == [
+        "--baseline", "b.json", "--no-builtin-baseline"]
+
+
+def test_smoke_args_are_what_the_program_parses(monkeypatch):
+    """Every flag smoke_args() writes is one the program in this checkout accepts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("smoke_program_for_runner", smoke.SMOKE_PROGRAM)
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    monkeypatch.delenv("SMOKE_FAULT", raising=False)
+    baseline = str(ROOT / "docs" / "smoke" / "h200-report.json")
+    args = program.parse_args(smoke.smoke_args(arch="sm_90", expect={"cuda": "13.0"}, nccl=True, require=("vllm",),
+                                               skip_imports=True, baseline=baseline, builtin_baseline=False))
+    assert args.baseline == baseline and args.builtin_baseline is False and args.nccl_allreduce
+    assert args.baseline_report["host"]["gpus"][0]["capability"] == "sm_90"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # parsing
 
@@ -139,10 +161,40 @@ def test_reports_saved_in_docs_parse(path):
     report = smoke.load_report(path)
     assert report.checks and report.host.get("gpus")
     assert report.ok == (not report.failed)
+    fault = report.host.get("fault")
     if "fault" in path.name:
-        assert not report.ok and report.host.get("fault")
-        assert all(c.name.startswith("sdpa:fault_") for c in report.failed)
+        assert not report.ok and fault
+    if fault and fault.startswith("sdpa_"):  # a wrong backend added: it alone fails
+        assert report.failed and all(c.name.startswith("sdpa:fault_") for c in report.failed)
+    elif fault:  # a real backend made unavailable: fails exactly when a baseline or built-in expectation applies
+        expected = report.args.get("baseline") or report.args.get("builtin_baseline")
+        assert report.ok is not bool(expected)
+        assert all(c.name in ("sdpa:flash:fp16", "sdpa:flash:bf16", "sdpa:availability") for c in report.failed)
     assert "PASS" in smoke.render_table(report) or "FAIL" in smoke.render_table(report)
+
+
+def test_h200_reports_show_the_recorded_results():
+    results = {p.name: smoke.load_report(p) for p in RECORDED if p.name.startswith("h200-")}
+    failed = {name: sorted(c.name for c in r.failed) for name, r in results.items()}
+    assert failed == {
+        "h200-report.json": [],
+        "h200-sm90-baseline-report.json": [],
+        "h200-fault-report.json": ["sdpa:fault_scale:bf16", "sdpa:fault_scale:fp16"],
+        "h200-flash-causal-unavailable-baseline-report.json": ["sdpa:availability", "sdpa:flash:bf16",
+                                                                "sdpa:flash:fp16"],
+        "h200-flash-unavailable-builtin-report.json": ["sdpa:availability", "sdpa:flash:bf16", "sdpa:flash:fp16"],
+        "h200-flash-causal-unavailable-unchecked-report.json": [],
+        "h200-as-sm121-report.json": ["gpu_arch"],
+    }
+    sm121 = results["h200-as-sm121-report.json"]
+    assert sm121.check("arch_list").detail.startswith("sm_120 SASS runs on sm_121")
+    assert "sm_121 SASS does not run on sm_90" in sm121.check("gpu_arch").detail
+    flash = results["h200-flash-causal-unavailable-baseline-report.json"].check("sdpa:flash:fp16")
+    assert "unavailable, but expected to run by baseline" in flash.detail
+    unchecked = results["h200-flash-causal-unavailable-unchecked-report.json"]
+    assert unchecked.check("sdpa:availability").skipped and "2 skipped" in unchecked.check("sdpa:flash:fp16").detail
+    for r in results.values():
+        assert r.host["gpus"][0]["name"] == "NVIDIA H200" and r.host["torch"] == "2.11.0+cu130"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -223,6 +275,59 @@ def test_smoke_image_failed_check_is_parsed_from_docker_exception():
     assert kwargs["gpus"] == "device=0" and kwargs["shm_size"]
 
 
+def test_smoke_image_baseline_is_bind_mounted_read_only_and_platform_passed(tmp_path):
+    baseline = tmp_path / "good.json"
+    baseline.write_text(RECORDED_JSON)
+    raw = json.loads(RECORDED_JSON)
+    raw["checks"], raw["ok"] = [c for c in raw["checks"] if c["ok"]], True
+    fake = FakeDocker(stdout=json.dumps(raw))
+    report = smoke.smoke_image("img:tag", baseline=str(baseline), builtin_baseline=False, platform="linux/arm64",
+                               docker=fake)
+    assert report.ok
+    _, command, kwargs = fake.calls[0]
+    assert command[-3:] == ["--baseline", smoke.BASELINE_PATH_IN_IMAGE, "--no-builtin-baseline"]
+    assert kwargs["mounts"] == [["type=bind", f"source={baseline.resolve()}",
+                                 f"target={smoke.BASELINE_PATH_IN_IMAGE}", "readonly"]]
+    assert kwargs["platform"] == "linux/arm64"
+    shown = report.command
+    assert shown[:4] == ["docker", "run", "--rm", "--platform=linux/arm64"]
+    mount = shown[shown.index("--mount") + 1]
+    assert mount == f"type=bind,source={baseline.resolve()},target={smoke.BASELINE_PATH_IN_IMAGE},readonly"
+    assert shown.index("--mount") < shown.index("img:tag") < shown.index("--baseline")
+
+
+def test_smoke_image_without_baseline_or_platform_passes_neither():
+    fake = FakeDocker(stdout=RECORDED_JSON)
+    smoke.smoke_image("img:tag", docker=fake)
+    _, command, kwargs = fake.calls[0]
+    assert "mounts" not in kwargs and "platform" not in kwargs
+    assert "--baseline" not in command and "--no-builtin-baseline" not in command
+    shown = smoke.smoke_command("img:tag")
+    assert not any(a.startswith("--platform") or a == "--mount" for a in shown)
+
+
+def test_smoke_command_with_platform_and_baseline(tmp_path):
+    baseline = tmp_path / "b.json"
+    baseline.write_text("{}")
+    shown = smoke.smoke_command("img:tag", gpus="none", platform="linux/arm64", baseline=baseline)
+    assert shown[:5] == ["docker", "run", "--rm", "--platform=linux/arm64", "--mount"]
+    assert shown[-2:] == ["--baseline", smoke.BASELINE_PATH_IN_IMAGE] and "--gpus" not in " ".join(shown)
+
+
+def test_baseline_mount_refuses_missing_files_and_commas(tmp_path):
+    from factory.errors import InputError
+
+    with pytest.raises(InputError, match="no such file"):
+        smoke.baseline_mount(tmp_path / "missing.json")
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    (odd / "r.json").write_text("{}")
+    with pytest.raises(InputError, match="comma"):
+        smoke.baseline_mount(odd / "r.json")
+    with pytest.raises(InputError):
+        smoke.smoke_image("img:tag", baseline=tmp_path / "missing.json", docker=FakeDocker(stdout=RECORDED_JSON))
+
+
 def test_smoke_image_docker_failure_without_report():
     from python_on_whales import DockerException
 
@@ -247,6 +352,18 @@ def test_run_local_with_this_interpreter():
     assert report.check("torch_import") is not None
     assert report.command[:2] == [sys.executable, str(smoke.SMOKE_PROGRAM)]
     assert "FAIL" in smoke.render_table(report)
+
+
+def test_run_local_passes_the_baseline_path(tmp_path):
+    baseline = tmp_path / "good.json"
+    baseline.write_text((ROOT / "docs" / "smoke" / "h200-report.json").read_text())
+    report = smoke.run_local(sys.executable, skip_imports=True, baseline=baseline, builtin_baseline=False,
+                             env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""})
+    assert report.command[-3:] == ["--baseline", str(baseline), "--no-builtin-baseline"]
+    assert report.exit_code == 1 and report.args["baseline"] == str(baseline)  # no torch/GPU here: a failure
+    assert report.args["builtin_baseline"] is False
+    bad = smoke.run_local(sys.executable, baseline=tmp_path / "missing.json", env={"PATH": ""})
+    assert bad.exit_code == 2 and "--baseline" in bad.usage_error
 
 
 def test_run_local_with_a_missing_interpreter():
