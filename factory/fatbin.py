@@ -21,8 +21,8 @@ little-endian like everything NVIDIA's tools write:
 Flags measured on `fatbinary` 13.5's output (docs/sass.md): 0x1 64-bit, 0x2 debug, 0x10 Linux host,
 0x2000 and 0x8000 compressed payload, 0x100000 architecture-specific (`sm_120a`), 0x200000 family-specific
 (`sm_120f`), 0x1000000 extended header. The cubin inside cannot tell a family-specific `f` cubin from a plain
-one (nvcc writes the same ELF), and its e_flags cannot tell an `a` one either; only its `.nv.compat` section
-does (attribute 9 set to 1), which `cubin_code` reads for a stand-alone `.cubin` file.
+one (nvcc writes the same ELF), and CUDA 13's e_flags cannot tell an `a` one either (see `cubin_code` for what
+does, in a stand-alone `.cubin` file).
 
 Only headers are read, a few hundred bytes at a time with `os.pread`: payloads are skipped, so a 1 GB
 `libtorch_cuda.so` takes a few thousand small reads. `runs_on` applies CUDA's binary compatibility rules to
@@ -270,23 +270,32 @@ def parse(data: bytes, source: str = "fatbin") -> DeviceCode:
 
 
 def cubin_code(path: str | os.PathLike[str]) -> DeviceCode:
-    """A stand-alone cubin (an EM_CUDA ELF) as one SASS entry: its SM from e_flags, `a` from `.nv.compat`.
+    """A stand-alone cubin (an EM_CUDA ELF) as one SASS entry.
 
-    e_flags holds the SM in its low byte up to ELF ABI version 7 and in bits 8-15 from version 8 on (LLVM's
-    EF_CUDA_SM / EF_CUDA_SM_MASK). A family-specific cubin is the same ELF as a plain one: it reads as plain.
+    The SM is in e_flags: its low byte up to ELF ABI version 7, bits 8-15 from version 8 on (LLVM's
+    EF_CUDA_SM / EF_CUDA_SM_MASK). Architecture-specific (`a`): e_flags' accelerator bit (0x8 from ABI 8 on,
+    0x800 before; set by CUDA 12.x tools), or attribute 9 of `.nv.compat` set to 1 (CUDA 13 ptxas), or
+    `-arch sm_XYa` in the `.note.nv.tkinfo` command line. Family-specific (`f`): only that command line
+    tells, where the producing tool wrote it (ptxas does); otherwise an `f` cubin reads as plain.
     """
     path = Path(path)
     header = elf.header(path)
     if header.machine != EM_CUDA:
         raise elf.ElfError(f"{path.name}: not a cubin (e_machine {header.machine}, not {EM_CUDA})")
-    number = (header.flags >> 8) & 0xFF if header.abiversion >= 8 else header.flags & 0xFF
-    variant = ""
-    compat = elf.section(path, ".nv.compat")
-    if compat is not None and 0 < compat.size <= 4096:
-        with open(path, "rb") as f:
-            raw = os.pread(f.fileno(), compat.size, compat.offset)
-        if _compat_attributes(raw).get(9) == 1:
+    new_abi = header.abiversion >= 8
+    number = (header.flags >> 8) & 0xFF if new_abi else header.flags & 0xFF
+    variant = "a" if header.flags & (0x8 if new_abi else 0x800) else ""
+    notes = {s.name: s for s in elf.sections(path) if s.name in (".nv.compat", ".note.nv.tkinfo")}
+    with open(path, "rb") as f:
+        compat = notes.get(".nv.compat")
+        if compat is not None and 0 < compat.size <= 4096 and _compat_attributes(
+                os.pread(f.fileno(), compat.size, compat.offset)).get(9) == 1:
             variant = "a"
+        tkinfo = notes.get(".note.nv.tkinfo")
+        if not variant and tkinfo is not None and 0 < tkinfo.size <= 4096:
+            text = os.pread(f.fileno(), tkinfo.size, tkinfo.offset).decode("latin-1")
+            if (m := re.search(r"-arch[= ]+sm_(\d+)([af]?)\b", text)) and int(m[1]) == number:
+                variant = m[2]
     entry = Entry(KIND_ELF, number, variant, 0, 0, 0, os.path.getsize(path))
     return DeviceCode(entries=(entry,), containers=0, source="cubin")
 

@@ -45,12 +45,20 @@ def container(*entries: bytes, padding: int = 0) -> bytes:
     return struct.pack("<IHHQ", fatbin.FATBIN_MAGIC, 1, 16, len(body)) + body + bytes(padding)
 
 
-def cubin_bytes(arch: int, *, arch_specific: bool = False, abiversion: int = 8) -> bytes:
-    """A stand-alone cubin: EM_CUDA, the SM in e_flags (bits 8-15 from ABI 8 on), and a .nv.compat section."""
+def cubin_bytes(arch: int, *, arch_specific: bool = False, abiversion: int = 8, accelerator_bit: bool = False,
+                command: str | None = None) -> bytes:
+    """A stand-alone cubin: EM_CUDA, the SM in e_flags (bits 8-15 from ABI 8 on), a .nv.compat section (with
+    attribute 9 for `arch_specific`, as ptxas 13.5 writes), e_flags' accelerator bit (as CUDA 12.9 tools set)
+    and a .note.nv.tkinfo holding the producing tool's `command` line."""
     flags = 0x6000002 | (arch << 8) if abiversion >= 8 else 0x460500 | arch
+    if accelerator_bit:
+        flags |= 0x8 if abiversion >= 8 else 0x800
     compat = bytes([2, 9, 1 if arch_specific else 0, 0, 2, 0x0C, 0, 0, 3, 0x0D, 1, 1, 4, 0x0B, 8, 0]) + bytes(8)
-    return make_sectioned_elf({".text.k": b"\0" * 16, ".nv.compat": compat}, machine=fatbin.EM_CUDA, flags=flags,
-                              abiversion=abiversion)
+    sections = {".text.k": b"\0" * 16, ".nv.compat": compat}
+    if command is not None:
+        sections[".note.nv.tkinfo"] = (struct.pack("<III", 12, 64, 2000) + b"NVIDIA Corp\0" + b"\0ptxas\0"
+                                       + b"Cuda compilation tools, release 13.5, V13.5.37\0" + command.encode() + b"\0")
+    return make_sectioned_elf(sections, machine=fatbin.EM_CUDA, flags=flags, abiversion=abiversion)
 
 
 TORCH_LIKE = container(*(fat_entry(KIND_ELF, a, payload=b"s" * 24, compressed=True) for a in (80, 90)),
@@ -127,12 +135,19 @@ def test_bare_fatbin_file_and_garbage(tmp_path):
         parse(b"\0" * 64)
 
 
-@pytest.mark.parametrize(("abiversion", "arch", "arch_specific", "name"),
-                         [(8, 120, False, "sm_120"), (8, 121, True, "sm_121a"), (8, 100, True, "sm_100a"),
-                          (7, 90, True, "sm_90a"), (7, 80, False, "sm_80")])
-def test_stand_alone_cubin(tmp_path, abiversion, arch, arch_specific, name):
+@pytest.mark.parametrize(("abiversion", "arch", "how", "name"), [
+    (8, 120, {}, "sm_120"),
+    (8, 121, {"arch_specific": True}, "sm_121a"),  # .nv.compat attribute 9 (ptxas 13.5)
+    (8, 100, {"accelerator_bit": True}, "sm_100a"),  # e_flags 0x8 (CUDA 12.9 tools)
+    (7, 90, {"accelerator_bit": True}, "sm_90a"),  # e_flags 0x800 before ABI 8
+    (7, 80, {}, "sm_80"),
+    (8, 100, {"command": "-v  -arch sm_100f -m 64 "}, "sm_100f"),  # only the tool's command line tells
+    (8, 103, {"command": "-arch sm_103a"}, "sm_103a"),
+    (8, 120, {"command": "-arch sm_100f"}, "sm_120"),  # another SM's flag is not this cubin's
+])
+def test_stand_alone_cubin(tmp_path, abiversion, arch, how, name):
     path = tmp_path / "k.cubin"
-    path.write_bytes(cubin_bytes(arch, arch_specific=arch_specific, abiversion=abiversion))
+    path.write_bytes(cubin_bytes(arch, abiversion=abiversion, **how))
     code = device_code(path)
     assert (code.source, code.sass, code.ptx) == ("cubin", {name}, frozenset())
 
