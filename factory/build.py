@@ -69,6 +69,8 @@ class SmokeOptions:
     gpus: str = "all"
     arch: str = "sm_121"
     nccl: bool = False
+    baseline: Path | None = None  # a known-good smoke report: a backend case it ran must still run
+    builtin_baseline: bool = True
 
 
 @dataclass(frozen=True)
@@ -332,8 +334,8 @@ def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, name
     smoke = options.smoke
     start = time.monotonic()
     report = smoke_image(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,
-                         expect=expect_from_labels(spec.labels, namespace),
-                         platform=options.platform or spec.platform)
+                         expect=expect_from_labels(spec.labels, namespace), baseline=smoke.baseline,
+                         builtin_baseline=smoke.builtin_baseline, platform=options.platform or spec.platform)
     path = options.log_dir / f"{spec.name}.smoke.json"
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     result.smoked, result.smoke_report = report.ok, str(path)
@@ -405,9 +407,11 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
         out(request_for(spec, root, options, labels).command_line())
         if options.smoke and spec.kind != "base":
-            out(" ".join(smoke_command(spec.ref, gpus=options.smoke.gpus, arch=options.smoke.arch,
-                                       nccl=options.smoke.nccl,
-                                       expect=expect_from_labels(spec.labels, plan.namespace))))
+            smoke = options.smoke
+            out(" ".join(smoke_command(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,
+                                       expect=expect_from_labels(spec.labels, plan.namespace),
+                                       baseline=smoke.baseline, builtin_baseline=smoke.builtin_baseline,
+                                       platform=options.platform or spec.platform)))
         results.append(ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
                                    input_digest=spec.input_digest))
     if options.push:

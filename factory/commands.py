@@ -75,6 +75,8 @@ def register(sub, add, command, index_options) -> None:
                        help="docker --gpus value (default: all; none: no GPU, only shows the program runs)")
     smoke.add_argument("--arch", default=None, help="expected GPU arch (default: the matrix's, sm_121)")
     smoke.add_argument("--nccl", action="store_true", help="also run a one-process NCCL all-reduce")
+    smoke.add_argument("--platform", default=None, help="platform to run (default: the image's own)")
+    _baseline_flags(smoke, "--baseline", "--no-builtin-baseline")
     smoke.add_argument("--json", action="store_true")
     command("smoke")(cmd_smoke)
 
@@ -110,6 +112,14 @@ def _smoke_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke-arch", default=None, metavar="ARCH",
                    help="GPU arch the smoke test expects (default: the matrix's, sm_121)")
     p.add_argument("--smoke-nccl", action="store_true", help="--smoke also runs a one-process NCCL all-reduce")
+    _baseline_flags(p, "--smoke-baseline", "--smoke-no-builtin-baseline")
+
+
+def _baseline_flags(p: argparse.ArgumentParser, baseline: str, no_builtin: str) -> None:
+    p.add_argument(baseline, type=Path, default=None, metavar="REPORT",
+                   help="a smoke report of a known-good run: a backend case it ran that is now unavailable fails")
+    p.add_argument(no_builtin, action="store_false", dest=no_builtin.lstrip("-").replace("-", "_"),
+                   help="do not apply the built-in per-arch expectation of available SDPA backends")
 
 
 def _smoke_options(args, loaded):
@@ -118,7 +128,8 @@ def _smoke_options(args, loaded):
     if not args.smoke:
         return None
     return SmokeOptions(gpus=args.smoke_gpus, arch=args.smoke_arch or loaded.matrix.defaults.build.cuda_arch,
-                        nccl=args.smoke_nccl)
+                        nccl=args.smoke_nccl, baseline=args.smoke_baseline,
+                        builtin_baseline=args.smoke_no_builtin_baseline)
 
 
 def _build_ca(args) -> Path | None:
@@ -321,7 +332,8 @@ def cmd_smoke(args) -> int:
     if labels is None:
         raise InputError(f"no local image {args.image} (build or pull it first)")
     report = smoke_image(args.image, gpus=args.gpus, arch=arch, expect=expect_from_labels(labels, namespace),
-                         nccl=args.nccl)
+                         nccl=args.nccl, baseline=args.baseline, builtin_baseline=args.no_builtin_baseline,
+                         platform=args.platform or docker.local_platform(args.image))
     print(to_json(report.raw) if args.json else render_table(report))
     return 0 if report.ok else 1
 

@@ -152,6 +152,20 @@ def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: dict[str, str]
                            build_args={"IMAGE": ref}, labels=labels), on_line)
 
 
+def local_platform(ref: str) -> str | None:
+    """`os/arch[/variant]` of a local image, or None when the engine has no image by that name."""
+    docker = _docker()
+    exc = _exceptions()
+    try:
+        image = docker.image.inspect(ref)
+    except exc.NoSuchImage:
+        return None
+    except exc.DockerException as error:
+        raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
+    variant = getattr(image, "variant", None)
+    return "/".join(p for p in (image.os, image.architecture, variant) if p)
+
+
 def local_labels(ref: str) -> dict[str, str] | None:
     """Labels of a local image, or None when the engine has no image by that name."""
     found = local_image(ref)

@@ -4,7 +4,8 @@
 
 1. the CUDA twin for the platform (scripts/twin.sh: cached; imported when missing);
 2. a matrix for the twin, generated from matrix.toml: every wheel-mode base and the tags on it, with the
-   twin as CUDA image, Python 3.13 (the twin's one deviation) and a local registry as the repositories;
+   twin as CUDA image, Python 3.13 (the twin's one deviation), a local registry as the repositories and no
+   FlashInfer index (unreachable here, so no flashinfer-jit-cache);
 3. `factory release` of those images: real Dockerfiles, verify, stamped measured labels, push, aliases;
 4. per image: `factory verify --json` (what the files say), `factory smoke --gpus none` (natively only:
    under QEMU `import torch` crashes), `factory inspect --remote` (labels read back from the registry),
@@ -141,6 +142,8 @@ class E2E:
         defaults["platform"] = self.platform
         defaults["python"] = "3.13"  # Debian trixie has no 3.12: the twin's one deviation
         defaults["cuda_image"] = twin_ref.replace(TWIN_CUDA, "{cuda}")
+        # FlashInfer's own index cannot be reached from here (only the package index can): no jit-cache
+        defaults["flashinfer_index_url"] = ""
         for kind in ("base", "vllm"):
             name = defaults["repositories"][kind].rsplit("/", 1)[-1]
             defaults["repositories"][kind] = f"{REGISTRY}/e2e-{self.arch}/{name}"

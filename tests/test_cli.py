@@ -177,3 +177,14 @@ def test_platform_override_is_part_of_the_input_digest(capsys):
     arm, amd = digests(), digests("--platform", "linux/amd64")
     assert arm and amd and not arm & amd
     assert digests("--platform", "linux/arm64") == arm
+
+
+def test_release_dry_run_smoke_runs_the_matrix_platform_with_the_baseline(capsys, tmp_path):
+    baseline = tmp_path / "gb10-report.json"
+    baseline.write_text('{"ok": true, "checks": []}')
+    code, out, _ = run(capsys, "release", "0.15.0-t5", "--dry-run", "--smoke", "--smoke-baseline", str(baseline),
+                       "--smoke-no-builtin-baseline", "--matrix", str(SHIPPED))
+    command = next(line for line in out.splitlines() if line.startswith("docker run "))
+    assert code == 0 and "--platform=linux/arm64" in command
+    assert f"source={baseline},target=/opt/factory/smoke-baseline.json,readonly" in command
+    assert "--baseline /opt/factory/smoke-baseline.json" in command and "--no-builtin-baseline" in command

@@ -52,6 +52,14 @@ def test_each_planted_fault_stops_the_build_and_nothing_is_pushed(capsys, tmp_pa
     ref = data["images"][1]["refs"][0]
     assert subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
                           capture_output=True).returncode != 0
+    # an image that failed verify carries no measured labels, so a plain build does not take it as done
+    again = tmp_path / "again.json"
+    code = main(["build", "0.17.0-t4", "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
+                 "--report", str(again)])
+    out = capsys.readouterr().out
+    statuses = {i["name"]: i["status"] for i in json.loads(again.read_text())["images"]}
+    assert code == 1 and statuses == {"2.10.0-cu131": "up to date", "0.17.0-t4": "built"}, out
+    assert "verify 0.17.0-t4: FAILED" in out
 
 
 def test_factory_verify_command_on_a_good_image(capsys, tmp_path):
@@ -61,4 +69,9 @@ def test_factory_verify_command_on_a_good_image(capsys, tmp_path):
     ref = json.loads((tmp_path / "r.json").read_text())["images"][1]["refs"][0]
     capsys.readouterr()
     assert main(["verify", ref, "--json", "--matrix", str(matrix)]) == 0
-    assert json.loads(capsys.readouterr().out) == {"image": ref, "ok": True, "mismatches": []}
+    report = json.loads(capsys.readouterr().out)
+    assert report["image"] == ref and report["ok"] is True and report["mismatches"] == []
+    # what it measured, not only what is wrong
+    assert report["findings"]["components"]["vllm"] == "0.17.0"
+    assert report["findings"]["locations"]["vllm"].endswith("vllm-0.17.0.dist-info")
+    assert report["measured_labels"]["dev.scitrera.measured"] is not None
