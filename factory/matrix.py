@@ -193,7 +193,8 @@ class Extra(_Model):
     versions: dict[ExtraComponent, VersionText] = Field(min_length=1)
     sources: dict[ExtraComponent, Source] = {}
     cuda_linked: tuple[str, ...] = Field((), description="image directories whose shared objects must link "
-                                                         "against the image's CUDA major")
+                                                         "against the image's CUDA major; {python} and "
+                                                         "{cuda_major} are filled in from the image's base")
     revision: int = Field(0, ge=0)
 
     @field_validator("cuda_linked")

@@ -258,7 +258,9 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
         L.oci_key("base.name"): image.ref,
     }
     if extra.cuda_linked:
-        labels[L.factory_key(ns, "cuda_linked")] = ":".join(extra.cuda_linked)
+        python = matrix.base[base.name].python or d.python
+        labels[L.factory_key(ns, "cuda_linked")] = ":".join(
+            path.format(python=python, cuda_major=cuda.split(".")[0]) for path in extra.cuda_linked)
     spec = _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
                    labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,

@@ -158,6 +158,15 @@ def test_the_shipped_nixl_layer_installs_the_cuda_13_wheels_and_checks_what_it_l
         assert spec.labels[f"{NS}.python_version"] == "3.12", "cuda_linked names the image's site-packages"
 
 
+def test_cuda_linked_paths_are_filled_in_from_the_base(with_nixl):
+    text = NIXL.replace('"/opt/nixl/lib"]', '"/opt/venv/lib/python{python}/site-packages/nixl_cu{cuda_major}.libs"]')
+    path = with_nixl(text)
+    path.write_text(path.read_text().replace('cuda = "13.1.0"', 'cuda = "13.1.0"\npython = "3.13"'))
+    layer = _plan(path, ["0.17.0-t5-nixl"]).get("0.17.0-t5-nixl")
+    assert layer.labels[f"{NS}.cuda_linked"] == (
+        "/opt/ucx/lib:/opt/venv/lib/python3.13/site-packages/nixl_cu13.libs")
+
+
 def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
     text = (ROOT / "dockerfiles" / "nixl.Dockerfile").read_text()
     stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE)
