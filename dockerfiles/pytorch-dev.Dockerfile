@@ -54,11 +54,13 @@ RUN image_cuda=$(cat /etc/factory/cuda-image-version) \
  && python${PYTHON_VERSION} -m venv /opt/venv
 # cuDNN: NVIDIA's nvidia-cudnn-cu<major> wheel at the matrix's version (the package PyPI's CUDA torch wheels
 # depend on), linked at /opt/cudnn with the unversioned libcudnn.so the build's find_library needs, and made
-# known to the loader. It stays in the base: torch needs it at run time.
+# known to the loader. It stays in the base: torch needs it at run time. --no-deps: its one dependency,
+# nvidia-cublas, would be the newest cuBLAS 13.x wheel (13.10, of CUDA 13.5, when tried), a second cuBLAS
+# beside the toolkit's; cuDNN uses the toolkit's, as NVIDIA's apt cuDNN does.
 ARG CUDNN_VERSION
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     with-build-ca /opt/venv/bin/python -m pip install --no-cache-dir uv==0.9.9 \
- && with-build-ca uv pip install "nvidia-cudnn-cu${CUDA_VERSION%%.*}==${CUDNN_VERSION}" \
+ && with-build-ca uv pip install --no-deps "nvidia-cudnn-cu${CUDA_VERSION%%.*}==${CUDNN_VERSION}" \
  && site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && ln -s "${site}/nvidia/cudnn" /opt/cudnn \
  && ln -s libcudnn.so.9 /opt/cudnn/lib/libcudnn.so \
@@ -143,9 +145,11 @@ COPY --from=nccl /opt/nccl/include/ /usr/local/include/
 # (the source build's torch is plain `2.10.0`), so only an explicit --reinstall could fetch PyPI's wheel of
 # the same version: every Dockerfile on this base runs check-torch-cuda after each install, which fails on
 # PyPI's CPU-only aarch64 wheel (no libtorch_cuda.so).
+# NCCL_VERSION: the CUDA image's ENV names its apt NCCL (purged above); the image says which NCCL it has.
 ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
     PIP_CONSTRAINT=/etc/factory/constraints.txt UV_CONSTRAINT=/etc/factory/constraints.txt \
-    TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
+    TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas \
+    NCCL_VERSION=${NCCL_VERSION}
 # Last, the loader is asked which NCCL and cuDNN torch really gets: libnccl.so.2 must resolve to the NCCL built
 # here (no other in the cache), libcudnn.so.9 to the pinned wheel.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
