@@ -23,18 +23,17 @@ RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
       "ray[default]==${RAY_VERSION}" \
  && rm /tmp/overrides.txt \
  && check-torch-cuda
-# FlashInfer's precompiled kernels at FlashInfer's own version: flashinfer-cubin (the package index) and
-# flashinfer-jit-cache (only on FlashInfer's index, FLASHINFER_INDEX_URL). Without them the first start
-# compiles kernels with nvcc and downloads cubins: slow, and broken on an air-gapped Spark. Neither has
-# dependencies; --no-deps keeps the second index from supplying anything else.
+# FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
+# FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying
+# flashinfer-cubin after 0.6.13). Without them the first start compiles kernels with nvcc and downloads cubins:
+# slow, and broken on an air-gapped Spark. Neither has dependencies; --no-deps keeps the second index from
+# supplying anything else.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" \
-      ${FLASHINFER_INDEX_URL:+--extra-index-url "${FLASHINFER_INDEX_URL}"} "flashinfer-cubin==${FLASHINFER_VERSION}" \
- && if [ -n "${FLASHINFER_INDEX_URL}" ]; then \
-      with-build-ca uv pip install --no-deps --index-url "${FLASHINFER_INDEX_URL}" \
-        "flashinfer-jit-cache==${FLASHINFER_VERSION}"; \
+    if [ -n "${FLASHINFER_INDEX_URL}" ]; then \
+      with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" --extra-index-url "${FLASHINFER_INDEX_URL}" \
+        "flashinfer-cubin==${FLASHINFER_VERSION}" "flashinfer-jit-cache==${FLASHINFER_VERSION}"; \
     else \
-      echo "NOTE: flashinfer_index_url is empty: no flashinfer-jit-cache; FlashInfer compiles its kernels at first use"; \
+      echo "NOTE: flashinfer_index_url is empty: no flashinfer-cubin/jit-cache; FlashInfer compiles at first use"; \
     fi \
  && check-torch-cuda
 COPY --chmod=755 smoke.py /opt/factory/smoke.py
