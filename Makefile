@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup plan check list test unit lint engine engine-stop bench labels docs clean
+.PHONY: setup plan check list test unit lint engine engine-stop twin twin-amd64 bench labels docs clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ engine:                ## install and start Docker Engine + Buildx, a local regi
 
 engine-stop:           ## stop only what `make engine` started
 	bash scripts/engine.sh stop
+
+twin:                  ## build the CUDA twin (stand-in for NVIDIA's CUDA devel image), amd64 + arm64 (as root)
+	bash scripts/twin.sh build --arch all
+
+twin-amd64:            ## the amd64 CUDA twin only
+	bash scripts/twin.sh build --arch amd64
 
 test: setup engine lint   ## everything CI runs: lint, then all tests, engine tests included
 	FACTORY_REQUIRE_ENGINE=1 $(BIN)/pytest

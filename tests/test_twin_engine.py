@@ -1,0 +1,128 @@
+"""scripts/twin.sh on the real engine: the amd64 CUDA twin is built (cached after the first time) and inspected.
+
+The facts asserted are the ones docs/twin.md establishes about NVIDIA's CUDA 13.0.3 devel image (and the one
+documented deviation, the OS): if the twin drifts from them, builds here stop meaning what they mean on NVIDIA's
+image. The first run takes minutes (mmdebstrap, 1.6 GB of wheels, an import); later runs find the image present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.engine_support import require_engine
+
+pytestmark = pytest.mark.engine
+SCRIPT = ROOT / "scripts" / "twin.sh"
+REF = "factory-twin/cuda:13.0.3-devel-amd64"
+
+
+def twin_script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def twin() -> str:
+    require_engine()
+    if os.geteuid() != 0:
+        pytest.skip("scripts/twin.sh build needs root (mmdebstrap, chroot)")
+    built = twin_script("build", "--arch", "amd64", timeout=3600)
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    ref = twin_script("ref", "--arch", "amd64")
+    assert ref.returncode == 0, ref.stderr
+    assert ref.stdout.strip() == REF
+    return REF
+
+
+def sh(ref: str, script: str) -> subprocess.CompletedProcess:
+    """Run a shell script in the image, past the entrypoint (no banner)."""
+    return subprocess.run(["docker", "run", "--rm", "--entrypoint", "/bin/sh", ref, "-c", script],
+                          capture_output=True, text=True, timeout=120)
+
+
+def config(ref: str) -> dict:
+    done = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)[0]
+
+
+def env(ref: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in config(ref)["Config"]["Env"])
+
+
+def test_a_second_build_finds_the_image_present(twin):
+    again = twin_script("build", "--arch", "amd64", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "present and current" in again.stdout
+    assert "docker import" not in again.stdout
+
+
+def test_the_image_is_linux_amd64_debian_trixie(twin):
+    assert (config(twin)["Os"], config(twin)["Architecture"]) == ("linux", "amd64")
+    release = sh(twin, "cat /etc/os-release").stdout
+    assert "ID=debian" in release.splitlines()
+    assert "VERSION_CODENAME=trixie" in release.splitlines()
+
+
+def test_the_environment_is_nvidias(twin):
+    e = env(twin)
+    assert e["CUDA_VERSION"] == "13.0.3"
+    assert e["NV_CUDA_CUDART_VERSION"] == "13.0.96-1"
+    assert e["NCCL_VERSION"] == "2.28.3-1"
+    assert e["NV_LIBNCCL_PACKAGE"] == "libnccl2=2.28.3-1+cuda13.0"
+    assert e["NVARCH"] == "x86_64"
+    assert e["PATH"].startswith("/usr/local/nvidia/bin:/usr/local/cuda/bin:")
+    assert e["LD_LIBRARY_PATH"].startswith("/usr/local/nvidia/lib:/usr/local/nvidia/lib64")
+    assert e["LIBRARY_PATH"] == "/usr/local/cuda/lib64/stubs"
+    assert e["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert e["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert e["NVIDIA_REQUIRE_CUDA"].startswith("cuda>=13.0 brand=unknown,driver>=535,driver<536 ")
+    assert config(twin)["Config"]["Entrypoint"] == ["/opt/nvidia/nvidia_entrypoint.sh"]
+
+
+def test_nvcc_says_release_13_0_through_the_entrypoint(twin):
+    done = subprocess.run(["docker", "run", "--rm", twin, "nvcc", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "CUDA Version 13.0.3" in done.stdout  # the entrypoint's banner
+    assert re.search(r"release 13\.0, V13\.0\.\d+", done.stdout), done.stdout
+
+
+def test_the_toolkit_is_laid_out_as_the_debs_do(twin):
+    done = sh(twin, "readlink /usr/local/cuda; readlink -f /usr/local/cuda; readlink -f /usr/local/cuda-13;"
+                    " readlink /usr/local/cuda/lib64; ls /usr/local/cuda/lib64/")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:4] == ["/etc/alternatives/cuda", "/usr/local/cuda-13.0", "/usr/local/cuda-13.0",
+                         "targets/x86_64-linux/lib"]
+    files = set(lines[4:])
+    assert any(re.fullmatch(r"libcudart\.so\.13\.0\.\d+", name) for name in files), sorted(files)
+    assert {"libcudart.so", "libcudart.so.13", "libcublas.so.13", "libnvJitLink.so.13"} <= files
+
+
+def test_the_apt_nccl_is_installed_and_held(twin):
+    done = sh(twin, "ls /usr/lib/x86_64-linux-gnu/ | grep nccl; test -f /usr/include/nccl.h && echo header;"
+                    " dpkg-query -W -f '${Package} ${Status} ${Version}\\n' libnccl2 libnccl-dev")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert {"libnccl.so", "libnccl.so.2", "libnccl.so.2.28.3", "header"} <= set(lines)
+    assert "libnccl2 hold ok installed 2.28.3-1+cuda13.0" in lines
+    assert "libnccl-dev hold ok installed 2.28.3-1+cuda13.0" in lines
+
+
+def test_purging_the_held_nccl_needs_an_unhold_first(twin):
+    done = sh(twin, "apt-get purge -y libnccl2 libnccl-dev; echo rc=$?;"
+                    " apt-mark unhold libnccl2 libnccl-dev >/dev/null && apt-get purge -y -q libnccl2 libnccl-dev"
+                    " >/dev/null; echo rc=$?; ls /usr/lib/x86_64-linux-gnu/ | grep -c nccl")
+    lines = done.stdout.splitlines()
+    assert "Held packages were changed" in done.stderr
+    assert lines[-3:] == ["rc=100", "rc=0", "0"], done.stdout + done.stderr
+
+
+def test_there_is_no_version_json(twin):
+    done = sh(twin, "ls /usr/local/cuda/version.json /usr/local/cuda-13.0/version.txt 2>&1; echo rc=$?")
+    assert done.stdout.strip().endswith("rc=2"), done.stdout
