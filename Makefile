@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup plan check list test unit lint engine engine-stop twin twin-amd64 bench labels docs clean
+.PHONY: setup plan check list test unit lint engine engine-stop twin twin-amd64 e2e e2e-amd64 e2e-arm64 bench labels docs clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,15 @@ twin:                  ## build the CUDA twin (stand-in for NVIDIA's CUDA devel 
 
 twin-amd64:            ## the amd64 CUDA twin only
 	bash scripts/twin.sh build --arch amd64
+
+E2E_FLAGS ?=
+e2e: e2e-amd64 e2e-arm64  ## real builds of the shipped wheel-mode release on the CUDA twin, both platforms
+
+e2e-amd64: setup engine   ## the real amd64 build, natively (CI runs this); report in docs/e2e/amd64.md
+	$(BIN)/python scripts/e2e.py --arch amd64 $(E2E_FLAGS)
+
+e2e-arm64: setup engine   ## the real arm64 build under QEMU (opt-in, slower); report in docs/e2e/arm64.md
+	$(BIN)/python scripts/e2e.py --arch arm64 $(E2E_FLAGS)
 
 test: setup engine lint   ## everything CI runs: lint, then all tests, engine tests included
 	FACTORY_REQUIRE_ENGINE=1 $(BIN)/pytest

@@ -310,7 +310,12 @@ def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: B
     from factory import docker
     from factory.verify import measure_local
 
-    check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os)
+    try:
+        check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os)
+    except WorkFailed as error:
+        result.verified, result.error = False, f"verify could not read the image: {error}"
+        out(f"verify {spec.name}: FAILED: {result.error}")
+        return
     result.verified = check.ok
     if not check.ok:
         result.error = "; ".join(m.message for m in check.mismatches)

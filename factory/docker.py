@@ -222,27 +222,63 @@ def tag(source: str, target: str) -> None:
     _docker().image.tag(source, target)
 
 
+#: What verify reads of a file that export_rootfs keeps whole: every shared object (ELF headers, dynamic
+#: section, fatbin headers), package metadata, /etc, nvcc (its version banner) and every small file.
+_KEEP_SUFFIXES = (".dist-info", ".egg-info")
+_KEEP_SIZE = 2 * 1024 * 1024
+
+
+def _kept(name: str, size: int) -> bool:
+    parts = name.lstrip("./").split("/")
+    base = parts[-1]
+    return (size <= _KEEP_SIZE or ".so" in base or parts[0] == "etc" or base == "nvcc"
+            or any(part.endswith(_KEEP_SUFFIXES) for part in parts[:-1]))
+
+
 def export_rootfs(ref: str, dest: Path) -> None:
-    """Unpack an image's filesystem into `dest` without running anything in it (create, export, remove)."""
+    """Unpack an image's filesystem into `dest` without running anything in it (create, export, remove).
+
+    The export is streamed, never stored, and large files that verify does not read (data, static libraries,
+    executables other than nvcc) are written as empty placeholders: the rootfs of a 19 GB image then takes a
+    fraction of that on disk, and every path still exists.
+    """
+    import subprocess
     import tarfile
 
     docker = _docker()
     exc = _exceptions()
     dest.mkdir(parents=True, exist_ok=True)
-    tar_path = dest.parent / f"{dest.name}.tar"
     try:
         container = docker.container.create(ref, command=["/nonexistent"])
     except exc.DockerException as error:
         raise EngineError(f"cannot create a container from {ref}: {_first_line(error)}") from None
     try:
-        container.export(tar_path)
+        with subprocess.Popen(["docker", "export", container.id], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as proc:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+                for member in archive:
+                    if member.isfile() and not _kept(member.name, member.size):
+                        _placeholder(dest, member.name)
+                        continue
+                    archive.extract(member, dest, filter=_inside)
+            error = proc.stderr.read().decode(errors="replace")
+        if proc.returncode:
+            raise EngineError(f"docker export of {ref} failed: {error.strip() or f'exit {proc.returncode}'}")
+    except OSError as error:
+        raise EngineError(f"cannot unpack {ref} into {dest}: {error.strerror or error}") from None
     finally:
         container.remove(force=True)
-    try:
-        with tarfile.open(tar_path) as archive:
-            archive.extractall(dest, filter=_inside)
-    finally:
-        tar_path.unlink(missing_ok=True)
+
+
+def _placeholder(dest: Path, name: str) -> None:
+    """An empty file at `name` inside `dest` (never outside it)."""
+    import os
+
+    target = os.path.normpath(os.path.join(dest, name.lstrip("/")))
+    if not target.startswith(str(dest) + os.sep):
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    open(target, "wb").close()
 
 
 def _inside(member, dest: str):

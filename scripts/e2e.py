@@ -204,9 +204,19 @@ class E2E:
         return self.ok
 
     def clean(self) -> None:
-        refs = [r for image in self.images for r in [image["ref"]]]
+        """Remove what the run made, keeping the twin: the images, the build cache, the registry's copies."""
+        refs = [image["ref"] for image in self.images]
         if refs:
             _run(["docker", "image", "rm", "--force", *refs])
+        _run(["docker", "buildx", "prune", "--all", "--force"])
+        state = Path(os.environ.get("FACTORY_ENGINE_STATE", "/tmp/spark-image-factory-engine")) / "registry"
+        repositories = state / "data" / "docker" / "registry" / "v2" / "repositories" / f"e2e-{self.arch}"
+        if repositories.is_dir():
+            import shutil
+
+            shutil.rmtree(repositories)
+            _run(["docker-registry", "garbage-collect", "--delete-untagged", str(state / "config.yml")])
+        print(f"e2e {self.arch}: cleaned up the images, the build cache and the registry's e2e-{self.arch} copies")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -59,7 +59,12 @@ def test_no_os_promise_when_the_cuda_image_names_no_ubuntu(tmp_path):
 def test_fork_source_is_carried_into_the_plan():
     image = _plan(SHIPPED, ["0.14.0-t5"]).get("0.14.0-t5")
     assert image.build_args["VLLM_REPO"] != "https://github.com/vllm-project/vllm.git"
-    assert _plan(SHIPPED, ["0.14.0-t4"]).get("0.14.0-t4").build_args["VLLM_REF"] == "v0.14.0"
+    assert image.build_args["VLLM_REF"] == "6a3c7ede85da489ddb43792ea46fc4ffde126c04"
+    # 0.14.0-t4 was published from vLLM main, not the v0.14.0 tag: the matrix pins that commit
+    t4 = _plan(SHIPPED, ["0.14.0-t4"]).get("0.14.0-t4").build_args
+    assert t4["VLLM_REF"] == "9b693d023cf595e60b5346fdeeb41cf2a6eda838"
+    # a tag without a source table clones upstream's release tag
+    assert _plan(SHIPPED, ["0.15.0-t4"]).get("0.15.0-t4").build_args["VLLM_REF"] == "v0.15.0"
 
 
 def test_globs_all_and_order():
