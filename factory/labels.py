@@ -29,7 +29,8 @@ MEASURED_KEYS = {
     "os": "the image's OS from its os-release, `<ID> <VERSION_ID>` (e.g. `ubuntu 24.04`)",
     "cuda_sass": "GPU machine code (SASS) torch's libtorch_cuda.so carries, e.g. `sm_90 sm_100 sm_120`",
     "cuda_ptx": "PTX torch's libtorch_cuda.so carries for JIT compilation (empty: none)",
-    "measured": "the keys above that were measured (space-separated); present only on an image that passed verify",
+    "verified": "the input digest of the image that passed verify and was measured: equal to its own "
+                "input_digest only on an image that passed (a base's stamp is inherited with the base's digest)",
 }
 
 #: Components measured rather than planned: the OS is stamped as `os` (see MEASURED_KEYS).

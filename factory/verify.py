@@ -55,7 +55,9 @@ def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str 
         findings = content.scan(root, env=env)
     mismatches = list(content.verify(findings, labels, namespace, kind))
     measured = content.measured_labels(findings, namespace)
-    measured[L.factory_key(namespace, "measured")] = " ".join(k.removeprefix(namespace + ".") for k in measured)
+    # the proof of a passed verify names the image it was made for: labels are inherited from the base, so a
+    # vLLM image FROM a verified base carries the base's stamp, with the base's input digest
+    measured[L.factory_key(namespace, "verified")] = labels.get(L.factory_key(namespace, "input_digest"), "")
     os_key = L.factory_key(namespace, "os")
     if expect_os and measured.get(os_key) != expect_os:
         mismatches.append(content.Mismatch(
@@ -79,5 +81,6 @@ def verify_local(ref: str, kind: str | None, namespace: str):
 
 
 def is_stamped(labels: dict[str, str], namespace: str) -> bool:
-    """Whether an image carries the measured labels, which the factory stamps only after it passed verify."""
-    return L.factory_key(namespace, "measured") in labels
+    """Whether this image (not its base) passed verify: the factory stamps its own input digest as `verified`."""
+    verified = labels.get(L.factory_key(namespace, "verified"))
+    return bool(verified) and verified == labels.get(L.factory_key(namespace, "input_digest"))

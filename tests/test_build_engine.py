@@ -128,3 +128,27 @@ def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_
     assert code == 0, out
     assert "replacing revision 0 with revision 1" in out
     assert data["images"][1]["pushed"][1].endswith(":0.17.0-t4-r1")
+
+
+def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_itself(capsys, tmp_path):
+    """Labels are inherited: a vLLM image built FROM a stamped base carries the base's stamp, which must not
+    count as its own (a real run pushed an unverified image that way)."""
+    from factory import docker
+    from factory.verify import is_stamped
+
+    matrix = fixture_release(tmp_path)
+    args = ["--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"), "--report", str(tmp_path / "r.json")]
+    assert main(["build", "2.10.0-cu131", *args]) == 0
+    assert main(["build", "0.17.0-t4", "--no-verify", *args]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    base_ref, image_ref = (i["refs"][0] for i in data["images"])
+    base, image = docker.local_labels(base_ref), docker.local_labels(image_ref)
+    assert is_stamped(base, "dev.scitrera") and not is_stamped(image, "dev.scitrera")
+    assert image["dev.scitrera.verified"] == base["dev.scitrera.input_digest"]  # inherited, and told apart
+    capsys.readouterr()
+    assert main(["build", "0.17.0-t4", *args]) == 0
+    out = capsys.readouterr().out
+    statuses = {i["name"]: i["status"] for i in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert statuses == {"2.10.0-cu131": "up to date", "0.17.0-t4": "built"}, out
+    assert "verify 0.17.0-t4: every label matches" in out
+    assert is_stamped(docker.local_labels(image_ref), "dev.scitrera")

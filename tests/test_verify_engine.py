@@ -74,4 +74,7 @@ def test_factory_verify_command_on_a_good_image(capsys, tmp_path):
     # what it measured, not only what is wrong
     assert report["findings"]["components"]["vllm"] == "0.17.0"
     assert report["findings"]["locations"]["vllm"].endswith("vllm-0.17.0.dist-info")
-    assert report["measured_labels"]["dev.scitrera.measured"] is not None
+    from factory import docker
+
+    own = docker.local_labels(ref)["dev.scitrera.input_digest"]
+    assert report["measured_labels"]["dev.scitrera.verified"] == own  # the image's own, not its base's
