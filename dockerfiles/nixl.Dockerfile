@@ -81,15 +81,14 @@ ARG UCX_VERSION
 ARG NIXL_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca
-# The RDMA userspace (ibverbs providers, rdmacm, NUMA) for tools and anything else using the NIC; the wheel's UCX
-# carries its own libibverbs and mlx5 provider. The UCX check calls the bundled libucp's ucp_get_version_string() and
+# No RDMA packages from apt here: the wheel's UCX carries its own libibverbs, mlx5 provider (the ConnectX-7) and
+# libnl. A system libibverbs as well gets loaded through ibverbs-providers' libefa.so.1, which the bundled UCX's EFA
+# module needs, and the two libnl copies crash the process at exit (SIGSEGV in rtnl_tc_unregister): the agent probe
+# below fails the build if that happens. The UCX check calls the bundled libucp's ucp_get_version_string() and
 # records what it returns where `factory verify` reads UCX's version, in a pkg-config file that describes the
 # bundled copy (no Cflags or Libs: it has no headers and is NIXL's private UCX, not one to link against).
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    apt-get update \
- && apt-get install -y --no-install-recommends ibverbs-providers libibverbs1 librdmacm1 libnuma1 \
- && rm -rf /var/lib/apt/lists/* \
- && nvcc --version | grep -q "release ${CUDA_VERSION%.*}," \
+    nvcc --version | grep -q "release ${CUDA_VERSION%.*}," \
  && with-build-ca uv pip install --index-url "${INDEX_URL}" "nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION}" \
  && with-build-ca uv pip install --index-url "${INDEX_URL}" --no-deps "nixl==${NIXL_VERSION}" \
  && python -c 'import ctypes, glob, sys, sysconfig; \
@@ -103,6 +102,8 @@ RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
       > /opt/nixl/lib/pkgconfig/ucx.pc \
  && python -c 'import sys, nixl; backend = nixl._api.__name__.split(".")[0]; print("nixl._api is", backend); \
       sys.exit(backend != "nixl_cu" + sys.argv[1])' "${CUDA_VERSION%%.*}" \
+ && python -c 'from nixl._api import nixl_agent, nixl_agent_config; \
+      nixl_agent("probe", nixl_agent_config(backends=["UCX"])); print("NIXL agent with a UCX backend: ok")' \
  && check-torch-cuda
 
 # ---- source (the default, last stage): the compiled UCX and NIXL on the vLLM image --------------------------------
@@ -114,8 +115,9 @@ COPY --from=build /opt/nixl/ /opt/nixl/
 COPY --from=build /wheels/ /opt/wheels/nixl/
 ENV UCX_HOME=/opt/ucx \
     NIXL_PLUGIN_DIR=/opt/nixl/plugins
-# The runtime halves of the -dev packages UCX was built with. ldconfig instead of LD_LIBRARY_PATH: meson puts
-# NIXL's libraries under lib/<multiarch triplet>. The wheels are local: nothing is downloaded.
+# The runtime halves of the -dev packages UCX was built with (this UCX links the system libibverbs: one copy).
+# ldconfig instead of LD_LIBRARY_PATH: meson puts NIXL's libraries under lib/<multiarch triplet>. The wheels are
+# local: nothing is downloaded.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ibverbs-providers libibverbs1 librdmacm1 libnuma1 \
  && rm -rf /var/lib/apt/lists/* \
@@ -125,4 +127,6 @@ RUN apt-get update \
  && uv pip install --no-deps /opt/wheels/nixl/*.whl \
  && python -c 'import sys, nixl; backend = nixl._api.__name__.split(".")[0]; print("nixl._api is", backend); \
       sys.exit(backend != "nixl_cu" + sys.argv[1])' "${CUDA_VERSION%%.*}" \
+ && python -c 'from nixl._api import nixl_agent, nixl_agent_config; \
+      nixl_agent("probe", nixl_agent_config(backends=["UCX"])); print("NIXL agent with a UCX backend: ok")' \
  && check-torch-cuda

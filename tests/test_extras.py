@@ -180,8 +180,12 @@ def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
     assert "--with-verbs --with-rdmacm" in build and "libibverbs-dev librdmacm-dev" in build
     assert 'contrib/tomlutil.py --wheel-name "nixl-cu${cuda_major}"' in build
     assert "nixl-meta/nixl-${NIXL_VERSION}-py3-none-any.whl" in build
-    for stage in (wheels, text[text.index("AS source"):]):
-        assert "ibverbs-providers libibverbs1 librdmacm1" in stage, "the RDMA runtime in the published image"
+    source = text[text.index("AS source"):]
+    assert "ibverbs-providers libibverbs1 librdmacm1" in source, "the RDMA runtime of the UCX built here"
+    assert "ibverbs" not in wheels.replace("libibverbs, mlx5", "").replace("system libibverbs", "").replace(
+        "ibverbs-providers' libefa", ""), "no second libibverbs next to the wheel's own (SIGSEGV at exit)"
+    for stage in (wheels, source):
+        assert 'nixl_agent("probe", nixl_agent_config(backends=["UCX"]))' in stage
     assert "version.json" not in text.replace("no /usr/local/cuda/version.json", "")
     assert text.count('nvcc --version | grep -q "release ${CUDA_VERSION%.*},"') == 2
     for line in re.findall(r"^RUN .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL):
