@@ -1097,9 +1097,16 @@ def probe_module(name: str, extras: Sequence[str] = (), python: str | None = Non
             "error": f"import process died (exit {proc.returncode}): {' | '.join(tail)[:500]}"}
 
 
-def module_check(name: str, probe: dict, expected: str | None, required: bool) -> CheckResult:
-    """Judge one module probe: present + importable + version as expected; missing -> skip unless needed."""
+def module_check(name: str, probe: dict, expected: str | None, required: bool, driver: bool = True) -> CheckResult:
+    """Judge one module probe: present + importable + version as expected; missing -> skip unless needed.
+
+    Without a GPU (`driver=False`) there is no NVIDIA driver, and a compiled extension that links the driver's
+    `libcuda.so.1` (vLLM's does) cannot load: that import proves nothing either way and is skipped, saying so.
+    """
     cname = f"import:{name}"
+    if not probe.get("ok") and not driver and "libcuda.so.1" in str(probe.get("error", "")):
+        return CheckResult.skip(cname, f"import {name} needs the NVIDIA driver's libcuda.so.1, which a GPU host's "
+                                       "container runtime mounts; none here", **probe)
     if not probe.get("ok"):
         if probe.get("missing"):
             if required:
@@ -1486,7 +1493,7 @@ def run_checks(args: argparse.Namespace) -> tuple[list[CheckResult], dict]:
             continue
         checks += _guard(cname, lambda name=name: module_check(
             name, probe_module(name, MODULE_EXTRA_IMPORTS.get(name, ()), ext_glob=MODULE_EXTENSIONS.get(name)),
-            args.expect.get(name), name in args.require))
+            args.expect.get(name), name in args.require, driver=gpu_ok))
 
     if not args.nccl_allreduce:
         checks.append(CheckResult.skip("nccl:allreduce", "not requested (--nccl-allreduce)"))

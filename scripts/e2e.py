@@ -266,8 +266,8 @@ def _json(text: str) -> dict:
 
 
 def _needs_gpu(name: str) -> bool:
-    return name in ("cuda_available", "gpu_arch", "sdpa", "matmul", "triton:vector_add", "nccl:allreduce") or \
-        name.startswith(("sdpa:", "version:"))
+    needs = ("gpu_visible", "cuda_available", "gpu_arch", "sdpa", "matmul", "triton:vector_add", "nccl:allreduce")
+    return name in needs or name.startswith("sdpa:")
 
 
 def _nothing_built(report: Path) -> str | None:

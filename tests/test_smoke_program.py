@@ -1069,3 +1069,15 @@ def test_gpu_triton_vector_add():
     pytest.importorskip("triton")
     res = sp.run_triton_check(torch, "cuda", required=True)
     assert res.ok, res.detail
+
+
+def test_module_check_without_a_driver_skips_only_a_missing_libcuda():
+    """Seen in the real e2e image: vLLM 0.33's extension links libcuda.so.1, which only a GPU host provides."""
+    driverless = {"ok": False, "missing": False,
+                  "error": "ImportError: libcuda.so.1: cannot open shared object file: No such file or directory"}
+    skipped = sp.module_check("vllm", driverless, "0.33.0", required=True, driver=False)
+    assert skipped.ok and skipped.skipped and "libcuda.so.1" in skipped.detail
+    # with a GPU the same failure is a failure, and without one any other import error still is
+    assert not sp.module_check("vllm", driverless, "0.33.0", required=True, driver=True).ok
+    other = {"ok": False, "missing": False, "error": "ImportError: libcudart.so.12: cannot open shared object file"}
+    assert not sp.module_check("vllm", other, "0.33.0", required=True, driver=False).ok
