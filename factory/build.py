@@ -209,7 +209,9 @@ def _up_to_date(spec: ImageSpec, options: BuildOptions) -> tuple[str | None, str
     local id. When pushing, the registry is asked first: what is published already needs nothing more.
 
     Only an image with the measured labels counts: the factory stamps them after verify passed, so an image
-    that failed verify (or was built with --no-verify) is never taken as done.
+    that failed verify (or was built with --no-verify) is never taken as done. In the registry, every ref of
+    the image (`<tag>` and `<tag>-r<N>`) must hold such an image for the run's platform: a half-pushed image
+    (one ref missing, or another platform's image under it) is not done.
     """
     from factory import docker
     from factory.verify import is_stamped
@@ -220,24 +222,32 @@ def _up_to_date(spec: ImageSpec, options: BuildOptions) -> tuple[str | None, str
     def done(labels: dict[str, str] | None) -> bool:
         return labels is not None and labels.get(key) == spec.input_digest and is_stamped(labels, namespace)
 
-    if options.push and options.registry_check and done(_registry_labels(spec.ref, spec.platform, options)):
-        return "registry", None
+    if options.push and options.registry_check:
+        published = _registry_labels(spec.refs, options.platform or spec.platform, options)
+        if all(done(published[ref]) for ref in spec.refs):
+            return "registry", None
     local = docker.local_image(spec.ref)
     if local is not None and done(local[1]):
         return "local", local[0]
     return None, None
 
 
-def _registry_labels(ref: str, platform: str, options: BuildOptions) -> dict[str, str] | None:
+def _registry_labels(refs, platform: str, options: BuildOptions) -> dict[str, dict[str, str] | None]:
+    """The labels of the image each ref holds in the registry for `platform`; None for a ref that is not
+    published, has no image for the platform, or cannot be read (the run then builds, and the check before
+    pushing says what is wrong)."""
     from factory.registry import RegistryClient, RegistryError
 
+    out: dict[str, dict[str, str] | None] = {ref: None for ref in refs}
     try:
         with RegistryClient(allow_http=options.allow_http) as client:
-            if client.exists(ref) is None:
-                return None
-            return client.labels(ref, platform)
+            for ref in refs:
+                if client.exists(ref) is None:
+                    break  # not published: not up to date, whatever the other refs hold
+                out[ref] = client.labels(ref, platform)
     except RegistryError:
-        return None
+        pass
+    return out
 
 
 def _namespace(spec: ImageSpec) -> str:
@@ -355,24 +365,48 @@ def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, name
 
 
 def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
-    """Push bases, then images, then moving aliases last: an alias never points at an unfinished release."""
-    from factory import docker
-    from factory.publish import check_immutable
+    """Publish the run: refuse to overwrite what is published (factory.publish.check_immutable), push the
+    immutable refs (`<tag>-r<N>`) of every image first, then every mutable ref (`<tag>`: bases, images, extra
+    layers), then move the aliases in the registry, by digest. A failure stops the run where it is: new
+    revision refs may exist, some `<tag>`s may have moved, no alias moved before every `<tag>` did; a rerun
+    pushes what is missing and rebuilds nothing."""
+    from factory.publish import check_immutable, push_order
 
     check_immutable(plan, report, options, out)
-    for spec, result in zip(plan.images, report.images, strict=True):
-        if result.where == "registry":
-            continue
-        for ref in spec.refs:
+    results = {r.name: r for r in report.images}
+    pending = [spec for spec in plan.images if results[spec.name].where != "registry"]
+    order = push_order(pending)
+    for n, (spec, ref) in enumerate(order):
+        result = results[spec.name]
+        try:
             _push_with_retries(ref, options, out)
-            result.pushed.append(ref)
-        if result.status == BUILT:
+        except WorkFailed as error:
+            left = [r for _, r in order[n:]] + list(options.aliases)
+            raise WorkFailed(f"{error}; not pushed: {', '.join(left)}") from None
+        result.pushed.append(ref)
+        if result.status == BUILT and set(result.pushed) >= set(spec.refs):
             result.status = PUSHED
-    for alias, source in options.aliases.items():
-        docker.tag(source, alias)
-        _push_with_retries(alias, options, out)
-        report.aliases[alias] = source
+    _move_aliases(options, report, out)
     report.pushed = True
+
+
+def _move_aliases(options: BuildOptions, report: BuildReport, out: Printer) -> None:
+    """Point each alias at its source's manifest through the registry API (no local image needed: the source
+    may exist only in the registry, when a rerun found everything up to date there)."""
+    from factory.registry import RegistryClient
+
+    if not options.aliases:
+        return
+    with RegistryClient(allow_http=options.allow_http) as client:
+        for n, (alias, source) in enumerate(options.aliases.items()):
+            try:
+                digest = client.tag(source, alias)
+            except WorkFailed as error:
+                left = list(options.aliases)[n:]
+                raise WorkFailed(f"moving {alias} to {source} failed: {error}; not moved: {', '.join(left)}"
+                                 ) from None
+            out(f"alias {alias} -> {source.rsplit(':', 1)[-1]} ({digest[:19]})")
+            report.aliases[alias] = source
 
 
 def _push_with_retries(ref: str, options: BuildOptions, out: Printer) -> None:
@@ -420,7 +454,8 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
         results.append(ImageResult(name=spec.name, kind=spec.kind, refs=list(spec.refs), status=PLANNED,
                                    input_digest=spec.input_digest))
     if options.push:
-        for spec in plan.images:
-            for ref in spec.refs:
-                out(f"docker push {ref}")
+        from factory.publish import push_order
+
+        for _spec, ref in push_order(plan.images):
+            out(f"docker push {ref}")
     return BuildReport(started=started, images=results)

@@ -2,8 +2,10 @@
 
 Entries live under ``$XDG_CACHE_HOME/spark-image-factory`` (falling back to
 ``~/.cache/spark-image-factory``).  Every key is hashed into a file name, so keys may
-be any string (URLs included).  A file holds one JSON header line (the key and the
-time it was stored) followed by the raw payload.  Writes go to a temporary file in
+be any string (URLs included); the credentials of a URL in a key (``https://user:token@host/``)
+are redacted first (:func:`factory.redact.redact`), so they reach neither a file name nor a
+file.  A file holds one JSON header line (the key and the time it was stored) followed by
+the raw payload.  Writes go to a temporary file in
 the same directory and are moved into place with :func:`os.replace`, so readers
 never see a half-written entry.
 
@@ -23,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from factory.redact import redact
 
 __all__ = ["APP_NAME", "Cache", "CacheEntry", "DEFAULT_TTL", "default_cache_dir"]
 
@@ -78,13 +82,14 @@ class Cache:
 
     def path_for(self, key: str) -> Path:
         """The file an entry for ``key`` lives in (whether or not it exists)."""
-        digest = hashlib.sha256(f"v{_FORMAT}\0{key}".encode()).hexdigest()
+        digest = hashlib.sha256(f"v{_FORMAT}\0{redact(key)}".encode()).hexdigest()
         return self.directory / digest[:2] / digest
 
     # -- reading -------------------------------------------------------------------------------
 
     def entry(self, key: str) -> CacheEntry | None:
         """The stored entry for ``key`` regardless of its age, or None."""
+        key = redact(key)
         path = self.path_for(key)
         try:
             raw = path.read_bytes()
@@ -136,6 +141,7 @@ class Cache:
         """Store ``data`` under ``key`` (atomically) and return the file written."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"cache payloads are bytes, not {type(data).__name__}")
+        key = redact(key)
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({"key": key, "stored": self._clock()}, separators=(",", ":"))

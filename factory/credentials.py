@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.http import redacting_logger
 from factory.registry import DOCKER_HUB_ALIASES, DOCKER_HUB_AUTH_KEY, RegistryError
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "static_credentials",
 ]
 
-log = logging.getLogger(__name__)
+log = redacting_logger(__name__)
 
 #: What the helpers print when they hold nothing for a server.
 _NOT_FOUND = "credentials not found in native keychain"
@@ -179,6 +179,8 @@ class DockerCredentials:
         helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
         helper = _lookup(helpers, registry)
         origin = "credHelpers"
+        if helper is not None and not isinstance(helper, str):
+            raise CredentialsError(f"the credHelpers entry for {registry} in {path} is not a helper name (a string)")
         if not helper and isinstance(doc.get("credsStore"), str) and doc["credsStore"]:
             helper, origin = doc["credsStore"], "credsStore"
         if helper:
@@ -198,10 +200,24 @@ class DockerCredentials:
         return None
 
 
+def _text(doc: Mapping[str, Any], key: str, what: str) -> str:
+    """A string field of a JSON object (missing or null: ''); any other type is a CredentialsError that never
+    shows the value."""
+    value = doc.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CredentialsError(f"{what} has a {key!r} that is not a string")
+    return value
+
+
 def _from_auth_entry(entry: Mapping[str, Any], source: str, registry: str) -> Credential | None:
-    username = str(entry.get("username") or "")
-    secret = str(entry.get("password") or "")
+    what = f"the auth entry for {registry} ({source})"
+    username = _text(entry, "username", what)
+    secret = _text(entry, "password", what)
     encoded = entry.get("auth")
+    if encoded is not None and not isinstance(encoded, str):
+        raise CredentialsError(f"{what} has an 'auth' that is not a string")
     if isinstance(encoded, str) and encoded.strip():
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
@@ -210,7 +226,7 @@ def _from_auth_entry(entry: Mapping[str, Any], source: str, registry: str) -> Cr
         if ":" not in decoded:
             raise CredentialsError(f"the auth entry for {registry} ({source}) is not base64 of user:password")
         username, secret = decoded.split(":", 1)
-    token = str(entry.get("identitytoken") or "")
+    token = _text(entry, "identitytoken", what)
     cred = Credential(username=username, secret=secret, identity_token=token, source=source)
     return cred if cred else None
 
@@ -243,7 +259,8 @@ def run_helper(helper: str, server_url: str, *, timeout: float = 30.0, origin: s
         raise CredentialsError(f"{program} answered for {server_url} with something other than JSON") from None
     if not isinstance(doc, dict):
         raise CredentialsError(f"{program} answered for {server_url} with something other than a JSON object")
-    username, secret = str(doc.get("Username") or ""), str(doc.get("Secret") or "")
+    what = f"the answer of {program} for {server_url}"
+    username, secret = _text(doc, "Username", what), _text(doc, "Secret", what)
     if not secret:
         return None
     source = program + (f" ({origin})" if origin else "")

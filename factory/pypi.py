@@ -16,8 +16,8 @@ cheap and code paths that never talk to the network do not pull httpx in.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
 import random
 import re
 import struct
@@ -25,11 +25,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (
     InvalidSdistFilename,
@@ -40,8 +41,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from factory.errors import WorkFailed
-from factory.http import describe_error, new_client, retry_after_seconds
+from factory.errors import InputError, WorkFailed
+from factory.http import Deadline, describe_error, new_client, redacting_logger, retry_after_seconds
+from factory.redact import redact
 
 if TYPE_CHECKING:
 
@@ -67,7 +69,7 @@ __all__ = [
     "target_environment",
 ]
 
-log = logging.getLogger(__name__)
+log = redacting_logger(__name__)
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 PLATFORMS = ("linux/arm64", "linux/amd64")
@@ -97,8 +99,11 @@ class UpstreamError(WorkFailed):
     """Something went wrong talking to (or understanding) the package index.
 
     A :class:`factory.errors.WorkFailed` (hence an ``Exception``), so the CLI reports it as
-    one clear message with exit status 1.
+    one clear message with exit status 1. The credentials of any URL in it are redacted.
     """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact(str(message)))
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -111,6 +116,10 @@ class NotInCache(UpstreamError):
 
 class NotFound(UpstreamError):
     """The project, version or file does not exist on the index (404)."""
+
+
+class BadMetadataHash(UpstreamError):
+    """A METADATA document does not hash to what the index advertises for it (PEP 658/714)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +231,9 @@ class DistFile:
     def from_json(cls, d: Mapping[str, Any]) -> DistFile:
         return cls(
             filename=d["filename"],
-            url=d["url"],
+            url=split_userinfo(d["url"]),  # an entry cached by an older client may carry credentials
             size=d.get("size"),
-            upload_time=datetime.fromisoformat(d["upload_time"]) if d.get("upload_time") else None,
+            upload_time=_parse_time(d.get("upload_time")),
             yanked=bool(d.get("yanked")),
             yanked_reason=d.get("yanked_reason"),
             core_metadata=bool(d.get("core_metadata")),
@@ -284,18 +293,24 @@ def _strip_fragment(url: str) -> str:
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """An upload time (PEP 700: ISO 8601 in UTC) as an aware datetime; a time without a zone is taken as UTC,
+    so naive and aware times of one page compare; None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
-def _hash_pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, Mapping):
+def _hash_pairs(value: Any, what: str = "the index") -> tuple[tuple[str, str], ...]:
+    """``{algorithm: hex digest}`` as sorted pairs; values that are not strings are an UpstreamError."""
+    if value is None:
         return ()
-    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise UpstreamError(f"{what} has hashes that are not a mapping of algorithm to hex digest")
+    return tuple(sorted((str(k), v) for k, v in value.items()))
 
 
 def target_environment(machine: str = "aarch64", python_version: str = "3.12") -> dict[str, str]:
@@ -318,18 +333,27 @@ def target_environment(machine: str = "aarch64", python_version: str = "3.12") -
     }
 
 
-def _applies(req: Requirement, env: dict[str, str]) -> bool:
-    return req.marker is None or req.marker.evaluate(env)
+def _applies(req: Requirement, env: dict[str, str], source_file: str = "a wheel") -> bool:
+    if req.marker is None:
+        return True
+    try:
+        return req.marker.evaluate(env)
+    except (UndefinedComparison, UndefinedEnvironmentName, InvalidMarker, ValueError, TypeError) as exc:
+        raise UpstreamError(f"the metadata of {source_file} declares {str(req)[:200]!r}, whose marker cannot be "
+                            f"evaluated ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"
+                            ) from None
 
 
 def _requirements(metadata: WheelMetadata, env: dict[str, str]) -> Iterable[Requirement]:
+    """The Requires-Dist of ``metadata`` that apply in ``env``; a line that is not a requirement, or whose
+    marker cannot be evaluated, is an UpstreamError (skipping it could hide a pin)."""
     for line in metadata.requires_dist:
         try:
             req = Requirement(line)
-        except InvalidRequirement:
-            log.debug("skipping unparseable Requires-Dist %r of %s", line, metadata.source_file)
-            continue
-        if _applies(req, env):
+        except InvalidRequirement as exc:
+            raise UpstreamError(f"the metadata of {metadata.source_file} has a Requires-Dist that is not a "
+                                f"requirement: {line[:200]!r} ({str(exc).splitlines()[0][:200]})") from None
+        if _applies(req, env, metadata.source_file):
             yield req
 
 
@@ -338,12 +362,21 @@ def requirement_for(metadata: WheelMetadata, name: str, *, machine: str = "aarch
     """The requirement on ``name`` that ``metadata`` declares for the target, or None.
 
     Markers are evaluated for Linux on ``machine`` (``aarch64`` or ``x86_64``) with CPython
-    ``python_version`` and no extras requested; the first applicable line wins.
+    ``python_version`` and no extras requested; the first applicable line wins. An arbitrary-equality
+    pin (``===``) on something that is not a PEP 440 version is an UpstreamError: the factory pins versions.
     """
     env = target_environment(machine, python_version)
     wanted = canonicalize_name(name)
     for req in _requirements(metadata, env):
         if canonicalize_name(req.name) == wanted:
+            for spec in req.specifier:
+                if spec.operator == "===":
+                    try:
+                        Version(spec.version)
+                    except InvalidVersion:
+                        raise UpstreamError(
+                            f"the metadata of {metadata.source_file} pins {str(req)[:200]!r}: "
+                            f"{spec.version[:100]!r} is not a version") from None
             return req
     return None
 
@@ -429,46 +462,103 @@ def _group_releases(files: Iterable[DistFile]) -> list[Release]:
 # -- index documents ---------------------------------------------------------------------------
 
 
-def _metadata_flag(value: Any) -> tuple[bool, tuple[tuple[str, str], ...]]:
+#: (scheme, host, port) -> (user, password) for URLs that carried credentials.
+Origins = dict[tuple[str, str, int], tuple[str, str]]
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def split_userinfo(url: str, origins: Origins | None = None) -> str:
+    """``url`` without the ``user:password@`` of its authority; the credentials go into ``origins`` (by
+    origin), so they are sent as an Authorization header to that origin only and never appear in a message,
+    a log line or the cache."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    origin = _origin(clean)
+    if origins is not None and origin is not None:
+        origins.setdefault(origin, (unquote(user), unquote(password)))
+    return clean
+
+
+def _metadata_flag(value: Any, what: str) -> tuple[bool, tuple[tuple[str, str], ...]]:
     """PEP 691 ``core-metadata``/``dist-info-metadata``: bool or a hash mapping."""
     if isinstance(value, Mapping):
-        return True, _hash_pairs(value)
+        return True, _hash_pairs(value, what)
+    if value is not None and not isinstance(value, bool):
+        raise UpstreamError(f"{what} has a core-metadata value that is neither true/false nor hashes")
     return bool(value), ()
 
 
-def _parse_json_page(doc: Any, page_url: str) -> list[DistFile]:
+def _parse_json_page(doc: Any, page_url: str, origins: Origins | None = None) -> list[DistFile]:
+    """The files of a PEP 691 page; every field is checked for its type (a page of the wrong shape is one
+    UpstreamError naming the file and the field). Credentials in file URLs go to ``origins``."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("files"), list):
         raise UpstreamError(f"{page_url} is not a PEP 691 project page (no 'files' list)")
     meta = doc.get("meta")
     api = str(meta.get("api-version", "1.0")) if isinstance(meta, Mapping) else "1.0"
     if not api.startswith("1."):
-        raise UpstreamError(f"{page_url} speaks simple API {api}, which this client does not know")
+        raise UpstreamError(f"{page_url} speaks simple API {api[:20]}, which this client does not know")
     out = []
-    for item in doc["files"]:
+    for n, item in enumerate(doc["files"]):
         if not isinstance(item, Mapping) or "filename" not in item or "url" not in item:
             continue
+        filename, url = item["filename"], item["url"]
+        if not isinstance(filename, str) or not isinstance(url, str):
+            raise UpstreamError(f"{page_url} lists a file (entry {n}) whose filename or url is not a string")
+        what = f"{page_url} (file {filename[:120]!r})"
+
+        def optional(key: str, kind: type | tuple[type, ...], what: str = what,
+                     item: Mapping[str, Any] = item) -> Any:
+            value = item.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise UpstreamError(f"{what} has a {key!r} of the wrong type")
+            return value
+
         if "core-metadata" in item:
-            has_meta, meta_hashes = _metadata_flag(item["core-metadata"])
+            has_meta, meta_hashes = _metadata_flag(item["core-metadata"], what)
         else:
-            has_meta, meta_hashes = _metadata_flag(item.get("dist-info-metadata"))
-        yanked = item.get("yanked", False)
-        size = item.get("size")
+            has_meta, meta_hashes = _metadata_flag(item.get("dist-info-metadata"), what)
+        yanked = optional("yanked", (bool, str)) or False
         out.append(DistFile(
-            filename=str(item["filename"]),
-            url=urljoin(page_url, str(item["url"])),
-            size=size if isinstance(size, int) else None,
-            upload_time=_parse_time(item.get("upload-time")),
+            filename=filename,
+            url=split_userinfo(_join(page_url, url), origins),
+            size=optional("size", int),
+            upload_time=_parse_time(optional("upload-time", str)),
             yanked=bool(yanked),
             yanked_reason=yanked if isinstance(yanked, str) and yanked else None,
             core_metadata=has_meta,
             metadata_hashes=meta_hashes,
-            hashes=_hash_pairs(item.get("hashes")),
-            requires_python=item.get("requires-python") or None,
+            hashes=_hash_pairs(item.get("hashes"), what),
+            requires_python=optional("requires-python", str) or None,
         ))
     return out
 
 
-def _parse_html_page(text: str, page_url: str) -> list[DistFile]:
+def _join(page_url: str, href: str) -> str:
+    try:
+        return urljoin(page_url, href)
+    except ValueError:
+        raise UpstreamError(f"{page_url} links to an invalid URL {href[:200]!r}") from None
+
+
+def _parse_html_page(text: str, page_url: str, origins: Origins | None = None) -> list[DistFile]:
     from html.parser import HTMLParser
 
     class AnchorParser(HTMLParser):
@@ -499,7 +589,7 @@ def _parse_html_page(text: str, page_url: str) -> list[DistFile]:
         href = attrs.get("href")
         if not href:
             continue
-        url = urljoin(page_url, href)
+        url = split_userinfo(_join(page_url, href), origins)
         base, fragment = urldefrag(url)
         filename = label or base.rsplit("/", 1)[-1]
         hashes: tuple[tuple[str, str], ...] = ()
@@ -762,6 +852,14 @@ class PackageIndex:
                  user_agent: str | None = None) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        #: credentials of the index URL (and of file URLs that carried some), by origin: sent as a Basic
+        #: Authorization header to that origin only, never part of a URL, a message or a cache key
+        self._origins: Origins = {}
+        try:
+            urlsplit(index_url).port  # noqa: B018 - raises ValueError for a bad host or port
+        except ValueError as exc:
+            raise InputError(f"invalid index URL {redact(index_url)!r}: {exc}") from None
+        index_url = split_userinfo(index_url, self._origins)
         self.index_url = index_url if index_url.endswith("/") else index_url + "/"
         self.cache = cache
         self.offline = offline
@@ -806,19 +904,36 @@ class PackageIndex:
     def _delay(self, attempt: int) -> float:
         return self.backoff * (2 ** attempt) * (1 + random.uniform(0, 0.1))
 
+    def _auth(self, url: str) -> httpx.Auth | None:
+        cred = self._origins.get(_origin(url) or ("", "", 0))
+        if cred is None:
+            return None
+        import httpx
+
+        return httpx.BasicAuth(*cred)
+
     def _get(self, url: str, *, headers: Mapping[str, str] | None = None,
              max_bytes: int = _MAX_DOCUMENT, what: str = "the index") -> _Response:
-        """GET with retries; 2xx is returned, 404/410 raise NotFound, the rest UpstreamError."""
+        """GET with retries; 2xx is returned, 404/410 raise NotFound, the rest UpstreamError.
+
+        Each attempt runs under a wall-clock :class:`factory.http.Deadline` of ``timeout`` seconds (connect,
+        headers and the whole body): a server that drips its answer fails the request then, and an attempt
+        that ran out of time is not repeated.
+        """
         if self.offline:
             raise NotInCache(f"offline, and {url} is not in the cache")
         import httpx
 
+        url = split_userinfo(url, self._origins)
+        auth = self._auth(url)
         waited = 0.0
         attempts = self.retries + 1
         for attempt in range(attempts):
             retry_in: float
+            deadline = Deadline(self.timeout)
             try:
-                with self.client.stream("GET", url, headers=headers) as resp:
+                with deadline, self.client.stream("GET", url, headers=headers,
+                                                  auth=auth or httpx.USE_CLIENT_DEFAULT) as resp:
                     self.stats.requests += 1
                     status = resp.status_code
                     if 200 <= status < 300:
@@ -852,12 +967,14 @@ class PackageIndex:
                         f"{url} answered {status} {resp.reason_phrase} after {attempts} attempts")
             except httpx.UnsupportedProtocol as exc:
                 raise UpstreamError(f"cannot fetch {url}: {describe_error(exc)}") from None
-            except httpx.TransportError as exc:
-                retry_in = self._delay(attempt)
-                error = UpstreamUnavailable(f"cannot reach {url}: {describe_error(exc)}")
-                error.__cause__ = exc
             except httpx.InvalidURL as exc:
                 raise UpstreamError(f"cannot fetch {url}: {exc}") from None
+            except httpx.RequestError as exc:  # transport errors, timeouts, bad encodings, redirect loops
+                error = UpstreamUnavailable(f"cannot reach {url}: {describe_error(exc, deadline)}")
+                if deadline.fired or not isinstance(exc, httpx.TransportError):
+                    raise error from None  # ran out of time, or an answer that a retry would repeat
+                retry_in = self._delay(attempt)
+                error.__cause__ = exc
             if attempt + 1 >= attempts or waited + retry_in > self.max_wait:
                 raise error
             log.debug("%s; retrying in %.2f s", error, retry_in)
@@ -916,11 +1033,12 @@ class PackageIndex:
         if ctype.endswith("json"):
             try:
                 doc = json.loads(resp.content)
-            except ValueError as exc:
-                raise UpstreamError(f"{url} sent invalid JSON ({exc})") from None
-            files = _parse_json_page(doc, resp.url)
+            except (ValueError, RecursionError) as exc:
+                raise UpstreamError(f"{url} sent invalid JSON ({str(exc)[:200]})") from None
+            files = _parse_json_page(doc, split_userinfo(resp.url), self._origins)
         elif "html" in ctype:
-            files = _parse_html_page(resp.content.decode("utf-8", errors="replace"), resp.url)
+            files = _parse_html_page(resp.content.decode("utf-8", errors="replace"), split_userinfo(resp.url),
+                                     self._origins)
         else:
             raise UpstreamError(f"{url} sent {ctype or 'no content type'}, not a simple index page")
         self._store(key, json.dumps([f.to_json() for f in files], separators=(",", ":")).encode())
@@ -962,9 +1080,19 @@ class PackageIndex:
         return self.metadata_of(wheel)
 
     def metadata_of(self, wheel: DistFile) -> WheelMetadata:
-        """The core metadata of one wheel (cached forever: a wheel is immutable)."""
-        key = f"metadata:{_strip_fragment(wheel.url)}"
+        """The core metadata of one wheel (cached forever: a wheel is immutable).
+
+        When the index advertises the METADATA's hash (PEP 658/714), the bytes must match it -- fetched or
+        cached; a mismatch is a :class:`BadMetadataHash` and nothing is cached.
+        """
+        key = f"metadata:{split_userinfo(_strip_fragment(wheel.url))}"
         data = self._cached(key, None, f"the metadata of {wheel.filename}")
+        if data is not None and self._metadata_mismatch(wheel, data):
+            if self.offline:
+                raise BadMetadataHash(f"the cached metadata of {wheel.filename} does not match the hash the "
+                                      f"index advertises ({self._metadata_mismatch(wheel, data)}); refresh it "
+                                      "online")
+            data = None
         if data is None:
             data = self._fetch_metadata(wheel)
             self._store(key, data)
@@ -985,20 +1113,29 @@ class PackageIndex:
                 log.info("%s is advertised but unusable (%s); reading the wheel instead",
                          wheel.metadata_url, exc)
         else:
-            if self._metadata_hash_ok(wheel, resp.content):
-                return resp.content
-            log.warning("%s does not match its advertised hash; reading the wheel instead",
-                        wheel.metadata_url)
-        return self._metadata_by_range(wheel)
+            mismatch = self._metadata_mismatch(wheel, resp.content)
+            if mismatch:
+                raise BadMetadataHash(f"{wheel.metadata_url} does not match the hash the index advertises for "
+                                      f"it ({mismatch}): refusing to use it")
+            return resp.content
+        data = self._metadata_by_range(wheel)
+        mismatch = self._metadata_mismatch(wheel, data)
+        if mismatch:  # PEP 658: the .metadata file is the wheel's METADATA, byte for byte
+            raise BadMetadataHash(f"the METADATA in {_strip_fragment(wheel.url)} does not match the hash the "
+                                  f"index advertises for it ({mismatch}): refusing to use it")
+        return data
 
     @staticmethod
-    def _metadata_hash_ok(wheel: DistFile, data: bytes) -> bool:
-        import hashlib
-
+    def _metadata_mismatch(wheel: DistFile, data: bytes) -> str:
+        """'' when ``data`` matches the METADATA hash the index advertises (or it advertises none this client
+        can compute), else ``algorithm expected ..., got ...``."""
         for algo, digest in wheel.metadata_hashes:
-            if algo in hashlib.algorithms_guaranteed:
-                return hashlib.new(algo, data).hexdigest() == digest.lower()
-        return True
+            if algo.lower() in hashlib.algorithms_guaranteed:
+                got = hashlib.new(algo.lower(), data).hexdigest()
+                if got == digest.strip().lower():
+                    return ""
+                return f"{algo.lower()} advertised {digest[:64]}, got {got}"
+        return ""
 
     def _metadata_by_range(self, wheel: DistFile) -> bytes:
         url = _strip_fragment(wheel.url)
@@ -1039,6 +1176,8 @@ class PackageIndex:
         big = wheel.size is not None and wheel.size > TORCH_CUDA_WHEEL_MIN_SIZE
         try:
             meta = self.metadata_of(wheel)
+        except (BadMetadataHash, NotInCache, UpstreamUnavailable):
+            raise
         except UpstreamError as exc:
             if wheel.size is None:
                 raise

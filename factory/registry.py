@@ -27,7 +27,6 @@ import enum
 import hashlib
 import ipaddress
 import json
-import logging
 import random
 import re
 import time
@@ -36,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory.errors import InputError, WorkFailed
-from factory.http import describe_error, new_client, retry_after_seconds
+from factory.http import Deadline, describe_error, new_client, redacting_logger, retry_after_seconds
+from factory.redact import redact
 
 if TYPE_CHECKING:
 
@@ -53,6 +53,7 @@ __all__ = [
     "BadDigest",
     "InvalidPlatform",
     "InvalidReference",
+    "MalformedDocument",
     "NotFound",
     "PlainHTTPRefused",
     "PlatformNotFound",
@@ -68,7 +69,7 @@ __all__ = [
     "parse_reference",
 ]
 
-log = logging.getLogger(__name__)
+log = redacting_logger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Docker Hub: where a reference without a registry host goes.  These constants are the only
@@ -111,7 +112,11 @@ _DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
 
 
 class RegistryError(WorkFailed):
-    """Talking to (or understanding) a container registry failed; one clear sentence."""
+    """Talking to (or understanding) a container registry failed; one clear sentence, in which the credentials
+    of any URL are redacted (a server's realm or a redirect may carry them)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact(str(message)))
 
 
 class InvalidReference(RegistryError, InputError):
@@ -154,6 +159,11 @@ class PlatformNotFound(RegistryError):
 
 class BadDigest(RegistryError):
     """What the registry sent does not hash to the digest it was asked for (or claims)."""
+
+
+class MalformedDocument(RegistryError):
+    """A manifest, index, image config or token answer is JSON of the wrong shape (a list where a string
+    belongs, a missing key, a number out of range)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +242,10 @@ def parse_reference(ref: str) -> Reference:
         raise InvalidReference(f"invalid image reference {ref!r}: a reference has no URL scheme")
     if any(c.isspace() for c in text):
         raise InvalidReference(f"invalid image reference {ref!r}: it contains white space")
+    userinfo, at, rest = text.partition("@")
+    if at and "/" in rest:  # only a digest may follow '@': this is `user[:password]@host/...`
+        raise InvalidReference(f"invalid image reference {'***@' + rest!r}: a reference carries no user name or "
+                               "password (registries get credentials from `docker login`)")
 
     digest = None
     if "@" in text:
@@ -310,19 +324,172 @@ def _parse_platform(platform: str) -> tuple[str, str, str]:
     return _normalize_platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
 
-def _format_platform(p: Mapping[str, Any]) -> str:
-    text = f"{p.get('os') or '?'}/{p.get('architecture') or '?'}"
-    if p.get("variant"):
-        text += f"/{p['variant']}"
-    return text
+# ---------------------------------------------------------------------------------------------
+# documents: every JSON document read from a registry is parsed into these typed values first, so a
+# document of the wrong shape is one MalformedDocument naming the field, never a TypeError later
+# ---------------------------------------------------------------------------------------------
+
+#: Sizes beyond this are not sizes (OCI: int64); JSON numbers can be arbitrarily large.
+_MAX_SIZE = 2 ** 63 - 1
+_NO_VALUE = object()
 
 
-def _is_attestation(entry: Mapping[str, Any]) -> bool:
-    annotations = entry.get("annotations") or {}
-    if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
-        return True
-    platform = entry.get("platform") or {}
-    return platform.get("os") == "unknown" and platform.get("architecture") == "unknown"
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words: 'a list', 'a string', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _load_json(body: bytes, what: str) -> Any:
+    """The JSON value of ``body``; MalformedDocument when it is not JSON (or has numbers Python refuses)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MalformedDocument(f"{what} is not JSON") from None
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedDocument(f"{what} is {_kind(value)}, not a JSON object")
+    return value
+
+
+def _string(doc: Mapping[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
+    value = doc.get(key, _NO_VALUE)
+    if value is _NO_VALUE or value is None:
+        if required:
+            raise MalformedDocument(f"{what} has no {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise MalformedDocument(f"{what} has a {key!r} that is {_kind(value)}, not a string")
+    return value
+
+
+def _size(doc: Mapping[str, Any], key: str, what: str) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedDocument(f"{what} has a {key!r} that is {_kind(value)}, not a whole number")
+    if not 0 <= value <= _MAX_SIZE:
+        shown = str(value) if len(str(value)) <= 24 else f"a number of {len(str(value))} digits"
+        raise MalformedDocument(f"{what} has a {key!r} out of range ({shown})")
+    return value
+
+
+def _string_map(doc: Mapping[str, Any], key: str, what: str) -> dict[str, str]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedDocument(f"{what} has {key!r} that is {_kind(value)}, not an object")
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise MalformedDocument(f"{what} has {key!r} whose {k[:80]!r} is {_kind(v)}, not a string")
+    return dict(value)
+
+
+def _remote_digest(value: str, what: str) -> str:
+    """A digest a server sent: well formed, or MalformedDocument (never the usage error of a bad argument)."""
+    try:
+        return _check_digest(value, what)
+    except InvalidReference as error:
+        raise MalformedDocument(f"{what} names an invalid digest {value[:100]!r}: "
+                                f"{str(error).rsplit(': ', 1)[-1]}") from None
+
+
+@dataclass(frozen=True)
+class _Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> _Platform:
+        doc = _object(value, f"the platform of {what}")
+        return cls(_string(doc, "os", f"the platform of {what}", required=True) or "",
+                   _string(doc, "architecture", f"the platform of {what}", required=True) or "",
+                   _string(doc, "variant", f"the platform of {what}") or "")
+
+    @property
+    def normalized(self) -> tuple[str, str, str]:
+        return _normalize_platform(self.os, self.architecture, self.variant)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os or "?", self.architecture or "?", self.variant) if p)
+
+
+@dataclass(frozen=True)
+class _Descriptor:
+    """An OCI descriptor: an index entry or a manifest's config."""
+
+    digest: str
+    media_type: str | None
+    size: int | None
+    platform: _Platform | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> _Descriptor:
+        doc = _object(value, what)
+        digest = _remote_digest(_string(doc, "digest", what, required=True) or "", what)
+        platform = doc.get("platform")
+        return cls(digest=digest, media_type=_string(doc, "mediaType", what), size=_size(doc, "size", what),
+                   platform=None if platform is None else _Platform.parse(platform, what),
+                   annotations=_string_map(doc, "annotations", what))
+
+    @property
+    def is_attestation(self) -> bool:
+        if self.annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+            return True
+        return self.platform is not None and (self.platform.os, self.platform.architecture) == ("unknown", "unknown")
+
+    @property
+    def platform_text(self) -> str:
+        return str(self.platform) if self.platform is not None else "?/?"
+
+
+def _parse_index(doc: Mapping[str, Any], what: str) -> list[_Descriptor]:
+    entries = doc.get("manifests")
+    if not isinstance(entries, list):
+        raise MalformedDocument(f"{what} has a 'manifests' that is {_kind(entries)}, not a list"
+                                if entries is not None else f"{what} has no manifests list")
+    return [_Descriptor.parse(e, f"entry {n} of {what}") for n, e in enumerate(entries)]
+
+
+def _parse_manifest(doc: Mapping[str, Any], what: str) -> _Descriptor:
+    if doc.get("config") is None:
+        raise MalformedDocument(f"{what} names no config blob")
+    return _Descriptor.parse(doc["config"], f"the config descriptor of {what}")
+
+
+@dataclass(frozen=True)
+class _ImageConfig:
+    """What the factory reads of an image config: its platform and its labels."""
+
+    platform: _Platform
+    labels: dict[str, str]
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, Any], what: str) -> _ImageConfig:
+        platform = _Platform(_string(doc, "os", what) or "", _string(doc, "architecture", what) or "",
+                             _string(doc, "variant", what) or "")
+        inner = doc.get("config")
+        if inner is None:
+            return cls(platform, {})
+        inner = _object(inner, f"the 'config' of {what}")
+        return cls(platform, _string_map(inner, "Labels", what))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,10 +589,10 @@ def parse_challenges(values: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
 
 
 def _error_detail(body: bytes) -> str:
-    """``CODE: message`` from a distribution API error body, or ''."""
+    """``CODE: message`` from a distribution API error body, or '' (on one line, at most 300 characters)."""
     try:
         doc = json.loads(body[:_MAX_ERROR_BODY])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
@@ -433,9 +600,11 @@ def _error_detail(body: bytes) -> str:
     parts = []
     for err in errors[:3]:
         if isinstance(err, dict):
-            code, message = str(err.get("code") or ""), str(err.get("message") or "")
+            code, message = err.get("code"), err.get("message")
+            code = code if isinstance(code, str) else ""
+            message = message if isinstance(message, str) else ""
             parts.append(f"{code}: {message}" if code and message else code or message)
-    return "; ".join(p for p in parts if p)[:300]
+    return " ".join("; ".join(p for p in parts if p).split())[:300]
 
 
 def _host_port(url: httpx.URL) -> str:
@@ -581,14 +750,20 @@ class RegistryClient:
 
     def _exchange(self, method: str, url: str | httpx.URL, *, target: str,
                   headers: Mapping[str, str] | None = None, data: Mapping[str, str] | None = None,
-                  max_bytes: int = _MAX_MANIFEST) -> _Response:
-        """One request with retries on connection errors, 429 and 5xx; other answers are returned."""
+                  content: bytes | None = None, max_bytes: int = _MAX_MANIFEST) -> _Response:
+        """One request with retries on connection errors, 429 and 5xx; other answers are returned.
+
+        Each attempt runs under a wall-clock :class:`factory.http.Deadline` of ``timeout`` seconds (connect,
+        headers and the whole body): a server that drips its answer fails the request then, and an attempt
+        that ran out of time is not repeated.
+        """
         import httpx
 
         attempts = self.retries + 1
         for attempt in range(attempts):
+            deadline = Deadline(self.timeout)
             try:
-                with self.client.stream(method, url, headers=headers, data=data) as resp:
+                with deadline, self.client.stream(method, url, headers=headers, data=data, content=content) as resp:
                     status = resp.status_code
                     if status == 429 or status >= 500:
                         retry_in = self._delay(attempt)
@@ -622,13 +797,15 @@ class RegistryClient:
                         return _Response(status, resp.reason_phrase, resp.headers, body, str(resp.url))
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise RegistryError(f"cannot ask {target}: bad URL {str(url)!r} ({exc})") from None
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport errors, timeouts, bad encodings, redirect loops
                 req_url = exc.request.url if _has_request(exc) else httpx.URL(str(url))
                 where = _host_port(req_url)
                 error = RegistryUnreachable(
                     f"cannot reach {target}" + ("" if where in target.split() else f" at {where}")
-                    + f": {describe_error(exc)} ({method} {req_url.copy_with(query=None)})")
+                    + f": {describe_error(exc, deadline)} ({method} {req_url.copy_with(query=None)})")
                 error.__cause__ = exc
+                if deadline.fired or not isinstance(exc, httpx.TransportError):
+                    raise error from None  # ran out of time, or an answer that a retry would repeat
                 retry_in = self._delay(attempt)
             if attempt + 1 >= attempts:
                 raise error
@@ -644,14 +821,18 @@ class RegistryClient:
         return self._creds[registry]
 
     def _authorized(self, method: str, ref: Reference, path: str, *, headers: Mapping[str, str],
-                    max_bytes: int = _MAX_MANIFEST) -> _Response:
-        """A request to the registry, answering its authentication challenge if it makes one."""
+                    max_bytes: int = _MAX_MANIFEST, content: bytes | None = None,
+                    actions: str = "pull") -> _Response:
+        """A request to the registry, answering its authentication challenge if it makes one.
+
+        ``actions``: what the request needs to do in the repository (``pull``, or ``pull,push`` to write).
+        """
         url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
         target = f"registry {ref.registry}"
-        scope = f"repository:{ref.repository}:pull"
+        scope = f"repository:{ref.repository}:{actions}"
         key = (ref.registry, scope)
         cached = self._auth.get(key) or self._auth.get((ref.registry, "*"))
-        resp = self._exchange(method, url, target=target, max_bytes=max_bytes,
+        resp = self._exchange(method, url, target=target, max_bytes=max_bytes, content=content,
                               headers={**headers, "Authorization": cached[0]} if cached else headers)
         if resp.status != 401:
             if resp.status == 403:
@@ -659,7 +840,7 @@ class RegistryClient:
                     who = cached[1]
                 else:
                     who = "anonymous" if self._credential(ref.registry) is None else "an unauthenticated request"
-                raise self._denied(ref, resp, who)
+                raise self._denied(ref, resp, who, actions=actions)
             return resp
         if cached:  # expired or revoked: start again from the challenge
             self._auth.pop(key, None)
@@ -677,16 +858,17 @@ class RegistryClient:
             raise RegistryAccessDenied(
                 f"registry {ref.registry} refused access to {ref.repository}: 401 Unauthorized with no Bearer or "
                 f"Basic challenge (offered: {offered})")
-        resp = self._exchange(method, url, target=target, max_bytes=max_bytes,
+        resp = self._exchange(method, url, target=target, max_bytes=max_bytes, content=content,
                               headers={**headers, "Authorization": authorization})
         if resp.status in (401, 403):
             self._auth.pop(key, None)
             self._auth.pop((ref.registry, "*"), None)
             rejected = resp.status == 401 and "basic" in challenges and "bearer" not in challenges
-            raise self._denied(ref, resp, who, rejected=rejected)
+            raise self._denied(ref, resp, who, rejected=rejected, actions=actions)
         return resp
 
-    def _denied(self, ref: Reference, resp: _Response, who: str, *, rejected: bool = False) -> RegistryAccessDenied:
+    def _denied(self, ref: Reference, resp: _Response, who: str, *, rejected: bool = False,
+                actions: str = "pull") -> RegistryAccessDenied:
         detail = _error_detail(resp.body)
         status = f"{resp.status} {resp.reason}".strip()
         why = f"{status}" + (f", {detail}" if detail else "")
@@ -695,7 +877,7 @@ class RegistryClient:
         elif rejected:
             advice = f"; the credentials of {who} were rejected"
         else:
-            advice = f"; {who} is not allowed to pull it"
+            advice = f"; {who} is not allowed to {'push to' if 'push' in actions else 'pull'} it"
         challenge = dict(parse_challenges(resp.headers.get_list("www-authenticate"))).get("bearer", {})
         if challenge.get("error") == "insufficient_scope":
             advice += ", or the repository does not exist"
@@ -762,21 +944,19 @@ class RegistryClient:
             if not 200 <= resp.status < 300:
                 raise RegistryError(f"{target} answered {resp.status} {resp.reason} to a token request for "
                                     f"{ref.repository}")
-            try:
-                doc = json.loads(resp.body)
-            except (ValueError, UnicodeDecodeError):
-                doc = None
-            token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
-            if not isinstance(token, str) or not token:
-                raise RegistryError(f"{target} answered a token request for {ref.repository} without a token")
+            what = f"the answer of {target} to a token request for {ref.repository}"
+            doc = _object(_load_json(resp.body, what), what)
+            token = _string(doc, "token", what) or _string(doc, "access_token", what)
+            if not token:
+                raise MalformedDocument(f"{target} answered a token request for {ref.repository} without a token")
             self._tokens[cache_key] = token
             log.debug("got a %s token for %s from %s", who, " ".join(scopes), realm_url.host)
         return f"Bearer {token}", who
 
     # -- API ---------------------------------------------------------------------------------
 
-    def _get_manifest(self, ref: Reference) -> tuple[bytes, str, str]:
-        """(body, media type, digest) of the manifest ``ref`` names, its digest checked."""
+    def _get_manifest(self, ref: Reference) -> tuple[bytes, str, str, dict[str, Any]]:
+        """(body, media type, digest, document) of the manifest ``ref`` names, its digest checked."""
         resp = self._authorized("GET", ref, f"manifests/{ref.reference}", headers={"Accept": _ACCEPT})
         if resp.status == 404:
             raise NotFound(f"{ref} not found in registry")
@@ -798,24 +978,23 @@ class RegistryClient:
             if claimed.startswith("sha256:") and claimed != digest:
                 raise BadDigest(f"registry {ref.registry} sent a manifest for {ref} whose digest is {digest}, "
                                 f"not the {claimed} it claims")
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise RegistryError(f"registry {ref.registry} sent a manifest for {ref} that is not JSON") from None
-        if not isinstance(doc, dict):
-            raise RegistryError(f"registry {ref.registry} sent a manifest for {ref} that is not a JSON object")
+        what = f"the manifest of {ref} from registry {ref.registry}"
+        doc = _object(_load_json(body, what), what)
         content_type = resp.headers.get("content-type", "").split(";")[0].strip()
-        media_type = doc.get("mediaType") or content_type
+        media_type = _string(doc, "mediaType", what) or content_type
         if media_type not in INDEX_TYPES | MANIFEST_TYPES:
             if media_type in _SCHEMA1_TYPES or doc.get("schemaVersion") == 1:
                 raise RegistryError(f"{ref} has a Docker schema 1 manifest, which is not supported")
             media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "config" in doc else media_type
         if media_type not in INDEX_TYPES | MANIFEST_TYPES:
-            raise RegistryError(f"{ref} has a manifest of unsupported media type {media_type!r}")
-        return body, media_type, digest
+            raise RegistryError(f"{ref} has a manifest of unsupported media type {media_type[:100]!r}")
+        return body, media_type, digest, doc
 
     def _fetch_blob(self, ref: Reference, digest: str, size: int | None, what: str) -> bytes:
-        _check_digest(digest, f"{what} of {ref}")
+        _remote_digest(digest, f"the {what} descriptor of {ref}")
+        if size is not None and size > _MAX_CONFIG:
+            raise RegistryError(f"the {what} {digest} of {ref} is {size} bytes, more than the {_MAX_CONFIG} "
+                                "accepted")
         resp = self._authorized("GET", ref, f"blobs/{digest}", headers={}, max_bytes=_MAX_CONFIG)
         if resp.status == 404:
             raise NotFound(f"{what} {digest} of {ref} not found in registry")
@@ -835,12 +1014,9 @@ class RegistryClient:
     def _config_document(self, ref: Reference, digest: str, size: int | None) -> dict[str, Any]:
         if digest not in self._blobs:
             body = self._fetch_blob(ref, digest, size, "image config")
-            try:
-                doc = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                raise RegistryError(f"the image config {digest} of {ref} is not JSON") from None
-            if not isinstance(doc, dict):
-                raise RegistryError(f"the image config {digest} of {ref} is not a JSON object")
+            what = f"the image config {digest} of {ref}"
+            doc = _object(_load_json(body, what), what)
+            _ImageConfig.parse(doc, what)  # its shape is checked once, before it is kept
             self._blobs[digest] = doc
         return self._blobs[digest]
 
@@ -850,75 +1026,59 @@ class RegistryClient:
         An index or manifest list is walked for the entry matching the platform (arm64's
         ``v8`` variant is optional), skipping attestation manifests; a single-platform
         image must match the platform too.  ``platform=None`` accepts any platform when
-        there is only one.
+        there is only one.  A document of the wrong shape is a :class:`MalformedDocument`.
         """
         ref = _as_reference(ref)
         want = _parse_platform(platform) if platform else None
-        body, media_type, digest = self._get_manifest(ref)
-        doc = json.loads(body)
+        body, media_type, digest, doc = self._get_manifest(ref)
         index_digest = None
         chosen_platform: str | None = None
         if media_type in INDEX_TYPES:
-            entry = self._pick(ref, doc, want, platform)
+            entry = self._pick(ref, _parse_index(doc, f"the index of {ref}"), want, platform)
             index_digest = digest
-            chosen_platform = _format_platform(entry.get("platform") or {})
-            entry_type = entry.get("mediaType")
-            if entry_type in INDEX_TYPES:
+            chosen_platform = entry.platform_text
+            if entry.media_type in INDEX_TYPES:
                 raise RegistryError(f"{ref} holds a nested index for {chosen_platform}, which is not supported")
-            entry_digest = entry.get("digest")
-            if not isinstance(entry_digest, str):
-                raise RegistryError(f"the index of {ref} has an entry for {chosen_platform} without a digest")
-            _check_digest(entry_digest, f"index entry of {ref}")
-            body, media_type, digest = self._get_manifest(ref.with_digest(entry_digest))
+            body, media_type, digest, doc = self._get_manifest(ref.with_digest(entry.digest))
             if media_type not in MANIFEST_TYPES:
                 raise RegistryError(f"the {chosen_platform} entry of {ref} is a {media_type}, not an image manifest")
-            doc = json.loads(body)
-        config = doc.get("config")
-        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
-            raise RegistryError(f"the manifest {digest} of {ref} names no config blob")
-        config_digest = config["digest"]
-        config_size = config.get("size") if isinstance(config.get("size"), int) else None
+        config = _parse_manifest(doc, f"the manifest {digest} of {ref}")
         if chosen_platform is None:
-            cfg = self._config_document(ref, config_digest, config_size)
-            chosen_platform = _format_platform(cfg)
-            have = _normalize_platform(str(cfg.get("os") or ""), str(cfg.get("architecture") or ""),
-                                       cfg.get("variant"))
-            if want is not None and have != want:
+            what = f"the image config {config.digest} of {ref}"
+            cfg = _ImageConfig.parse(self._config_document(ref, config.digest, config.size), what)
+            chosen_platform = str(cfg.platform)
+            if want is not None and cfg.platform.normalized != want:
                 raise PlatformNotFound(f"{ref} is a single-platform image for {chosen_platform}, not {platform}")
-        return ResolvedManifest(digest=digest, media_type=media_type, config_digest=config_digest,
-                                platform=chosen_platform, index_digest=index_digest, config_size=config_size,
+        return ResolvedManifest(digest=digest, media_type=media_type, config_digest=config.digest,
+                                platform=chosen_platform, index_digest=index_digest, config_size=config.size,
                                 reference=ref, document=doc)
 
     @staticmethod
-    def _pick(ref: Reference, doc: Mapping[str, Any], want: tuple[str, str, str] | None,
-              platform: str | None) -> Mapping[str, Any]:
-        entries = doc.get("manifests")
-        if not isinstance(entries, list):
-            raise RegistryError(f"the index of {ref} has no manifests list")
-        candidates = [e for e in entries if isinstance(e, dict) and not _is_attestation(e)]
-        available = ", ".join(_format_platform(e.get("platform") or {}) for e in candidates) or "none"
+    def _pick(ref: Reference, entries: list[_Descriptor], want: tuple[str, str, str] | None,
+              platform: str | None) -> _Descriptor:
+        candidates = [e for e in entries if not e.is_attestation]
+        available = ", ".join(e.platform_text for e in candidates) or "none"
         if want is None:
             if len(candidates) == 1:
                 return candidates[0]
             raise PlatformNotFound(f"{ref} is a multi-platform image; name a platform (available: {available})")
         for entry in candidates:
-            p = entry.get("platform") or {}
-            if _normalize_platform(str(p.get("os") or ""), str(p.get("architecture") or ""), p.get("variant")) == want:
+            if entry.platform is not None and entry.platform.normalized == want:
                 return entry
         raise PlatformNotFound(f"{ref} has no manifest for {platform}; platforms available: {available}")
 
     def config(self, ref: Reference | str, platform: str | None = DEFAULT_PLATFORM) -> dict[str, Any]:
-        """The image config (JSON) of ``ref`` for ``platform``, its digest and size checked."""
+        """The image config (JSON) of ``ref`` for ``platform``, its digest, size and shape checked."""
         ref = _as_reference(ref)
         resolved = self.manifest(ref, platform)
         return self._config_document(ref, resolved.config_digest, resolved.config_size)
 
     def labels(self, ref: Reference | str, platform: str | None = DEFAULT_PLATFORM) -> dict[str, str]:
         """The image's labels (``config.Labels``), ``{}`` when it has none."""
-        labels = (self.config(ref, platform).get("config") or {}).get("Labels") or {}
-        if not isinstance(labels, dict):
-            raise RegistryError(f"the image config of {ref} has Labels that are not an object")
-        return {str(k): str(v) for k, v in labels.items()}
+        ref = _as_reference(ref)
+        resolved = self.manifest(ref, platform)
+        doc = self._config_document(ref, resolved.config_digest, resolved.config_size)
+        return _ImageConfig.parse(doc, f"the image config {resolved.config_digest} of {ref}").labels
 
     def exists(self, ref: Reference | str) -> str | None:
         """The digest ``ref`` points at (the index's, for a multi-platform tag), or ``None`` when not found.
@@ -939,9 +1099,34 @@ class RegistryClient:
                 raise BadDigest(f"registry {ref.registry} says {ref} has digest {claimed}")
             return claimed
         try:
-            _, _, digest = self._get_manifest(ref)
+            _, _, digest, _ = self._get_manifest(ref)
         except NotFound:
             return None
+        return digest
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def tag(self, source: Reference | str, target: Reference | str) -> str:
+        """Point the tag ``target`` at the manifest ``source`` names, through the registry API: the manifest
+        (an index or an image manifest) is read by ``source``, its digest checked, and PUT under the target tag,
+        so nothing is pulled or pushed and the target names exactly the source's digest. Both must be in the
+        same repository (its blobs are already there). Returns the digest. Needs push access.
+        """
+        src, dst = _as_reference(source), _as_reference(target)
+        if (src.registry, src.repository) != (dst.registry, dst.repository):
+            raise RegistryError(f"cannot tag {src} as {dst} in the registry: only within one repository")
+        if dst.digest or not dst.tag:
+            raise InvalidReference(f"cannot tag {src} as {dst}: the target must be a tag, not a digest")
+        body, media_type, digest, _ = self._get_manifest(src)
+        resp = self._authorized("PUT", dst, f"manifests/{dst.tag}", headers={"Content-Type": media_type},
+                                content=body, actions="pull,push")
+        if resp.status not in (200, 201, 202):
+            detail = _error_detail(resp.body)
+            raise RegistryError(f"registry {dst.registry} answered {resp.status} {resp.reason} to tagging {dst} "
+                                f"as {digest}" + (f" ({detail})" if detail else ""))
+        claimed = resp.headers.get("docker-content-digest", "")
+        if claimed and claimed != digest:
+            raise BadDigest(f"registry {dst.registry} stored {dst} as {claimed}, not the {digest} sent")
         return digest
 
 

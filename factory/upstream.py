@@ -686,10 +686,12 @@ def _torch_cuda(index: PackageIndex, wheel: DistFile, target: _Target) -> tuple[
 
     As `PackageIndex.torch_aarch64_is_cuda`: CUDA when its Requires-Dist, evaluated for the target, pulls
     NVIDIA CUDA packages, else when it is big (libraries bundled); by size alone when its METADATA cannot
-    be read. Offline misses and an unreachable index are errors, not guesses.
+    be read. Offline misses, an unreachable index and METADATA that does not match its advertised hash are
+    errors, not guesses.
     """
     from factory.pypi import (
         TORCH_CUDA_WHEEL_MIN_SIZE,
+        BadMetadataHash,
         NotInCache,
         UpstreamError,
         UpstreamUnavailable,
@@ -701,7 +703,7 @@ def _torch_cuda(index: PackageIndex, wheel: DistFile, target: _Target) -> tuple[
     big = wheel.size is not None and wheel.size > TORCH_CUDA_WHEEL_MIN_SIZE
     try:
         meta = index.metadata_of(wheel)
-    except (NotInCache, UpstreamUnavailable):
+    except (NotInCache, UpstreamUnavailable, BadMetadataHash):
         raise
     except UpstreamError:
         if wheel.size is None:

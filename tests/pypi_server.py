@@ -11,9 +11,13 @@ It serves the recorded documents in ``tests/fixtures/pypi/``:
   against the real index.
 
 Tests can add more (:meth:`PyPIServer.add`, :meth:`PyPIServer.add_project`), inject
-faults (drop the connection, answer a status such as 503 or 429 N times, stall), switch
-Range support off, and inspect every request made (:attr:`PyPIServer.requests`).
+faults (drop the connection, answer a status such as 503 or 429 N times, stall, drip an
+answer one byte at a time), switch Range support off, and inspect every request made
+(:attr:`PyPIServer.requests`).
 Single ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-N`` requests get 206 answers.
+
+**Hostile mode** (``PyPIServer(hostile=True)``) also serves the projects of :data:`HOSTILE_PROJECTS`:
+index data of the wrong shape or with content a client must refuse (see each description).
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ from types import EllipsisType
 from typing import Any
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pypi"
+
+#: Hostile mode: project -> what is wrong with it. Each has one release, 1.0, with a py3-none-any wheel.
+HOSTILE_PROJECTS = {
+    "hostile-mixed-times": "upload times with and without a time zone on one page",
+    "hostile-bad-marker": "a Requires-Dist whose marker cannot be evaluated (`platform_machine ~= ...`)",
+    "hostile-invalid-requirement": "a Requires-Dist that is not a requirement (`dep==junk`)",
+    "hostile-junk-pin": "an arbitrary-equality pin on something that is not a version (`dep===junk`)",
+    "hostile-bad-hash": "a .metadata file that does not match the sha256 the page advertises",
+    "hostile-page-types": "a file entry whose size is a string and whose hashes are a list",
+    "hostile-filename-list": "a file entry whose filename is a list",
+}
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 _RECORDED_FILE_HOST = re.compile(r"^https://files\.pythonhosted\.org/.*/")
 
@@ -55,7 +70,7 @@ class Request:
 @dataclass
 class Fault:
     path_prefix: str | None
-    kind: str  # "drop" | "status" | "delay"
+    kind: str  # "drop" | "status" | "delay" | "drip" | "drip-all"
     times: int
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
@@ -120,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "drop":
                 self.close_connection = True
                 return
+            if fault.kind in ("drip", "drip-all"):
+                self._drip = (fault.seconds, fault.kind == "drip-all")
             if fault.kind == "delay":
                 time.sleep(fault.seconds)
             elif fault.kind == "status":
@@ -146,11 +163,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(record, 200, body, route.content_type, {"Accept-Ranges": "bytes"} if owner.ranges
                    else {}, head=head)
 
+    _drip: tuple[float, bool] | None = None
+
     def _send(self, record: Request, status: int, body: bytes, content_type: str,
               headers: Mapping[str, str] | None = None, *, head: bool) -> None:
         # record first: the client may act on the answer before this thread runs again
         record.status = status
         record.body_bytes = 0 if head else len(body)
+        if self._drip is not None:
+            return self._send_dripping(status, b"" if head else body, content_type, headers or {})
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -159,6 +180,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+
+    def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        """One byte every interval: the body after a complete head, or (drip-all) from the status line on."""
+        interval, whole = self._drip
+        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        payload, start = head + body, 0
+        if not whole:
+            self.wfile.write(head)
+            self.wfile.flush()
+            start = len(head)
+        self.close_connection = True
+        try:
+            for i in range(start, len(payload)):
+                if self.server.owner._httpd is None:  # the server is stopping
+                    return
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:  # the client gave up: that is the point
+            return
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None | EllipsisType:
@@ -194,8 +238,9 @@ class _Server(ThreadingHTTPServer):
 class PyPIServer:
     """A package index on an ephemeral port of 127.0.0.1; use as a context manager."""
 
-    def __init__(self, fixtures: Path | None = FIXTURES) -> None:
+    def __init__(self, fixtures: Path | None = FIXTURES, *, hostile: bool = False) -> None:
         self._fixtures = fixtures
+        self.hostile = hostile
         self._routes: dict[str, _Route] = {}
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -212,6 +257,8 @@ class PyPIServer:
         self._httpd.owner = self
         if self._fixtures is not None:
             self._load_fixtures(self._fixtures)
+        if self.hostile:
+            self._add_hostile()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="pypi-test-server", daemon=True)
         self._thread.start()
@@ -307,6 +354,43 @@ class PyPIServer:
     def stall(self, path_prefix: str | None = None, *, seconds: float, times: int = 1) -> None:
         """Wait ``seconds`` before answering the next ``times`` requests."""
         self._add_fault(Fault(path_prefix, "delay", times, seconds=seconds))
+
+    def drip(self, path_prefix: str | None = None, *, interval: float, times: int = 1,
+             headers: bool = False) -> None:
+        """Answer the next ``times`` requests one byte every ``interval`` seconds (with ``headers``: from the
+        status line on), so that no single read ever times out."""
+        self._add_fault(Fault(path_prefix, "drip-all" if headers else "drip", times, seconds=interval))
+
+    # -- hostile mode --------------------------------------------------------------------------
+
+    def _add_hostile(self) -> None:
+        import hashlib
+
+        def meta(name: str, *requires: str) -> bytes:
+            lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0",
+                     *(f"Requires-Dist: {r}" for r in requires)]
+            return ("\n".join(lines) + "\n").encode()
+
+        def wheel(name: str, **extra: Any) -> dict[str, Any]:
+            filename = f"{name.replace('-', '_')}-1.0-py3-none-any.whl"
+            return {"filename": filename, "upload-time": "2026-01-02T00:00:00Z", "core-metadata": True,
+                    "metadata": meta(name, "dep>=1"), **extra}
+
+        self.add_project("hostile-mixed-times", [
+            wheel("hostile-mixed-times"),
+            {"filename": "hostile_mixed_times-1.0.tar.gz", "upload-time": "2026-01-01T00:00:00"}])
+        self.add_project("hostile-bad-marker", [wheel("hostile-bad-marker", metadata=meta(
+            "hostile-bad-marker", 'dep>=1; platform_machine ~= "aarch64"'))])
+        self.add_project("hostile-invalid-requirement", [wheel("hostile-invalid-requirement", metadata=meta(
+            "hostile-invalid-requirement", "dep==junk"))])
+        self.add_project("hostile-junk-pin", [wheel("hostile-junk-pin", metadata=meta(
+            "hostile-junk-pin", "dep===junk"))])
+        advertised = hashlib.sha256(meta("hostile-bad-hash", "dep>=1")).hexdigest()
+        self.add_project("hostile-bad-hash", [wheel("hostile-bad-hash", **{
+            "core-metadata": {"sha256": advertised}, "metadata": meta("hostile-bad-hash", "dep>=666")})])
+        self.add_project("hostile-page-types", [wheel("hostile-page-types", size="12", hashes=["sha256"])])
+        self.add_project("hostile-filename-list", [{"filename": ["hostile_filename_list-1.0.tar.gz"],
+                                                    "url": self.file_url("hostile_filename_list-1.0.tar.gz")}])
 
     def _add_fault(self, fault: Fault) -> None:
         with self._lock:

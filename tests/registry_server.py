@@ -16,6 +16,15 @@ It speaks enough of the OCI distribution API for :mod:`factory.registry`:
 Helpers build images (:meth:`RegistryServer.add_index` for a multi-platform OCI index with
 an attestation manifest, :meth:`RegistryServer.add_single` for a Docker v2 manifest),
 tamper with blobs, inject faults, and record every request (without secrets).
+
+``PUT /v2/<name>/manifests/<tag>`` stores a manifest whose blobs (or, for an index, manifests)
+the repository holds, as the reference registry does; it needs push access (any user with good
+credentials; anyone when ``auth="none"``).
+
+**Hostile mode** (``RegistryServer(hostile=True)``) also serves, as ``hostile/<case>:v1`` for every
+case in :data:`HOSTILE_CASES`, documents of the wrong shape with digests that match them (so a
+client gets past its digest checks to its parsing), and :meth:`RegistryServer.drip` answers a
+request one byte at a time (headers too, if asked), as a server that never times out would.
 """
 
 from __future__ import annotations
@@ -42,6 +51,31 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 IN_TOTO = "application/vnd.in-toto+json"
 
 SERVICE = "test-registry"
+
+#: Hostile documents (hostile mode): case -> what is wrong with the image ``hostile/<case>:v1``.
+HOSTILE_CASES = {
+    "manifest-not-object": "the manifest is a JSON list",
+    "manifest-media-type-list": "the manifest's mediaType is a list",
+    "manifest-no-config": "the image manifest has no config",
+    "config-descriptor-string": "the manifest's config is a string",
+    "config-digest-list": "the config descriptor's digest is a list",
+    "config-digest-bad": "the config descriptor's digest is not algorithm:hex",
+    "config-size-huge": "the config descriptor's size is 10**30",
+    "config-size-string": "the config descriptor's size is a string",
+    "number-too-long": "the manifest holds a number of 5000 digits",
+    "deep-nesting": "the manifest nests lists 100000 deep",
+    "index-manifests-object": "the index's manifests is an object",
+    "index-entry-string": "an index entry is a string",
+    "index-platform-string": "an index entry's platform is a string",
+    "index-variant-number": "an index entry's platform variant is a number",
+    "index-annotations-list": "an index entry's annotations are a list",
+    "index-entry-no-digest": "the linux/arm64 index entry has no digest",
+    "image-config-string": "the image config blob is a JSON string",
+    "image-config-config-list": "the image config's config is a list",
+    "image-config-os-number": "the image config's os is a number",
+    "labels-list": "the labels are a list",
+    "label-value-object": "a label's value is an object",
+}
 
 
 def sha256(data: bytes) -> str:
@@ -79,7 +113,7 @@ class RegistryServer:
 
     def __init__(self, *, auth: str = "none", users: Mapping[str, str] | None = None,
                  private: Iterable[str] = (), refresh_tokens: Mapping[str, str] | None = None,
-                 realm: str | None = None, redirect_blobs: bool = False) -> None:
+                 realm: str | None = None, redirect_blobs: bool = False, hostile: bool = False) -> None:
         if auth not in ("none", "bearer", "basic"):
             raise ValueError(auth)
         self.auth = auth
@@ -91,9 +125,12 @@ class RegistryServer:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}  # digest -> (body, media type)
         self.tags: dict[str, dict[str, str]] = {}  # repo -> tag -> digest
-        self.tokens: dict[str, set[str]] = {}  # token -> repositories it may pull
+        self.tokens: dict[str, dict[str, set[str]]] = {}  # token -> repository -> actions (pull, push)
+        self.hostile = hostile
+        #: what the token service answers instead of a token (a hostile token document), when set
+        self.token_document: Any = None
         self.requests: list[Request] = []
-        self.faults: list[list[Any]] = []  # [path prefix, status (0: stall), times, seconds]
+        self.faults: list[list[Any]] = []  # [path prefix, status (0: stall, -1/-2: drip body/all), times, seconds]
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -102,6 +139,9 @@ class RegistryServer:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> RegistryServer:
+        if self.hostile:
+            for case in HOSTILE_CASES:
+                self.add_hostile(f"hostile/{case}", "v1", case)
         handler = type("Handler", (_Handler,), {"registry": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -166,6 +206,11 @@ class RegistryServer:
     def stall(self, path_prefix: str, seconds: float, times: int = 1) -> None:
         """Wait ``seconds`` before answering the next ``times`` such requests."""
         self.faults.append([path_prefix, 0, times, seconds])
+
+    def drip(self, path_prefix: str, interval: float, times: int = 1, *, headers: bool = False) -> None:
+        """Answer the next ``times`` such requests one byte every ``interval`` seconds: the body, or (with
+        ``headers``) the status line and headers too. Each byte comes well within any read timeout."""
+        self.faults.append([path_prefix, -2 if headers else -1, times, interval])
 
     def _image_manifest(self, repo: str, platform: str, labels: Mapping[str, str], *, docker: bool) -> \
             tuple[bytes, str, str]:
@@ -256,16 +301,89 @@ class RegistryServer:
         return user, self.users.get(user) == password and bool(password)
 
     def issue_token(self, user: str | None, scopes: Iterable[str]) -> str:
-        granted = set()
+        granted: dict[str, set[str]] = {}
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             repo, _, actions = rest.rpartition(":")
-            if kind == "repository" and "pull" in actions.split(",") and (user or repo not in self.private):
-                granted.add(repo)
+            if kind != "repository":
+                continue
+            wanted = set(actions.split(","))
+            if "pull" in wanted and (user or repo not in self.private):
+                granted.setdefault(repo, set()).add("pull")
+            if "push" in wanted and user:
+                granted.setdefault(repo, set()).add("push")
         token = secrets.token_urlsafe(16)
         with self._lock:
             self.tokens[token] = granted
         return token
+
+    # -- hostile documents -------------------------------------------------------------------
+
+    def add_hostile(self, repo: str, tag: str, case: str) -> str:
+        """Store under ``repo:tag`` an image whose documents are hostile as :data:`HOSTILE_CASES` says (with
+        digests that match them); returns the reference."""
+        if case not in HOSTILE_CASES:
+            raise ValueError(case)
+        labels = {"org.opencontainers.image.title": case}
+        config: Any = {"architecture": "arm64", "os": "linux", "config": {"Labels": labels},
+                       "rootfs": {"type": "layers", "diff_ids": []}}
+        if case == "image-config-string":
+            config = "an image config"
+        elif case == "image-config-config-list":
+            config["config"] = ["Labels"]
+        elif case == "image-config-os-number":
+            config["os"] = 7
+        elif case == "labels-list":
+            config["config"]["Labels"] = ["a=b"]
+        elif case == "label-value-object":
+            config["config"]["Labels"] = {"a": {"b": "c"}}
+        config_body = json.dumps(config).encode()
+        layer = self.add_blob(f"layer of {repo}".encode())
+        descriptor: Any = {"mediaType": OCI_CONFIG, "digest": self.add_blob(config_body), "size": len(config_body)}
+        if case == "config-digest-list":
+            descriptor["digest"] = [descriptor["digest"]]
+        elif case == "config-digest-bad":
+            descriptor["digest"] = "sha256:not-hex"
+        elif case == "config-size-huge":
+            descriptor["size"] = 10 ** 30
+        elif case == "config-size-string":
+            descriptor["size"] = "12"
+        manifest: Any = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor,
+                         "layers": [{"mediaType": OCI_LAYER, "digest": layer, "size": 1}]}
+        if case == "config-descriptor-string":
+            manifest["config"] = descriptor["digest"]
+        elif case == "manifest-no-config":
+            del manifest["config"]
+        elif case == "manifest-media-type-list":
+            manifest["mediaType"] = [OCI_MANIFEST]
+        body = json.dumps(manifest).encode()
+        if case == "manifest-not-object":
+            body = json.dumps([manifest]).encode()
+        elif case == "number-too-long":
+            body = body[:-1] + b', "n": ' + b"9" * 5000 + b"}"
+        elif case == "deep-nesting":
+            body = b"[" * 100000 + b"]" * 100000
+        if not case.startswith("index-"):
+            self.put_manifest(repo, body, OCI_MANIFEST, tag)
+            return self.ref(repo, tag)
+        digest = self.put_manifest(repo, body, OCI_MANIFEST)
+        entry: Any = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
+                      "platform": {"architecture": "arm64", "os": "linux"}}
+        if case == "index-platform-string":
+            entry["platform"] = "linux/arm64"
+        elif case == "index-variant-number":
+            entry["platform"]["variant"] = 8
+        elif case == "index-annotations-list":
+            entry["annotations"] = ["vnd.docker.reference.type"]
+        elif case == "index-entry-no-digest":
+            del entry["digest"]
+        index: Any = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
+        if case == "index-manifests-object":
+            index["manifests"] = {"linux/arm64": entry}
+        elif case == "index-entry-string":
+            index["manifests"] = [digest]
+        self.put_manifest(repo, json.dumps(index).encode(), OCI_INDEX, tag)
+        return self.ref(repo, tag)
 
 
 _ERRORS = {
@@ -289,9 +407,13 @@ class _Handler(BaseHTTPRequestHandler):
         with self.registry._lock:
             self.registry.requests.append(Request(self.command, self.path, auth.split(" ", 1)[0], status, account))
 
+    _drip: tuple[float, bool] | None = None  # (seconds per byte, headers too) for this request
+
     def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
               headers: Mapping[str, str] | None = None, account: str | None = None) -> None:
         self._record(status, account)
+        if self._drip is not None:
+            return self._send_dripping(status, body, content_type, headers or {})
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -301,6 +423,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        """One byte every interval: the body (a complete head first), or everything from the status line."""
+        interval, whole = self._drip
+        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        payload = head + (b"" if self.command == "HEAD" else body)
+        start = 0
+        if not whole:
+            self.wfile.write(head)
+            self.wfile.flush()
+            start = len(head)
+        self.close_connection = True
+        try:
+            for i in range(start, len(payload)):
+                if self.registry._httpd is None:  # the server is stopping
+                    return
+                self.wfile.write(payload[i:i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:  # the client gave up: that is the point
+            return
 
     def _error(self, status: int, code: str | None = None, message: str | None = None,
                headers: Mapping[str, str] | None = None) -> None:
@@ -318,6 +463,9 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             else:
                 return False
+        if status < 0:
+            self._drip = (seconds, status == -2)
+            return False
         if not status:
             time.sleep(seconds)
             return False
@@ -331,6 +479,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._route()
+
+    def do_PUT(self) -> None:
+        if self._fault():
+            return
+        path = urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length <= 4 * 1024 * 1024 else b""
+        rest = path[len("/v2/"):] if path.startswith("/v2/") else ""
+        if "/manifests/" not in rest:
+            return self._error(405, "UNSUPPORTED", "method not allowed")
+        repo, ref = rest.rsplit("/manifests/", 1)
+        if not self._authorize(repo, "push"):
+            return
+        reg = self.registry
+        media_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return self._error(400, "MANIFEST_INVALID", "manifest invalid")
+        if not isinstance(doc, dict) or doc.get("mediaType", media_type) != media_type:
+            return self._error(400, "MANIFEST_INVALID", "manifest invalid")
+        if media_type in (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"):
+            missing = [m.get("digest") for m in doc.get("manifests", []) if m.get("digest") not in reg.manifests]
+        else:
+            wanted = [doc.get("config", {}).get("digest")] + [layer.get("digest") for layer in doc.get("layers", [])]
+            missing = [d for d in wanted if d not in reg.blobs]
+        if missing:
+            return self._error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
+        with reg._lock:
+            digest = reg.put_manifest(repo, body, media_type, None if ref.startswith("sha256:") else ref)
+        self._send(201, b"", headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
 
     def do_POST(self) -> None:
         if self._fault():
@@ -377,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._serve_blob(ref)
         return self._error(404, "NOT_FOUND", "no such route")
 
-    def _authorize(self, repo: str | None) -> bool:
+    def _authorize(self, repo: str | None, action: str = "pull") -> bool:
         reg = self.registry
         header = self.headers.get("Authorization", "")
         if reg.auth == "basic":
@@ -387,7 +566,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, headers={"WWW-Authenticate": 'Basic realm="test registry"'})
             return False
         if reg.auth == "bearer":
-            scope = f',scope="repository:{repo}:pull"' if repo else ""
+            actions = "pull,push" if action == "push" else "pull"
+            scope = f',scope="repository:{repo}:{actions}"' if repo else ""
             challenge = f'Bearer realm="{reg.realm}",service="{SERVICE}"{scope}'
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
             with reg._lock:
@@ -395,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
             if granted is None:
                 self._error(401, headers={"WWW-Authenticate": challenge})
                 return False
-            if repo is not None and repo not in granted:
+            if repo is not None and action not in granted.get(repo, set()):
                 self._error(401, headers={"WWW-Authenticate": challenge + ',error="insufficient_scope"'})
                 return False
         return True
@@ -443,6 +623,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._issue(user, form.get("scope", "").split())
 
     def _issue(self, user: str | None, scopes: Iterable[str]) -> None:
+        if self.registry.token_document is not None:
+            return self._send(200, json.dumps(self.registry.token_document).encode(), account=user)
         token = self.registry.issue_token(user, scopes)
         body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
         self._send(200, body, account=user)

@@ -127,7 +127,9 @@ def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_
     code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
     assert code == 0, out
     assert "replacing revision 0 with revision 1" in out
-    assert data["images"][1]["pushed"][1].endswith(":0.17.0-t4-r1")
+    pushed = data["images"][1]["pushed"]
+    assert [ref.rsplit(":", 1)[1] for ref in pushed] == ["0.17.0-t4-r1", "0.17.0-t4"], \
+        "the immutable revision ref is pushed before the tag moves"
 
 
 def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_itself(capsys, tmp_path):

@@ -245,7 +245,12 @@ def test_pep658_metadata_file_is_used(server, index):
     assert amd.source_file == "vllm-0.15.0-cp38-abi3-manylinux_2_31_x86_64.whl"
 
 
-def test_pep658_hash_mismatch_falls_back_to_the_wheel(server, index):
+def test_pep658_hash_mismatch_fails_and_is_not_cached(server, tmp_path):
+    """The advertised hash is the only thing that ties a .metadata file to its wheel: a mismatch fails, without
+    falling back to the wheel's own METADATA and without caching anything (issue 16, item 8)."""
+    from factory.cache import Cache
+    from factory.pypi import BadMetadataHash
+
     good = _metadata("hashy", "1.0", "dep==1")
     server.add_project("hashy", [{
         "filename": "hashy-1.0-py3-none-any.whl",
@@ -253,9 +258,20 @@ def test_pep658_hash_mismatch_falls_back_to_the_wheel(server, index):
         "body": wheel_zip({"hashy-1.0.dist-info/METADATA": good}),
         "metadata": _metadata("hashy", "1.0", "dep==666"),
     }])
-    meta = index.wheel_metadata("hashy", "1.0")
-    assert meta.requires_dist == ("dep==1",)
-    assert server.count("/files/hashy-1.0-py3-none-any.whl") >= 1
+    cache = Cache(tmp_path / "cache")
+    with PackageIndex(server.index_url, cache=cache, retries=0, timeout=5) as ix, \
+            pytest.raises(BadMetadataHash, match=r"hashy-1\.0-py3-none-any\.whl\.metadata does not match the hash "
+                                                 r"the index advertises for it \(sha256 advertised 0{64}, got"):
+        ix.wheel_metadata("hashy", "1.0")
+    assert server.count("/files/hashy-1.0-py3-none-any.whl") == 1  # the .metadata only, never the wheel
+    assert not any(k.startswith("metadata:") for k in _cache_keys(cache))
+
+
+def _cache_keys(cache) -> list[str]:
+    import json as _json
+
+    return [_json.loads(f.read_bytes().partition(b"\n")[0])["key"]
+            for f in cache.directory.glob("*/*") if not f.name.startswith(".tmp-")]
 
 
 def test_pep658_with_matching_hash(server, index):
@@ -416,9 +432,14 @@ def test_requirement_for_evaluates_markers_for_the_target(index):
         requirement_for(torch291, "filelock", machine="armv7l")
 
 
-def test_requirement_for_skips_bad_lines():
+def test_requirement_for_refuses_bad_lines_instead_of_skipping_them():
+    """A Requires-Dist line that cannot be read is an error, not skipped: `torch==junk` skipped made
+    `upstream check` answer 'no deviation' (issue 16, item 9)."""
     meta = WheelMetadata("x", "1", ("not a requirement !!", "ok>=1"), None, "x-1-py3-none-any.whl")
-    assert str(requirement_for(meta, "ok")) == "ok>=1"
+    with pytest.raises(UpstreamError, match=r"^the metadata of x-1-py3-none-any.whl has a Requires-Dist that is "
+                                            r"not a requirement: 'not a requirement !!' \(Expected"):
+        requirement_for(meta, "ok")
+    assert str(requirement_for(WheelMetadata("x", "1", ("ok>=1",), None, "x.whl"), "ok")) == "ok>=1"
 
 
 def test_parse_metadata_multiple_requires_and_body():
