@@ -91,6 +91,8 @@ class E2E:
         if not twin["ok"] or not twin_ref:
             return self.write(started)
         names = self.write_matrix(twin_ref)
+        # a fresh registry for every run: a copy from a run of other content would be, rightly, immutable
+        self.forget(local=False)
         factory = [sys.executable, "-m", "factory"]
         ca = ["--build-ca", str(self.build_ca)] if self.build_ca else []
         report = self.work / "release.json"
@@ -227,11 +229,12 @@ class E2E:
         _run(["docker", "buildx", "prune", "--all", "--force"])
         print(f"e2e {self.arch}: cleaned up the images, the build cache and the registry's e2e-{self.arch} copies")
 
-    def forget(self) -> None:
-        """Remove the images this run published, locally and from the local registry (the build cache stays)."""
+    def forget(self, *, local: bool = True) -> None:
+        """Remove the images this run published from the local registry and (`local`) the engine; the build
+        cache stays."""
         listed = _run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
         refs = [ref for ref in listed if ref.startswith(f"{REGISTRY}/e2e-{self.arch}/")]
-        if refs:
+        if refs and local:
             _run(["docker", "image", "rm", "--force", *refs])
         state = Path(os.environ.get("FACTORY_ENGINE_STATE", "/tmp/spark-image-factory-engine")) / "registry"
         repositories = state / "data" / "docker" / "registry" / "v2" / "repositories" / f"e2e-{self.arch}"
