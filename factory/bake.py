@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 from factory.build import build_time_labels
+from factory.errors import InputError
+from factory.matrix import confined_file
 from factory.plan import ImageSpec, Plan
 
 
@@ -23,6 +25,9 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
     targets: dict[str, dict] = {}
     by_name = {spec.name: spec for spec in plan.images}
     for spec in plan.images:
+        problem = confined_file(root, spec.dockerfile)  # the context is its folder: never one outside the matrix's
+        if problem or not (root / spec.dockerfile).is_file():
+            raise InputError(f"{spec.kind} {spec.name}: dockerfile {problem or repr(spec.dockerfile) + ' is missing'}")
         target = {
             "context": str(root / spec.context),
             "dockerfile": str(root / spec.dockerfile),

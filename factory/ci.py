@@ -1,8 +1,19 @@
-"""Exports of the plan for CI systems: a job matrix where each job builds one image after its base."""
+"""Exports of the plan for CI systems: a job matrix where each job builds one image after its base.
+
+Every value of a job lands in a CI runner's environment; the matrix's names are checked against Docker's
+tag grammar when it is loaded, and checked again here, so a job value can never carry shell syntax. The
+example workflow (`examples/github-workflow.yml`) still passes them through `env:` and quotes them.
+"""
 
 from __future__ import annotations
 
+import re
+
+from factory.errors import InputError
 from factory.plan import Plan
+
+#: What a job value may hold: names, image references (`host:port/repo:tag`), platforms, digests.
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,254}")
 
 
 def github_matrix(plan: Plan) -> dict:
@@ -10,8 +21,12 @@ def github_matrix(plan: Plan) -> dict:
     `extras` jobs (extra layers) that need the images."""
 
     def job(spec) -> dict:
-        return {"name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
-                "platform": spec.platform, "input_digest": spec.input_digest}
+        values = {"name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
+                  "platform": spec.platform, "input_digest": spec.input_digest}
+        for key, value in values.items():
+            if value is not None and not _SAFE.fullmatch(value):
+                raise InputError(f"{spec.kind} {spec.name!r}: {key} {value!r} cannot be a CI job value")
+        return values
 
     return {
         "bases": {"include": [job(s) for s in plan.bases]},

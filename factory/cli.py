@@ -70,8 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _index_url(text: str) -> str:
+    """--index-url: an http(s) URL with a host that parses, never empty (an empty one used to mean the default).
+    Credentials in it are the HTTP client's to split off; every message shows them as `***@`."""
+    from factory.matrix import check_url
+
+    try:
+        return check_url(text, what="an http(s) URL of a simple index (e.g. https://pypi.org/simple/)",
+                         userinfo=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _index_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index-url", default=None, help="package index (PEP 691 simple API) for upstream facts")
+    p.add_argument("--index-url", default=None, type=_index_url,
+                   help="package index (PEP 691 simple API) for upstream facts")
     p.add_argument("--offline", action="store_true", help="use only the on-disk cache")
     p.add_argument("--refresh", action="store_true", help="ignore cached answers and ask again")
 
@@ -247,6 +260,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+#: OSErrors about a path the user named (a --readme, an -o, a --dir): bad input, exit 2; any other is failed work.
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _error(message: str) -> None:
+    """Every error the CLI prints goes through here: one line of context, credentials in URLs redacted."""
+    from factory.redact import redact
+
+    print(f"factory: {redact(message)}", file=sys.stderr)
+
+
+def _docker_missing(exc: BaseException) -> bool:
+    """python-on-whales' ClientNotFoundError (no `docker` on PATH), recognised without importing the library."""
+    kind = type(exc)
+    return kind.__name__ == "ClientNotFoundError" and kind.__module__.startswith("python_on_whales")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = _parser()
@@ -256,13 +286,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return COMMANDS[args.command](args)
     except FactoryError as exc:
-        print(f"factory: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("factory: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return 2 if isinstance(exc, _PATH_ERRORS) else 1
+    except Exception as exc:
+        if _docker_missing(exc):
+            _error("docker is not installed: no `docker` client on PATH (`make engine` installs Docker Engine)")
+            return 1
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -183,8 +183,11 @@ def _plan_for(args):
 
 def cmd_build(args) -> int:
     from factory.build import BuildOptions, run_build
+    from factory.errors import InputError
     from factory.render import to_json
 
+    if args.jobs < 1:
+        raise InputError("--jobs must be at least 1")
     loaded, plan = _plan_for(args)
     options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
@@ -311,11 +314,25 @@ def cmd_bake(args) -> int:
                      platforms=tuple(args.platform) or None)
     text = to_json(data) + "\n"
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        _write_output(args.output, text)
         print(f"{args.output}: {len(data['target'])} target(s); run `docker buildx bake -f {args.output} --load`")
     else:
         print(text, end="")
     return 0
+
+
+def _write_output(path: Path, text: str) -> None:
+    """`bake -o`: a file in an existing folder, never onto a folder; one clear message otherwise."""
+    from factory.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"-o {path}: is a folder; name the file to write (e.g. {path / 'docker-bake.json'})")
+    if not path.parent.is_dir():
+        raise InputError(f"-o {path}: the folder {path.parent} does not exist")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def cmd_smoke(args) -> int:

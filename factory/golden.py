@@ -48,7 +48,20 @@ def label_files(plan: Plan) -> dict[str, str]:
 
 
 def sync(folder: Path, files: dict[str, str], *, write: bool, pattern: str = "*.json") -> list[str]:
-    """Differences between `folder` and `files` (stale, missing, extra); writes them when asked."""
+    """Differences between `folder` and `files` (stale, missing, extra); writes them when asked.
+
+    Writes only plain file names directly inside `folder`, never through a symlink: whatever a name holds,
+    nothing is written outside the folder (the matrix's names are checked before this, too).
+    """
+    from factory.errors import InputError
+
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (labels are written into a folder: --dir)")
+    if not folder.exists() and folder.parent.exists() and not folder.parent.is_dir():
+        raise InputError(f"{folder}: {folder.parent} is not a folder")
+    for name in files:
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise InputError(f"{name!r}: not a plain file name, refused (it would be written outside {folder})")
     problems = []
     existing = {p.name for p in folder.glob(pattern)} if folder.exists() else set()
     for name, text in files.items():
@@ -62,7 +75,10 @@ def sync(folder: Path, files: dict[str, str], *, write: bool, pattern: str = "*.
     if write:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            (folder / name).write_text(text, encoding="utf-8")
+            path = folder / name
+            if path.is_symlink():  # replace the link, never write where it points
+                path.unlink()
+            path.write_text(text, encoding="utf-8")
         for name in existing - set(files):
             (folder / name).unlink()
     return problems

@@ -188,3 +188,23 @@ def test_release_dry_run_smoke_runs_the_matrix_platform_with_the_baseline(capsys
     assert code == 0 and "--platform=linux/arm64" in command
     assert f"source={baseline},target=/opt/factory/smoke-baseline.json,readonly" in command
     assert "--baseline /opt/factory/smoke-baseline.json" in command and "--no-builtin-baseline" in command
+
+
+def test_build_takes_names_after_double_dash_as_the_example_workflow_passes_them(capsys):
+    """examples/github-workflow.yml runs `factory build --push -- "$NAME"`: a name is never read as an option."""
+    code, out, _ = run(capsys, "build", "--dry-run", "--matrix", str(SHIPPED), "--", "0.33.0-t5")
+    assert code == 0 and "docker buildx build" in out
+    code, _, err = run(capsys, "build", "--dry-run", "--matrix", str(SHIPPED), "--", "--all")
+    assert code == 2 and "no tag or base matches '--all'" in err
+
+
+def test_error_messages_never_show_a_credential(capsys, monkeypatch):
+    from factory import cli
+    from factory.errors import WorkFailed
+
+    def failing(args):
+        raise WorkFailed("push to https://robot:hunter2-token@registry.example/v2/ failed")
+
+    monkeypatch.setitem(cli.COMMANDS, "list", failing)
+    code, _, err = run(capsys, "list")
+    assert code == 1 and "hunter2" not in err and "https://***@registry.example/v2/" in err

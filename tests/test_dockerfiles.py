@@ -63,3 +63,80 @@ def test_source_base_guards_against_cpu_only_torch():
         last_run = vllm[vllm.rindex("\nRUN"):]
         assert "transformers==${TRANSFORMERS_VERSION}" in last_run, "Transformers must be the last layer"
         assert vllm.rindex("ARG TRANSFORMERS_VERSION") > vllm.rindex("COPY"), "declared late: earlier layers shared"
+
+
+# -- issue 16: valid Dockerfiles are read as BuildKit reads them, bad ones get one clear message ----------------
+
+def _inputs(tmp_path, text, files=("a.sh", "b.sh")):
+    from factory.dockerfile import dockerfile_inputs
+
+    for name in files:
+        (tmp_path / name).write_text(name)
+    (tmp_path / "x.Dockerfile").write_text(text)
+    return [p.name for p in dockerfile_inputs(tmp_path / "x.Dockerfile")]
+
+
+def test_json_form_copy_is_read(tmp_path):
+    assert _inputs(tmp_path, 'FROM x\nCOPY ["a.sh", "/x/"]\nCOPY --chmod=755 ["b.sh", "/y"]\n') == ["a.sh", "b.sh"]
+
+
+def test_heredoc_copy_and_heredoc_bodies_are_not_instructions(tmp_path):
+    text = ("FROM x\nCOPY <<EOF /etc/x.conf\nCOPY missing.sh /nowhere\nEOF\n"
+            "RUN <<-SCRIPT\n\tADD nope /x\n\techo $USED\n\tSCRIPT\nCOPY <<'ONE' <<\"TWO\" /z/\nx\nONE\ny\nTWO\n"
+            "COPY a.sh /a\n")
+    assert _inputs(tmp_path, text) == ["a.sh"]
+    assert "USED" in used_args(text)
+
+
+def test_add_of_remote_sources_reads_nothing_from_the_context(tmp_path):
+    text = ("FROM x\nADD https://github.com/moby/buildkit.git#v0.12.0 /src\n"
+            "ADD git@github.com:moby/buildkit.git /src2\nADD http://example.org/x.tar.gz /x\n"
+            "ADD --checksum=sha256:00 https://example.org/y /y\nADD git://example.org/r.git /r\nADD b.sh /b\n")
+    assert _inputs(tmp_path, text) == ["b.sh"]
+
+
+def test_multi_line_copy_and_absolute_sources(tmp_path):
+    text = "FROM x\nCOPY a.sh \\\n# a comment inside the continuation\n     /b.sh \\\n     /dest/\n"
+    assert _inputs(tmp_path, text) == ["a.sh", "b.sh"], "a leading / is the context root, as in BuildKit"
+
+
+def test_copied_folder_and_glob(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "e" / "f.txt").write_text("f")
+    assert _inputs(tmp_path, "FROM x\nCOPY d /d\nCOPY *.sh /s/\n") == ["a.sh", "b.sh", "f.txt"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('FROM x\nCOPY "a.sh /x\n', "unbalanced quote"),
+    ("FROM x\nCOPY ../secret /x\n", "outside the build context"),
+    ("FROM x\nCOPY a.sh\n", "needs a source and a destination"),
+])
+def test_bad_copy_lines_are_input_errors(tmp_path, text, needle):
+    from factory.errors import InputError
+
+    with pytest.raises(InputError, match=needle):
+        _inputs(tmp_path, text)
+
+
+def test_copied_symlink_escaping_the_context_is_refused(tmp_path):
+    from factory.errors import InputError
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "secret").write_text("s")
+    (tmp_path / "ctx" / "link").symlink_to(tmp_path / "secret")
+    (tmp_path / "ctx" / "x.Dockerfile").write_text("FROM x\nCOPY link /x\n")
+    from factory.dockerfile import dockerfile_inputs
+
+    with pytest.raises(InputError, match="resolves outside the build context"):
+        dockerfile_inputs(tmp_path / "ctx" / "x.Dockerfile")
+
+
+@pytest.mark.parametrize("kind", ["folder", "not-utf8"])
+def test_a_dockerfile_that_cannot_be_read_is_an_input_error(tmp_path, kind):
+    from factory.dockerfile import dockerfile_inputs
+    from factory.errors import InputError
+
+    path = tmp_path / "x.Dockerfile"
+    path.mkdir() if kind == "folder" else path.write_bytes(b"FROM \xff\n")
+    with pytest.raises(InputError, match="a folder" if kind == "folder" else "not UTF-8"):
+        dockerfile_inputs(path)
