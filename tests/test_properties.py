@@ -95,6 +95,7 @@ COMMANDS = [
     ["docs", "--check"], ["bake"], ["bake", "-o", "{out}", "{sel}"], ["build", "--dry-run", "{sel}"],
     ["build", "--dry-run", "--jobs", "{jobs}", "{sel}"], ["release", "--dry-run", "--jobs", "{jobs}", "{sel}"],
     ["diff", "--planned", "{sel}", "0.17.0-t4"], ["upstream", "check", "--offline", "--index-url", "{url}"],
+    ["outdated", "--offline", "--index-url", "{url}"], ["propose", "{version}", "--offline", "--json"],
 ]
 FLAGS = {
     "sel": ["--all", "0.17.0-t5", "nope", "*", "$(id)", "0.17.0-t5-nixl", "2.10.0-cu131", "-x"],
@@ -102,6 +103,7 @@ FLAGS = {
     "dir": ["/dev/null", "{tmp}/labels", "/nonexistent/x/y", "{tmp}/dockerfiles/smoke.py", "{tmp}"],
     "out": ["{tmp}", "{tmp}/missing/x.json", "{tmp}/bake.json", "/dev/null/x"],
     "jobs": ["0", "-1", "x", "1"],
+    "version": ["0.99.0", "x y", "-1", "$(id)", "0.17.0"],
 }
 
 
