@@ -226,23 +226,54 @@ class E2E:
     def clean(self) -> None:
         """Remove what the run made, keeping the twin: the images, the build cache, the registry's copies."""
         self.forget()
+        self.collect_garbage()
         _run(["docker", "buildx", "prune", "--all", "--force"])
         print(f"e2e {self.arch}: cleaned up the images, the build cache and the registry's e2e-{self.arch} copies")
 
     def forget(self, *, local: bool = True) -> None:
-        """Remove the images this run published from the local registry and (`local`) the engine; the build
-        cache stays."""
+        """Untag what this arch's runs published in the local registry (through its API: the blobs stay, so a
+        later push stays consistent) and, with `local`, remove the images from the engine. The build cache
+        stays."""
         listed = _run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
         refs = [ref for ref in listed if ref.startswith(f"{REGISTRY}/e2e-{self.arch}/")]
         if refs and local:
             _run(["docker", "image", "rm", "--force", *refs])
-        state = Path(os.environ.get("FACTORY_ENGINE_STATE", "/tmp/spark-image-factory-engine")) / "registry"
-        repositories = state / "data" / "docker" / "registry" / "v2" / "repositories" / f"e2e-{self.arch}"
-        if repositories.is_dir():
-            import shutil
+        _untag_registry(f"e2e-{self.arch}/")
 
-            shutil.rmtree(repositories)
-            _run(["docker-registry", "garbage-collect", "--delete-untagged", str(state / "config.yml")])
+    def collect_garbage(self) -> None:
+        """Free the registry's disk: garbage collection needs the registry stopped (its blob cache would
+        otherwise claim deleted blobs), so it is stopped, collected and started again by the engine script."""
+        state = Path(os.environ.get("FACTORY_ENGINE_STATE", "/tmp/spark-image-factory-engine"))
+        pid_file = state / "pids" / "registry.pid"
+        if not pid_file.is_file():
+            return  # not ours to stop
+        pid = int(pid_file.read_text().strip() or 0)
+        try:
+            os.kill(pid, 15)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+        except (ProcessLookupError, ValueError):
+            pass
+        _run(["docker-registry", "garbage-collect", "--delete-untagged", str(state / "registry" / "config.yml")])
+        _run(["bash", "scripts/engine.sh", "start"])
+
+
+def _untag_registry(prefix: str) -> None:
+    """Delete every manifest of the local registry's repositories under `prefix` (DELETE by digest)."""
+    import httpx
+
+    accept = ", ".join(("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                        "application/vnd.docker.distribution.manifest.v2+json"))
+    with httpx.Client(base_url=f"http://{REGISTRY}/v2/", timeout=30) as client:
+        repositories = client.get("_catalog", params={"n": 10000}).json().get("repositories") or []
+        for repo in (r for r in repositories if r.startswith(prefix)):
+            tags = client.get(f"{repo}/tags/list").json().get("tags") or []
+            digests = {client.head(f"{repo}/manifests/{tag}", headers={"Accept": accept})
+                       .headers.get("Docker-Content-Digest") for tag in tags}
+            for digest in filter(None, digests):
+                client.delete(f"{repo}/manifests/{digest}")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

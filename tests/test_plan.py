@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from factory.errors import InputError
@@ -50,7 +52,7 @@ def test_no_os_promise_when_the_cuda_image_names_no_ubuntu(tmp_path):
     text = SHIPPED.read_text().replace('cuda_image = "nvidia/cuda:{cuda}-devel-ubuntu{ubuntu}"',
                                        'cuda_image = "factory-twin/cuda:{cuda}-devel-amd64"')
     (tmp_path / "matrix.toml").write_text(text)
-    (tmp_path / "dockerfiles").symlink_to(SHIPPED.parent / "dockerfiles")
+    shutil.copytree(SHIPPED.parent / "dockerfiles", tmp_path / "dockerfiles")
     base, image = _plan(tmp_path / "matrix.toml", ["0.15.0-t5"]).images
     assert base.os is None and image.os is None
     assert base.build_args["CUDA_IMAGE"] == "factory-twin/cuda:13.1.0-devel-amd64"
