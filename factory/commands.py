@@ -219,7 +219,7 @@ def cmd_release(args) -> int:
     report = run_build(plan, loaded.root, options)
     if args.dry_run:
         for alias, source in moving.items():
-            print(f"docker tag {source} {alias} && docker push {alias}")
+            print(f"registry: tag {alias} as the manifest of {source} (PUT, nothing pulled or pushed)")
         return 0
     smoke = {True: "passed", False: "FAILED", None: "-"}
     rows = [(r.name, r.status, smoke[r.smoked], ", ".join(r.pushed) or "-", (r.digest or "")[:19])
