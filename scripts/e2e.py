@@ -112,7 +112,8 @@ class E2E:
             self.forget()
             self.step("release from a warm cache (images removed, build cache kept)", [
                 *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
-                "--log-dir", str(self.work / "logs-warm"), "--report", str(self.work / "release-warm.json")])
+                "--log-dir", str(self.work / "logs-warm"), "--report", str(self.work / "release-warm.json")],
+                check=lambda: _everything_built(self.work / "release-warm.json"))
         return self.write(started)
 
     def step(self, name: str, cmd: list[str], check=None) -> dict:
@@ -267,13 +268,16 @@ def _untag_registry(prefix: str) -> None:
                         "application/vnd.docker.distribution.manifest.list.v2+json",
                         "application/vnd.docker.distribution.manifest.v2+json"))
     with httpx.Client(base_url=f"http://{REGISTRY}/v2/", timeout=30) as client:
-        repositories = client.get("_catalog", params={"n": 10000}).json().get("repositories") or []
+        repositories = client.get("_catalog", params={"n": 1000}).raise_for_status().json()["repositories"] or []
         for repo in (r for r in repositories if r.startswith(prefix)):
-            tags = client.get(f"{repo}/tags/list").json().get("tags") or []
-            digests = {client.head(f"{repo}/manifests/{tag}", headers={"Accept": accept})
-                       .headers.get("Docker-Content-Digest") for tag in tags}
-            for digest in filter(None, digests):
-                client.delete(f"{repo}/manifests/{digest}")
+            tags = client.get(f"{repo}/tags/list").raise_for_status().json().get("tags") or []
+            digests = {client.head(f"{repo}/manifests/{tag}", headers={"Accept": accept}).raise_for_status()
+                       .headers["Docker-Content-Digest"] for tag in tags}
+            for digest in digests:
+                client.delete(f"{repo}/manifests/{digest}").raise_for_status()
+            left = client.get(f"{repo}/tags/list").json().get("tags")
+            if left:
+                raise RuntimeError(f"the registry still lists {repo}:{', '.join(left)} after deleting them")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -308,6 +312,12 @@ def _nothing_built(report: Path) -> str | None:
     data = json.loads(report.read_text())
     built = [i["name"] for i in data["images"] if i["status"] not in ("up to date",)]
     return f"rebuilt or re-pushed {', '.join(built)}" if built else None
+
+
+def _everything_built(report: Path) -> str | None:
+    data = json.loads(report.read_text())
+    skipped = [i["name"] for i in data["images"] if i["status"] not in ("built", "pushed")]
+    return f"not rebuilt: {', '.join(skipped)}" if skipped else None
 
 
 def _layers(ref: str, platform: str) -> list[dict]:
