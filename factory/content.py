@@ -147,6 +147,9 @@ class Findings:
     cuda_dists: dict[str, str] = field(default_factory=dict)
     #: soname -> the image path the dynamic loader resolves it to for torch's libtorch_cuda.so
     resolved: dict[str, str] = field(default_factory=dict)
+    #: image path of a shared object that needs a CUDA 12 library -> the distribution that installed it
+    #: (from the RECORD files), so a finding names the package to change (`cupy-cuda12x 13.6.0`)
+    owners: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The findings as JSON-ready data."""
@@ -169,6 +172,7 @@ class Findings:
             "cuda_facts": dict(self.cuda_facts),
             "cuda_dists": dict(self.cuda_dists),
             "resolved": dict(self.resolved),
+            "owners": dict(self.owners),
             "notes": list(self.notes),
         }
 
@@ -383,7 +387,30 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
         cuda_facts=dict(s.cuda_facts),
         cuda_dists={name: copies[0].version for name, copies in sorted(s.dists.items()) if _CUDA_DIST.match(name)},
         resolved=dict(s.resolved),
+        owners=_owners(s, sorted(s.cuda12)),
     )
+
+
+def _owners(s: _Scan, paths: list[str]) -> dict[str, str]:
+    """The distribution (`name version`) whose RECORD lists each image path; read only when there are paths."""
+    wanted = set(paths)
+    out: dict[str, str] = {}
+    if not wanted:
+        return out
+    for name, copies in s.dists.items():
+        for dist in copies:
+            if not dist.where.endswith(".dist-info"):
+                continue
+            record = _read_text(s.root, f"{dist.where}/RECORD", 16 << 20) or ""
+            site = image_path(dist.site)
+            for line in record.splitlines():
+                listed = line.split(",", 1)[0]
+                if not listed:
+                    continue
+                path = os.path.normpath(f"{site}/{listed}")
+                if path in wanted:
+                    out.setdefault(path, f"{name} {dist.version}")
+    return out
 
 
 def _scan_dists(s: _Scan) -> list[tuple[str, ...]]:
@@ -1043,8 +1070,11 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
         for path in findings.cuda12_objects:
             libs = findings.cuda12_needed.get(path, ())
             needs = ", ".join(libs) or "CUDA 12 libraries"
+            owner = findings.owners.get(path)
+            brought = f" (installed by {owner})" if owner else ""
             mismatches.append(Mismatch("cuda-abi", cuda_key, cuda or "", needs, path,
-                                       f"cuda-abi: {path} needs {needs} from CUDA 12, but the image is CUDA {cuda}"))
+                                       f"cuda-abi: {path}{brought} needs {needs} from CUDA 12, but the image is "
+                                       f"CUDA {cuda}"))
     mismatches.extend(_verify_extra(findings, labels, namespace, major))
     mismatches.extend(_verify_cuda_facts(findings, labels, namespace))
     mismatches.extend(_verify_device_code(findings, labels, namespace))

@@ -777,3 +777,16 @@ def test_pip_cuda_distributions_are_listed(image):
                                    "nvidia-cuda-runtime": "13.0.96", "nvidia-ml-py": "13.580.82",
                                    "nvidia-nvjitlink": "13.0.88"}
     assert findings.as_dict()["cuda_dists"]["cuda-bindings"] == "13.0.3"
+
+
+def test_a_cuda_12_object_is_named_with_the_package_that_installed_it(image):
+    """The review's cupy-cuda12x case: the finding must say which distribution brought the library."""
+    bad = write_elf(image / SITE / "cupy_backends/cuda/libs/cublas.so", ["libcublas.so.12"], bits=64)
+    info = dist(image, SITE, "cupy_cuda12x", "cupy-cuda12x", "13.6.0").parent
+    (info / "RECORD").write_text("cupy_backends/cuda/libs/cublas.so,sha256=x,10\n"
+                                 "cupy_cuda12x-13.6.0.dist-info/RECORD,,\n")
+    findings = scan(image)
+    where = f"/{SITE}/cupy_backends/cuda/libs/cublas.so"
+    assert findings.owners == {where: "cupy-cuda12x 13.6.0"} and bad.exists()
+    [mismatch] = verify(findings, labels(), NS, "vllm")
+    assert f"{where} (installed by cupy-cuda12x 13.6.0) needs libcublas.so.12" in mismatch.message
