@@ -112,27 +112,29 @@ def check_buildx() -> None:
         raise EngineError("Docker Buildx is missing: install the buildx CLI plugin (`make engine` does)") from None
 
 
-def local_image(ref: str) -> tuple[str, dict[str, str]] | None:
-    """(image id, labels) of a local image, or None when the engine has no image by that name."""
+def _inspect(ref: str):
+    """python-on-whales' Image of a local image, or None when the engine has no image by that name."""
     docker = _docker()
     exc = _exceptions()
     try:
-        image = docker.image.inspect(ref)
+        return docker.image.inspect(ref)
     except exc.NoSuchImage:
         return None
     except exc.DockerException as error:
         raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
-    return image.id, dict(image.config.labels or {})
+
+
+def local_image(ref: str) -> tuple[str, dict[str, str]] | None:
+    """(image id, labels) of a local image, or None when the engine has no image by that name."""
+    image = _inspect(ref)
+    return None if image is None else (image.id, dict(image.config.labels or {}))
 
 
 def image_env(ref: str) -> dict[str, str]:
     """The environment an image's config sets (`CUDA_VERSION`, `LD_LIBRARY_PATH`, ...), for measuring it."""
-    docker = _docker()
-    exc = _exceptions()
-    try:
-        image = docker.image.inspect(ref)
-    except exc.DockerException as error:
-        raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
+    image = _inspect(ref)
+    if image is None:
+        raise EngineError(f"cannot inspect {ref}: no such local image")
     pairs = (item.partition("=") for item in image.config.env or ())
     return {key: value for key, _, value in pairs}
 
@@ -154,14 +156,9 @@ def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: dict[str, str]
 
 def local_platform(ref: str) -> str | None:
     """`os/arch[/variant]` of a local image, or None when the engine has no image by that name."""
-    docker = _docker()
-    exc = _exceptions()
-    try:
-        image = docker.image.inspect(ref)
-    except exc.NoSuchImage:
+    image = _inspect(ref)
+    if image is None:
         return None
-    except exc.DockerException as error:
-        raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
     variant = getattr(image, "variant", None)
     return "/".join(p for p in (image.os, image.architecture, variant) if p)
 
