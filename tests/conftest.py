@@ -11,6 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "matrix.toml"
 
+#: An [extra.nixl] table for the small matrix (tests that need one append it).
+NIXL = """
+[extra.nixl]
+suffix = "nixl"
+description = "UCX and NIXL for KV-cache transfer"
+dockerfile = "dockerfiles/nixl.Dockerfile"
+on = ["0.17.0-*"]
+versions = { ucx = "1.19.0", nixl = "1.5.1" }
+"""
+
 SMALL = """\
 schema = 1
 

@@ -10,18 +10,11 @@ from factory.errors import InputError
 from factory.matrix import extra_images, load
 from factory.plan import build_plan, select
 from factory.resolve import resolve
+from tests.conftest import NIXL as CONFTEST_NIXL
 from tests.conftest import ROOT, SHIPPED, SMALL
 
 NS = "dev.scitrera"
-NIXL = """
-[extra.nixl]
-suffix = "nixl"
-description = "UCX and NIXL for KV-cache transfer"
-dockerfile = "dockerfiles/nixl.Dockerfile"
-on = ["0.17.0-*"]
-versions = { ucx = "1.19.0", nixl = "1.5.1" }
-cuda_linked = ["/opt/ucx/lib", "/opt/nixl/lib"]
-"""
+NIXL = CONFTEST_NIXL + 'cuda_linked = ["/opt/ucx/lib", "/opt/nixl/lib"]\n'
 
 
 @pytest.fixture

@@ -16,18 +16,10 @@ from factory.cli import main
 from factory.errors import InputError
 from factory.matrix import load
 from factory.redact import has_userinfo, redact
-from tests.conftest import ROOT, SHIPPED, SMALL
+from tests.conftest import NIXL, ROOT, SHIPPED, SMALL
 
 SECRET = "s3cr3t-t0ken"
 
-NIXL = """
-[extra.nixl]
-suffix = "nixl"
-description = "UCX and NIXL for KV-cache transfer"
-dockerfile = "dockerfiles/nixl.Dockerfile"
-on = ["0.17.0-*"]
-versions = { ucx = "1.19.0", nixl = "1.5.1" }
-"""
 
 
 def run(capsys, *argv):

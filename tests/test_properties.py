@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factory.cli import main
-from tests.conftest import SMALL
+from tests.conftest import NIXL, SMALL
 
 KEYS = ["cuda", "nccl", "torch", "triton", "flashinfer", "vllm", "transformers", "base", "mode", "allow",
         "default", "revision", "schema", "when", "require", "id", "platform", "[image.x]", "[[rule]]"]
@@ -53,14 +53,6 @@ def test_mutated_matrices_never_raise(write_matrix, text, command):
 # -- issue 16: every command that needs no engine, on generated bad matrices, Dockerfiles and flags ------------
 
 SECRET = "pr0perty-s3cret"
-NIXL = """
-[extra.nixl]
-suffix = "nixl"
-description = "UCX and NIXL for KV-cache transfer"
-dockerfile = "dockerfiles/nixl.Dockerfile"
-on = ["0.17.0-*"]
-versions = { ucx = "1.19.0", nixl = "1.5.1" }
-"""
 GOOD = SMALL.replace("\n[[rule]]", NIXL + "\n[[rule]]", 1)
 README = "# x\n<!-- BEGIN factory docs: generated from matrix.toml by `factory docs`; do not edit -->\n" \
          "<!-- END factory docs -->\n"
