@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-ca", type=Path, default=_default_ca(), help="CA for the builds' downloads")
     p.add_argument("--report-dir", type=Path, default=REPO / "docs" / "e2e")
     p.add_argument("--clean", action="store_true", help="remove the built images from the engine at the end")
-    p.add_argument("--warm", action="store_true",
-                   help="also time a rebuild from a warm cache (images removed, build cache kept)")
     args = p.parse_args(argv)
-    e2e = E2E(args.arch, args.build_ca, args.report_dir, warm=args.warm)
+    e2e = E2E(args.arch, args.build_ca, args.report_dir)
     try:
         ok = e2e.run()
     finally:
@@ -68,9 +66,8 @@ def _egress_ca(found: list[Path]) -> Path | None:
 
 
 class E2E:
-    def __init__(self, arch: str, build_ca: Path | None, report_dir: Path, *, warm: bool = False) -> None:
+    def __init__(self, arch: str, build_ca: Path | None, report_dir: Path) -> None:
         self.arch = arch
-        self.warm = warm
         self.platform = f"linux/{arch}"
         self.native = _host_arch() == arch
         self.build_ca = build_ca
@@ -108,12 +105,6 @@ class E2E:
                 *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
                 "--log-dir", str(self.work / "logs-again"), "--report", str(again)],
                 check=lambda: _nothing_built(again))
-        if release["ok"] and self.warm:
-            self.forget()
-            self.step("release from a warm cache (images removed, build cache kept)", [
-                *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
-                "--log-dir", str(self.work / "logs-warm"), "--report", str(self.work / "release-warm.json")],
-                check=lambda: _everything_built(self.work / "release-warm.json"))
         return self.write(started)
 
     def step(self, name: str, cmd: list[str], check=None) -> dict:
@@ -312,12 +303,6 @@ def _nothing_built(report: Path) -> str | None:
     data = json.loads(report.read_text())
     built = [i["name"] for i in data["images"] if i["status"] not in ("up to date",)]
     return f"rebuilt or re-pushed {', '.join(built)}" if built else None
-
-
-def _everything_built(report: Path) -> str | None:
-    data = json.loads(report.read_text())
-    skipped = [i["name"] for i in data["images"] if i["status"] not in ("built", "pushed")]
-    return f"not rebuilt: {', '.join(skipped)}" if skipped else None
 
 
 def _layers(ref: str, platform: str) -> list[dict]:
