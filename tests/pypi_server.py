@@ -36,6 +36,8 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+from tests.drip import send_dripping
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pypi"
 
 #: Hostile mode: project -> what is wrong with it. Each has one release, 1.0, with a py3-none-any wheel.
@@ -183,26 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
     def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
-        """One byte every interval: the body after a complete head, or (drip-all) from the status line on."""
-        interval, whole = self._drip
-        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
-        payload, start = head + body, 0
-        if not whole:
-            self.wfile.write(head)
-            self.wfile.flush()
-            start = len(head)
-        self.close_connection = True
-        try:
-            for i in range(start, len(payload)):
-                if self.server.owner._httpd is None:  # the server is stopping
-                    return
-                self.wfile.write(payload[i:i + 1])
-                self.wfile.flush()
-                time.sleep(interval)
-        except OSError:  # the client gave up: that is the point
-            return
+        send_dripping(self, self._drip, status, body, content_type, headers,
+                      lambda: self.server.owner._httpd is None)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None | EllipsisType:

@@ -41,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+from tests.drip import send_dripping
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -425,27 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
-        """One byte every interval: the body (a complete head first), or everything from the status line."""
-        interval, whole = self._drip
-        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
-        payload = head + (b"" if self.command == "HEAD" else body)
-        start = 0
-        if not whole:
-            self.wfile.write(head)
-            self.wfile.flush()
-            start = len(head)
-        self.close_connection = True
-        try:
-            for i in range(start, len(payload)):
-                if self.registry._httpd is None:  # the server is stopping
-                    return
-                self.wfile.write(payload[i:i + 1])
-                self.wfile.flush()
-                time.sleep(interval)
-        except OSError:  # the client gave up: that is the point
-            return
+        send_dripping(self, self._drip, status, b"" if self.command == "HEAD" else body, content_type, headers,
+                      lambda: self.registry._httpd is None)
 
     def _error(self, status: int, code: str | None = None, message: str | None = None,
                headers: Mapping[str, str] | None = None) -> None:
