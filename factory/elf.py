@@ -212,18 +212,17 @@ def _header(f: BinaryIO, name: str) -> tuple[int, _Layout, bytes, tuple[int, ...
     return size, layout, ident, struct.unpack(layout.header, raw)
 
 
-def _section_count(f: BinaryIO, size: int, layout: _Layout, name: str, shoff: int, shnum: int, shentsize: int,
-                   shstrndx: int) -> tuple[int, int]:
-    """(shnum, shstrndx) with ELF extended numbering applied (section 0 holds counts that do not fit)."""
-    if shoff and (shnum == 0 or shstrndx == 0xFFFF):
-        _check_entsize(shentsize, layout.shdr, name, "section")
-        first = _pread(f, size, shoff, struct.calcsize(layout.shdr), name, "section header 0")
-        _t, _a, _o, sh_size, sh_link, _i = layout.shdr_fields(first, 0)
-        if shnum == 0:
-            shnum = sh_size
-        if shstrndx == 0xFFFF:
-            shstrndx = sh_link
-    return shnum, shstrndx
+def _extended_counts(f: BinaryIO, size: int, layout: _Layout, name: str, shoff: int, shentsize: int,
+                     phnum: int, shnum: int, shstrndx: int) -> tuple[int, int, int]:
+    """(phnum, shnum, shstrndx) with ELF extended numbering applied: counts that do not fit their header
+    field (0xffff program headers, 0 sections, section-name index 0xffff) are held by section header 0."""
+    if not shoff or (phnum != 0xFFFF and shnum != 0 and shstrndx != 0xFFFF):
+        return phnum, shnum, shstrndx
+    _check_entsize(shentsize, layout.shdr, name, "section")
+    first = _pread(f, size, shoff, struct.calcsize(layout.shdr), name, "section header 0")
+    _t, _a, _o, sh_size, sh_link, sh_info = layout.shdr_fields(first, 0)
+    return (sh_info if phnum == 0xFFFF else phnum, sh_size if shnum == 0 else shnum,
+            sh_link if shstrndx == 0xFFFF else shstrndx)
 
 
 def _sections(f: BinaryIO, name: str) -> tuple[Section, ...]:
@@ -231,7 +230,7 @@ def _sections(f: BinaryIO, name: str) -> tuple[Section, ...]:
     shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
     if not shoff:
         return ()
-    shnum, shstrndx = _section_count(f, size, layout, name, shoff, shnum, shentsize, shstrndx)
+    _phnum, shnum, shstrndx = _extended_counts(f, size, layout, name, shoff, shentsize, 0, shnum, shstrndx)
     if not shnum:
         return ()
     _check_entsize(shentsize, layout.shdr, name, "section")
@@ -257,15 +256,7 @@ def _read(f: BinaryIO, name: str) -> Dynamic:
     (_type, machine, _version, _entry, phoff, shoff, _flags, _ehsize,
      phentsize, phnum, shentsize, shnum, _shstrndx) = fields
 
-    # Extended numbering: with 0xffff program headers or 0 sections, section 0 holds the real counts.
-    if (phnum == 0xFFFF or (shnum == 0 and shoff)) and shoff:
-        _check_entsize(shentsize, layout.shdr, name, "section")
-        first = _pread(f, size, shoff, struct.calcsize(layout.shdr), name, "section header 0")
-        _t, _a, _o, sh_size, _l, sh_info = layout.shdr_fields(first, 0)
-        if phnum == 0xFFFF:
-            phnum = sh_info
-        if shnum == 0:
-            shnum = sh_size
+    phnum, shnum, _ = _extended_counts(f, size, layout, name, shoff, shentsize, phnum, shnum, 0)
 
     loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
     dyn_range: tuple[int, int] | None = None
