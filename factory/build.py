@@ -42,6 +42,7 @@ class ImageResult:
     verified: bool | None = None
     smoked: bool | None = None  # the GPU smoke test passed (None: not run)
     smoke_report: str | None = None  # where its JSON report was saved
+    verify_report: str | None = None  # where verify's findings, mismatches and measured labels were saved
 
 
 @dataclass
@@ -326,7 +327,9 @@ def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: B
         result.verified, result.error = False, f"verify could not read the image: {error}"
         out(f"verify {spec.name}: FAILED: {result.error}")
         return
-    result.verified = check.ok
+    path = options.log_dir / f"{spec.name}.verify.json"
+    path.write_text(json.dumps(check.as_dict(), indent=2) + "\n", encoding="utf-8")
+    result.verified, result.verify_report = check.ok, str(path)
     if not check.ok:
         result.error = "; ".join(m.message for m in check.mismatches)
         out(f"verify {spec.name}: FAILED\n" + "\n".join(f"    {m.message}" for m in check.mismatches))

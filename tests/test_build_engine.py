@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,7 @@ def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_it
     assert statuses == {"2.10.0-cu131": "up to date", "0.17.0-t4": "built"}, out
     assert "verify 0.17.0-t4: every label matches" in out
     assert is_stamped(docker.local_labels(image_ref), "dev.scitrera")
+    # what verify found is saved beside the build log
+    saved = json.loads(Path(json.loads((tmp_path / "r.json").read_text())["images"][1]["verify_report"]).read_text())
+    assert saved["ok"] is True and saved["findings"]["components"]["vllm"] == "0.17.0"
+    assert saved["measured_labels"]["dev.scitrera.verified"] == image["dev.scitrera.input_digest"]
