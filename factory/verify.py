@@ -75,11 +75,6 @@ def kind_of(labels: dict[str, str], namespace: str) -> str:
     return "vllm" if L.component_key(namespace, "vllm") in labels else "base"
 
 
-def verify_local(ref: str, kind: str | None, namespace: str):
-    """Mismatches between a local image's labels and its content (empty when every label is true)."""
-    return list(measure_local(ref, kind, namespace).mismatches)
-
-
 def is_stamped(labels: dict[str, str], namespace: str) -> bool:
     """Whether this image (not its base) passed verify: the factory stamps its own input digest as `verified`."""
     verified = labels.get(L.factory_key(namespace, "verified"))
