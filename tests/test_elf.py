@@ -98,6 +98,15 @@ def make_elf(
     return out
 
 
+def _name_table(sections: dict[str, bytes]) -> tuple[bytes, dict[str, int]]:
+    """A .shstrtab for the sections plus itself, and each name's offset in it."""
+    names, name_at = b"\0", {}
+    for name in [*sections, ".shstrtab"]:
+        name_at[name] = len(names)
+        names += name.encode() + b"\0"
+    return names, name_at
+
+
 def make_sectioned_elf(
     sections: dict[str, bytes],
     *,
@@ -114,11 +123,7 @@ def make_sectioned_elf(
     """
     e = "<" if byteorder == "little" else ">"
     ehsize, shentsize = (52, 40) if bits == 32 else (64, 64)
-    names = b"\0"
-    name_at = {}
-    for name in [*sections, ".shstrtab"]:
-        name_at[name] = len(names)
-        names += name.encode() + b"\0"
+    names, name_at = _name_table(sections)
     body = b""
     placed = []
     for name, data in sections.items():
@@ -146,11 +151,7 @@ def make_sectioned_elf(
 def add_sections(data: bytes, sections: dict[str, bytes]) -> bytes:
     """A 64-bit little-endian ELF from `make_elf` (no section table) with named sections appended after it."""
     assert data[4:6] == b"\x02\x01" and struct.unpack_from("<Q", data, 0x28)[0] == 0
-    names = b"\0"
-    name_at = {}
-    for name in [*sections, ".shstrtab"]:
-        name_at[name] = len(names)
-        names += name.encode() + b"\0"
+    names, name_at = _name_table(sections)
     body = b""
     headers = bytes(64)
     for name, content in sections.items():
