@@ -92,10 +92,14 @@ COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca
 # below fails the build if that happens. The UCX check calls the bundled libucp's ucp_get_version_string() and
 # records what it returns where `factory verify` reads UCX's version, in a pkg-config file that describes the
 # bundled copy (no Cflags or Libs: it has no headers and is NIXL's private UCX, not one to link against).
+# Both wheels (and what nixl-cu<major> needs) come from the layer's lock (locks/<tag>-nixl.txt, `factory lock`),
+# the build context `lock`: exact versions, hashes checked, nothing resolved here.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,from=lock,source=nixl.txt,target=/tmp/lock/nixl.txt \
     nvcc --version | grep -q "release ${CUDA_VERSION%.*}," \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" "nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION}" \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" --no-deps "nixl==${NIXL_VERSION}" \
+ && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/nixl.txt \
+ && grep -q "^nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION} " /tmp/lock/nixl.txt \
+ && grep -q "^nixl==${NIXL_VERSION} " /tmp/lock/nixl.txt \
  && python -c 'import ctypes, glob, sys, sysconfig; \
       ucp = ctypes.CDLL(sorted(glob.glob(sysconfig.get_path("platlib") + "/nixl_cu*.libs/libucp*.so*"))[0]); \
       ucp.ucp_get_version_string.restype = ctypes.c_char_p; found = ucp.ucp_get_version_string().decode(); \

@@ -41,10 +41,18 @@ RUN apt-get update \
 # From here on every pip or uv call is held to the base's torch and NCCL.
 ENV PIP_CONSTRAINT=/etc/factory/constraints.txt \
     UV_CONSTRAINT=/etc/factory/constraints.txt
+# Everything comes from the image's lock (locks/<base>.txt, `factory lock`), handed over by `factory build` as
+# the build context `lock`: exact versions, every file checked against its hash, nothing resolved here. uv
+# itself first (pip, from the lock's `tools` layer), then torch, its CUDA libraries and NCCL (`torch` layer).
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    with-build-ca /opt/venv/bin/python -m pip install --no-cache-dir --index-url "${INDEX_URL}" uv==0.9.9 \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" \
-      ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
-      "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}" \
-      "nvidia-nccl-cu13==${NCCL_VERSION}" \
+    --mount=type=bind,from=lock,source=tools.txt,target=/tmp/lock/tools.txt \
+    --mount=type=bind,from=lock,source=torch.txt,target=/tmp/lock/torch.txt \
+    with-build-ca /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --require-hashes \
+      --index-url "${INDEX_URL}" -r /tmp/lock/tools.txt \
+ && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" \
+      ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} -r /tmp/lock/torch.txt \
+ && for pin in "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}" \
+      "nvidia-nccl-cu${CUDA_VERSION%%.*}==${NCCL_VERSION}"; do \
+      grep -q "^${pin} " /tmp/lock/torch.txt || { echo "the lock does not pin ${pin} (run factory lock)" >&2; exit 1; }; \
+    done \
  && check-torch-cuda

@@ -58,9 +58,13 @@ RUN image_cuda=$(cat /etc/factory/cuda-image-version) \
 # nvidia-cublas, would be the newest cuBLAS 13.x wheel (13.10, of CUDA 13.5, when tried), a second cuBLAS
 # beside the toolkit's; cuDNN uses the toolkit's, as NVIDIA's apt cuDNN does.
 ARG CUDNN_VERSION
+# uv and cuDNN from the lock's `tools` layer (locks/<base>.txt, `factory lock`; the build context `lock`): exact
+# versions, hashes checked, nothing resolved here.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    with-build-ca /opt/venv/bin/python -m pip install --no-cache-dir uv==0.9.9 \
- && with-build-ca uv pip install --no-deps "nvidia-cudnn-cu${CUDA_VERSION%%.*}==${CUDNN_VERSION}" \
+    --mount=type=bind,from=lock,source=tools.txt,target=/tmp/lock/tools.txt \
+    grep -q "^nvidia-cudnn-cu${CUDA_VERSION%%.*}==${CUDNN_VERSION} " /tmp/lock/tools.txt \
+ && with-build-ca /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --require-hashes \
+      -r /tmp/lock/tools.txt \
  && site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && ln -s "${site}/nvidia/cudnn" /opt/cudnn \
  && ln -s libcudnn.so.9 /opt/cudnn/lib/libcudnn.so \
@@ -152,13 +156,17 @@ ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
     NCCL_VERSION=${NCCL_VERSION}
 # Last, the loader is asked which NCCL and cuDNN torch really gets: libnccl.so.2 must resolve to the NCCL built
 # here (no other in the cache), libcudnn.so.9 to the pinned wheel.
+# What the built wheels need at run time comes from the lock's `torch` layer (resolved from the published
+# metadata of the same versions), hashes checked; the wheels themselves go in with --no-deps.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=vision,source=/wheels,target=/tmp/wheels \
+    --mount=type=bind,from=lock,source=torch.txt,target=/tmp/lock/torch.txt \
     ldconfig \
  && printf 'torch==%s\ntorchvision==%s\ntorchaudio==%s\n' \
       "${TORCH_VERSION}" "${TORCHVISION_VERSION}" "${TORCHAUDIO_VERSION}" > /etc/factory/constraints.txt \
  && uv pip freeze | grep '^nvidia-cudnn-cu' >> /etc/factory/constraints.txt \
- && with-build-ca uv pip install /tmp/wheels/*.whl \
+ && with-build-ca uv pip install --no-deps --require-hashes -r /tmp/lock/torch.txt \
+ && uv pip install --no-deps /tmp/wheels/*.whl \
  && check-torch-cuda \
  && lib="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/lib/libtorch_cuda.so" \
  && nccl_want="/usr/local/lib/libnccl.so.${NCCL_VERSION%-*}" \

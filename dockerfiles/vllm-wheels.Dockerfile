@@ -1,5 +1,8 @@
-# vLLM from released wheels on a wheel-mode base: minutes instead of hours. Torch is protected by the base's
-# constraints; Transformers is still installed last, in a layer of its own. Downloads run through
+# vLLM from released wheels on a wheel-mode base: minutes instead of hours. Every package comes from the image's
+# lock (locks/<tag>.txt, `factory lock`), which `factory build` hands over as the build context `lock`, one file
+# per layer: exact versions, every file checked against its hash, nothing resolved here (--no-deps). Transformers
+# and whatever differs between a -t4 and a -t5 of one vLLM is the last layer, so the two share every other layer
+# (the layer files carry no tag: equal pins are equal bytes, one BuildKit cache entry). Downloads run through
 # `with-build-ca` (the base's; BuildKit secret `build-ca`), and the index is named on each command line, never
 # in ENV, where it would be baked into the published image config.
 
@@ -13,32 +16,41 @@ ARG RAY_VERSION
 ARG INDEX_URL
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
-# The override keeps cupy-cuda12x out: vLLM releases up to 0.17 declare ray[cgraph], whose extra pulls that
-# CUDA 12 build (libcublas.so.12), which fails in a CUDA 13 image and which verify rejects. ray[default] does
-# not pull it; vLLM 0.33.0 declares no Ray at all.
+# The lock has no CUDA 12 builds (`factory lock` refuses them: cupy-cuda12x from ray's cgraph extra, the
+# cu12 libraries nvidia-cutlass-dsl pulls by default) and holds the venv's CUDA components to the image's CUDA.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    printf '%s\n' "cupy-cuda12x; sys_platform == 'never'" > /tmp/overrides.txt \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" --override /tmp/overrides.txt \
-      "triton==${TRITON_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" "vllm==${VLLM_VERSION}" \
-      "ray[default]==${RAY_VERSION}" \
- && rm /tmp/overrides.txt \
+    --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
+    with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
+ && for pin in "vllm==${VLLM_VERSION}" "triton==${TRITON_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
+      "ray==${RAY_VERSION}"; do \
+      grep -q "^${pin} " /tmp/lock/vllm.txt || { echo "the lock does not pin ${pin} (run factory lock)" >&2; exit 1; }; \
+    done \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying
 # flashinfer-cubin after 0.6.13). Without them the first start compiles kernels with nvcc and downloads cubins:
-# slow, and broken on an air-gapped Spark. Neither has dependencies; --no-deps keeps the second index from
-# supplying anything else.
+# slow, and broken on an air-gapped Spark. Locked like the rest when FlashInfer's index answered `factory lock`;
+# otherwise the lock lists them as `unlocked` and they are installed by version (no hash to check).
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    if [ -n "${FLASHINFER_INDEX_URL}" ]; then \
-      with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" --extra-index-url "${FLASHINFER_INDEX_URL}" \
-        "flashinfer-cubin==${FLASHINFER_VERSION}" "flashinfer-jit-cache==${FLASHINFER_VERSION}"; \
+    --mount=type=bind,from=lock,source=flashinfer.txt,target=/tmp/lock/flashinfer.txt \
+    --mount=type=bind,from=lock,source=unlocked.txt,target=/tmp/lock/unlocked.txt \
+    if [ -s /tmp/lock/flashinfer.txt ]; then \
+      with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" \
+        --extra-index-url "${FLASHINFER_INDEX_URL}" -r /tmp/lock/flashinfer.txt; \
+    elif [ -n "${FLASHINFER_INDEX_URL}" ] && [ -s /tmp/lock/unlocked.txt ]; then \
+      echo "NOTE: installing without hashes what the lock could not lock: $(tr '\n' ' ' < /tmp/lock/unlocked.txt)" \
+      && with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" \
+        --extra-index-url "${FLASHINFER_INDEX_URL}" -r /tmp/lock/unlocked.txt; \
     else \
       echo "NOTE: flashinfer_index_url is empty: no flashinfer-cubin/jit-cache; FlashInfer compiles at first use"; \
     fi \
  && check-torch-cuda
 COPY --chmod=755 smoke.py /opt/factory/smoke.py
 
+# Last and alone: the only layer in which a -t4 and a -t5 image differ.
 ARG TRANSFORMERS_VERSION
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    with-build-ca uv pip install --index-url "${INDEX_URL}" "transformers==${TRANSFORMERS_VERSION}" \
+    --mount=type=bind,from=lock,source=transformers.txt,target=/tmp/lock/transformers.txt \
+    with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/transformers.txt \
+ && grep -q "^transformers==${TRANSFORMERS_VERSION} " /tmp/lock/transformers.txt \
  && check-torch-cuda

@@ -32,7 +32,6 @@ COPY --from=vllm-clone /src/vllm/ /
 # and CUTLASS DSL), then everything the build and the runtime need, resolved against the base's torch.
 FROM toolchain AS deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG TRITON_REQUIREMENT
 ARG FLASHINFER_REQUIREMENT
 ARG RAY_VERSION
 ARG INDEX_URL
@@ -44,15 +43,13 @@ RUN cuda_major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p') \
       --drop torch --drop torchvision --drop torchaudio \
       --pin "${FLASHINFER_REQUIREMENT}" --pin "ray==${RAY_VERSION}" --cuda-major "${cuda_major}" --require-all
 
-# ray[default] beside vLLM's rewritten `ray` + `cupy-cuda13x`: ray's cgraph extra (vLLM's own `ray[cgraph]`)
-# pulls cupy-cuda12x, a CUDA 12 build (libcublas.so.12, libnvrtc.so.12) that fails in this CUDA 13 image and
-# that verify rejects; the override keeps every other path to it out as well.
+# The image's run-time environment from its lock (locks/<tag>.txt, `factory lock`, which resolved these same
+# edited files; the build context `lock`): exact versions, hashes checked, no CUDA 12 builds. Then vLLM's build
+# requirements, which only this discarded stage holds, resolved against it (the lock as constraints).
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    printf '%s\n' "cupy-cuda12x; sys_platform == 'never'" > /tmp/overrides.txt \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" --override /tmp/overrides.txt \
-      -r requirements/build.txt -r requirements/cuda.txt \
-      "${TRITON_REQUIREMENT}" "${FLASHINFER_REQUIREMENT}" "ray[default]==${RAY_VERSION}" \
- && rm /tmp/overrides.txt \
+    --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
+    with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
+ && with-build-ca uv pip install --index-url "${INDEX_URL}" -c /tmp/lock/vllm.txt -r requirements/build.txt \
  && check-torch-cuda
 
 FROM deps AS build
@@ -83,31 +80,38 @@ COPY --from=build /wheels/ /
 
 FROM ${BASE_IMAGE} AS runtime
 ARG TRITON_REQUIREMENT
-ARG FLASHINFER_REQUIREMENT
 ARG FLASHINFER_VERSION
 ARG FLASHINFER_INDEX_URL
 ARG RAY_VERSION
 ARG INDEX_URL
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
-# The wheel is installed from the build stage through a bind mount: no second copy of it in the image.
-# ray[default], and the override against cupy-cuda12x: see the deps stage.
+# Its dependencies from the lock (as in the deps stage), then the wheel, from the build stage through a bind
+# mount (no second copy of it in the image), without resolving anything.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
-    printf '%s\n' "cupy-cuda12x; sys_platform == 'never'" > /tmp/overrides.txt \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" --override /tmp/overrides.txt \
-      "${TRITON_REQUIREMENT}" "${FLASHINFER_REQUIREMENT}" /tmp/wheels/vllm-*.whl "ray[default]==${RAY_VERSION}" \
- && rm /tmp/overrides.txt \
+    --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
+    for pin in "${TRITON_REQUIREMENT}" "flashinfer-python==${FLASHINFER_VERSION}" "ray==${RAY_VERSION}"; do \
+      grep -q "^${pin} " /tmp/lock/vllm.txt || { echo "the lock does not pin ${pin} (run factory lock)" >&2; exit 1; }; \
+    done \
+ && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
+ && uv pip install --no-deps /tmp/wheels/vllm-*.whl \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying
 # flashinfer-cubin after 0.6.13). Without them the first start compiles kernels with nvcc and downloads cubins:
-# slow, and broken on an air-gapped Spark. Neither has dependencies; --no-deps keeps the second index from
-# supplying anything else.
+# slow, and broken on an air-gapped Spark. Locked like the rest when FlashInfer's index answered `factory lock`;
+# otherwise the lock lists them as `unlocked` and they are installed by version (no hash to check).
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    if [ -n "${FLASHINFER_INDEX_URL}" ]; then \
-      with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" --extra-index-url "${FLASHINFER_INDEX_URL}" \
-        "flashinfer-cubin==${FLASHINFER_VERSION}" "flashinfer-jit-cache==${FLASHINFER_VERSION}"; \
+    --mount=type=bind,from=lock,source=flashinfer.txt,target=/tmp/lock/flashinfer.txt \
+    --mount=type=bind,from=lock,source=unlocked.txt,target=/tmp/lock/unlocked.txt \
+    if [ -s /tmp/lock/flashinfer.txt ]; then \
+      with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" \
+        --extra-index-url "${FLASHINFER_INDEX_URL}" -r /tmp/lock/flashinfer.txt; \
+    elif [ -n "${FLASHINFER_INDEX_URL}" ] && [ -s /tmp/lock/unlocked.txt ]; then \
+      echo "NOTE: installing without hashes what the lock could not lock: $(tr '\n' ' ' < /tmp/lock/unlocked.txt)" \
+      && with-build-ca uv pip install --no-deps --index-url "${INDEX_URL}" \
+        --extra-index-url "${FLASHINFER_INDEX_URL}" -r /tmp/lock/unlocked.txt; \
     else \
       echo "NOTE: flashinfer_index_url is empty: no flashinfer-cubin/jit-cache; FlashInfer compiles at first use"; \
     fi \
@@ -117,5 +121,7 @@ COPY --chmod=755 smoke.py /opt/factory/smoke.py
 # Last and alone: the only layer in which a -t4 and a -t5 image differ.
 ARG TRANSFORMERS_VERSION
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
-    with-build-ca uv pip install --index-url "${INDEX_URL}" "transformers==${TRANSFORMERS_VERSION}" \
+    --mount=type=bind,from=lock,source=transformers.txt,target=/tmp/lock/transformers.txt \
+    with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/transformers.txt \
+ && grep -q "^transformers==${TRANSFORMERS_VERSION} " /tmp/lock/transformers.txt \
  && check-torch-cuda

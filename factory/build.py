@@ -117,11 +117,36 @@ def build_time_labels(spec: ImageSpec, *, created: str, revision: str, base_dige
     return out
 
 
+def lock_context(spec: ImageSpec, root: Path, options: BuildOptions) -> Path | None:
+    """The build context `lock`: one `<layer>.txt` per layer of the image's lock (pins and hashes only, so equal
+    layers of two images are equal bytes and one BuildKit cache entry), plus `unlocked.txt`."""
+    if spec.lock is None:
+        return None
+    from factory import lockfile
+
+    lock = lockfile.read(root / spec.lock)
+    folder = options.log_dir / "lock-context" / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.txt"):
+        old.unlink()
+    for layer in LOCK_LAYERS[spec.kind]:
+        (folder / f"{layer}.txt").write_text(lockfile.install_text(lock.layer(layer)), encoding="utf-8")
+    unlocked = [entry.split(" ", 1)[0] for entry in lock.header.get("unlocked", ())]
+    (folder / "unlocked.txt").write_text("".join(f"{u}\n" for u in unlocked), encoding="utf-8")
+    return folder
+
+
+#: The layer files every image kind's Dockerfile mounts from the `lock` context (empty when the lock has none).
+LOCK_LAYERS = {"base": ("tools", "torch"), "vllm": ("vllm", "flashinfer", "transformers"), "extra": ("nixl",)}
+
+
 def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[str, str],
-                metadata_file: Path | None = None):
+                metadata_file: Path | None = None, lock_dir: Path | None = None):
     from factory.docker import BuildRequest
 
+    contexts = (("lock", str(lock_dir)),) if lock_dir else ()
     return BuildRequest(
+        build_contexts=contexts,
         context=root / spec.context,
         dockerfile=root / spec.dockerfile,
         tags=spec.refs,
@@ -262,7 +287,8 @@ def _build_one(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[
 
     log_path = options.log_dir / f"{spec.name}.log"
     metadata = options.log_dir / f"{spec.name}.metadata.json"
-    request = request_for(spec, root, options, labels, metadata_file=metadata)
+    request = request_for(spec, root, options, labels, metadata_file=metadata,
+                          lock_dir=lock_context(spec, root, options))
     result.log = str(log_path)
     start = time.monotonic()
     out(f"{head}: building {spec.ref} ({spec.platform}), log {log_path}")
@@ -447,7 +473,8 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
     for spec in plan.images:
         base_digest = f"<digest of {spec.depends_on}>" if spec.depends_on else None
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
-        out(request_for(spec, root, options, labels).command_line())
+        lock_dir = options.log_dir / "lock-context" / spec.name if spec.lock else None
+        out(request_for(spec, root, options, labels, lock_dir=lock_dir).command_line())
         if options.smoke and spec.kind != "base":
             smoke = options.smoke
             out(" ".join(smoke_command(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,

@@ -23,6 +23,21 @@ def register(sub, add, command, index_options) -> None:
     _smoke_flags(build)
     command("build")(cmd_build)
 
+    lock = add("lock", "resolve each image's whole Python environment for its platform (uv) and write "
+                       "locks/<image>.txt; only missing or stale locks are resolved")
+    lock.add_argument("tags", nargs="*", metavar="TAG|GLOB",
+                      help="tags, extra layers, base names or globs (default: every image; parents come along)")
+    lock.add_argument("--check", action="store_true",
+                      help="exit 1 when a lock is missing or stale against the matrix, its Dockerfile or the "
+                           "requirement transform (offline: no resolving; CI runs it)")
+    lock.add_argument("--refresh", action="store_true", help="resolve again even when current (keeps versions "
+                                                            "where still allowed)")
+    lock.add_argument("--upgrade", action="store_true", help="resolve again, preferring nothing from the current "
+                                                            "locks (newest allowed versions)")
+    lock.add_argument("--jobs", type=int, default=4, help="images resolved at once (default 4)")
+    lock.add_argument("--json", action="store_true")
+    command("lock")(cmd_lock)
+
     verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
     verify.add_argument("image", metavar="IMAGE")
     verify.add_argument("--json", action="store_true")
@@ -181,6 +196,69 @@ def _plan_for(args):
     return loaded, build_plan(resolution, select(loaded.matrix, args.tags, args.all))
 
 
+def _lock_plan(args):
+    from factory.matrix import load
+    from factory.plan import build_plan, select
+    from factory.resolve import resolve
+
+    loaded = load(args.matrix)
+    resolution = resolve(loaded)
+    names = select(loaded.matrix, args.tags, not args.tags)
+    images = loaded.matrix.image
+    # -t4/-t5 siblings share their layers, so they are locked together
+    names += [t for t in images for n in list(names) if n in images and t not in names
+              and (images[t].vllm, images[t].base) == (images[n].vllm, images[n].base)]
+    return loaded, build_plan(resolution, list(dict.fromkeys(names))), list(dict.fromkeys(names))
+
+
+def cmd_lock(args) -> int:
+    from factory import locking
+    from factory.errors import InputError
+    from factory.render import to_json
+
+    if args.jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    loaded, plan, names = _lock_plan(args)
+    if args.check:
+        problems = locking.stale(loaded, plan)
+        if args.json:
+            print(to_json({"stale": problems}))
+        for name, why in problems.items():
+            print(f"lock: {name}: {why}")
+        if problems:
+            print(f"lock: {len(problems)} lock(s) to refresh: factory lock {' '.join(problems)}")
+            return 1
+        if not args.json:
+            print(f"lock: {len(plan.images)} lock(s) current")
+        return 0
+    import sys
+
+    result = locking.lock(loaded, plan, names=names if args.tags else None, refresh=args.refresh, upgrade=args.upgrade, jobs=args.jobs,
+                          progress=lambda text: print(text, file=sys.stderr))
+    if args.json:
+        print(to_json({"written": result.written, "current": result.current, "failed": result.failed}))
+    else:
+        for name in result.written:
+            print(f"lock: {name}: written")
+        if result.current:
+            print(f"lock: {len(result.current)} lock(s) already current")
+        for name, why in result.failed.items():
+            print(f"lock: {name}: FAILED: {why}")
+    return 1 if result.failed else 0
+
+
+def _require_current_locks(loaded, plan) -> None:
+    """A build installs exactly its lock: a missing or stale one is bad input, named, before anything runs."""
+    from factory import locking
+    from factory.errors import InputError
+
+    problems = locking.stale(loaded, plan)
+    if problems:
+        first = next(iter(problems.items()))
+        raise InputError(f"{len(problems)} lock(s) not current, first: {first[0]}: {first[1]}; run `factory lock "
+                         f"{' '.join(problems)}`")
+
+
 def cmd_build(args) -> int:
     from factory.build import BuildOptions, run_build
     from factory.errors import InputError
@@ -189,6 +267,8 @@ def cmd_build(args) -> int:
     if args.jobs < 1:
         raise InputError("--jobs must be at least 1")
     loaded, plan = _plan_for(args)
+    if not args.dry_run:
+        _require_current_locks(loaded, plan)
     options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,
@@ -210,6 +290,8 @@ def cmd_release(args) -> int:
     if args.jobs < 1:
         raise InputError("--jobs must be at least 1")
     loaded, plan = _plan_for(args)
+    if not args.dry_run:
+        _require_current_locks(loaded, plan)
     moving = {} if args.no_aliases else aliases(loaded.matrix, plan)
     options = BuildOptions(push=True, builder=args.builder, cache_from=tuple(args.cache_from),
                            cache_to=args.cache_to, dry_run=args.dry_run, force=args.force, log_dir=args.log_dir,

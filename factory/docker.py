@@ -39,6 +39,8 @@ class BuildRequest:
     network: str | None = None
     #: BuildKit secrets, `id=NAME,src=PATH`: mounted only into the RUN steps that ask for them, never stored
     secrets: tuple[str, ...] = ()
+    #: named build contexts (`--build-context NAME=DIR`): `lock`, the layer files of the image's lock
+    build_contexts: tuple[tuple[str, str], ...] = ()
 
     def argv(self) -> list[str]:
         cmd = ["docker", "buildx", "build", "--progress", "plain", "--platform", self.platform,
@@ -57,6 +59,8 @@ class BuildRequest:
             cmd += ["--label", f"{key}={value}"]
         for secret in self.secrets:
             cmd += ["--secret", secret]
+        for name, path in self.build_contexts:
+            cmd += ["--build-context", f"{name}={path}"]
         for source in self.cache_from:
             cmd += ["--cache-from", source]
         if self.cache_to:
@@ -196,6 +200,7 @@ def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
             metadata_file=request.metadata_file,
             network=request.network,
             secrets=list(request.secrets),
+            build_contexts=dict(request.build_contexts),
             progress="plain",
             stream_logs=True,
         )

@@ -28,6 +28,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 try:
@@ -303,6 +304,8 @@ class Defaults(_Model):
         description="FlashInfer's own index, for flashinfer-jit-cache (its precompiled kernels, on no other index); "
                     "empty: no jit-cache, FlashInfer compiles its kernels at first use",
     )
+    lock_dir: RelativePath = Field("locks", description="folder of the lock files (`factory lock`), relative to "
+                                                          "the matrix file")
     repositories: Repositories = Repositories()
     dockerfiles: Dockerfiles = Dockerfiles()
     build: BuildKnobs = BuildKnobs()
@@ -393,9 +396,19 @@ class Rule(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
     severity: Literal["error", "warning"] = "error"
     when: dict[str, str] = {}
-    require: dict[str, str]
+    require: dict[str, str] = {}
+    forbid_dists: tuple[str, ...] = Field((), description="distributions (names or shell globs) no locked image "
+                                                          "matching `when` may hold (`factory lock`)")
+    require_dists: dict[str, str] = Field({}, description="distribution -> PEP 440 specifier every locked image "
+                                                          "matching `when` must hold (`factory lock`)")
     reason: str
     source: str = Field(description="URL of the upstream fact behind the rule")
+
+    @model_validator(mode="after")
+    def _requires_something(self) -> Rule:
+        if not (self.require or self.forbid_dists or self.require_dists):
+            raise ValueError("a rule needs `require`, `forbid_dists` or `require_dists`")
+        return self
 
     @field_validator("when", "require")
     @classmethod
@@ -411,6 +424,18 @@ class Rule(_Model):
                 SpecifierSet(spec)
             except InvalidSpecifier:
                 raise ValueError(f"{key} = {spec!r} is not a PEP 440 specifier like '>=2.10,<2.11'") from None
+        return value
+
+    @field_validator("require_dists")
+    @classmethod
+    def _dist_specifiers(cls, value: dict[str, str]) -> dict[str, str]:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        for name, spec in value.items():
+            try:
+                SpecifierSet(spec)
+            except InvalidSpecifier:
+                raise ValueError(f"{name} = {spec!r} is not a PEP 440 specifier like '>=2.10,<2.11'") from None
         return value
 
 

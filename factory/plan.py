@@ -52,6 +52,8 @@ class ImageSpec:
     depends_on: str | None = None  # what it is built FROM: a vLLM image's base, an extra layer's tag
     from_ref: str | None = None  # the image named in FROM (base ref, or the CUDA image)
     target: str | None = None
+    #: the image's lock file, relative to the matrix's folder (`factory lock`); its content is an input
+    lock: str | None = None
     #: the OS the CUDA image promises (`ubuntu 24.04`), checked against the image's os-release; None when the
     #: matrix's `cuda_image` does not name an Ubuntu release (a stand-in such as the CUDA twin)
     os: str | None = None
@@ -190,7 +192,8 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
     labels = _labels(matrix, "base", name, base.mode, base.revision, components, cuda_image,
                      description="PyTorch development base for NVIDIA DGX Spark (GB10, sm_121)",
                      title=repo.rsplit("/", 1)[-1])
-    return _finish(root, d.label_namespace, kind="base", name=name, mode=base.mode, repo=repo, revision=base.revision,
+    return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="base", name=name, mode=base.mode, repo=repo,
+                   revision=base.revision,
                    dockerfile=_dockerfile(matrix, "base", base.mode), platform=d.platform, args=args,
                    labels=labels, parent_digest="", depends_on=None, from_ref=cuda_image,
                    os=_expected_os(matrix, base))
@@ -224,7 +227,8 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
     labels = _labels(matrix, "vllm", tag, image.mode, image.revision, components, base.ref,
                      description=f"vLLM {image.vllm} with Transformers {image.transformers} for NVIDIA DGX Spark",
                      title=repo.rsplit("/", 1)[-1])
-    return _finish(root, d.label_namespace, kind="vllm", name=tag, mode=image.mode, repo=repo, revision=image.revision,
+    return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="vllm", name=tag, mode=image.mode, repo=repo,
+                   revision=image.revision,
                    dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
                    labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref,
                    os=base.os)
@@ -261,7 +265,7 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
         python = matrix.base[base.name].python or d.python
         labels[L.factory_key(ns, "cuda_linked")] = ":".join(
             path.format(python=python, cuda_major=cuda.split(".")[0]) for path in extra.cuda_linked)
-    spec = _finish(root, ns, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
+    spec = _finish(root, ns, lock_dir=d.lock_dir, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
                    labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,
                    os=image.os)
@@ -289,11 +293,13 @@ def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, comp
     return out
 
 
-def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo: str, revision: int, dockerfile: str,
+def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, mode: str, repo: str, revision: int,
+            dockerfile: str,
             platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
             depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
     context = str(Path(dockerfile).parent)
-    digest = input_digest(root, dockerfile, platform, args, labels, parent_digest)
+    lock = f"{lock_dir}/{name}.txt"
+    digest = input_digest(root, dockerfile, platform, args, labels, parent_digest, lock=lock)
     labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
     refs = [f"{repo}:{name}"]
     if revision:
@@ -301,11 +307,11 @@ def _finish(root: Path, namespace: str, *, kind: str, name: str, mode: str, repo
     return ImageSpec(kind=kind, name=name, mode=mode, refs=tuple(refs), dockerfile=dockerfile,
                      context=context, platform=platform, build_args=dict(sorted(args.items())),
                      labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
-                     from_ref=from_ref, os=os)
+                     from_ref=from_ref, os=os, lock=lock)
 
 
 def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],
-                 parent_digest: str) -> str:
+                 parent_digest: str, lock: str | None = None) -> str:
     path = root / dockerfile
     try:
         files = {str(p.relative_to(path.parent)): _sha256(p) for p in dockerfile_inputs(path)}
@@ -320,6 +326,12 @@ def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str
         "labels": dict(sorted(labels.items())),
         "parent": parent_digest,
     }
+    if lock is not None:  # what the image installs: a changed lock is a changed image
+        from factory import lockfile
+
+        path = root / lock
+        payload["lock"] = lockfile.content_digest(lockfile.read(path)) if path.exists() else "missing"
+
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 

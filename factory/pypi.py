@@ -1063,6 +1063,41 @@ class PackageIndex:
         """Whether the release has a ``manylinux*_aarch64`` wheel."""
         return self.release(project, version).has_aarch64_wheel
 
+    def sdist_files(self, project: str, version: str, *, prefixes: tuple[str, ...] = ("requirements/",),
+                    names: tuple[str, ...] = ("pyproject.toml",), max_bytes: int = 200 << 20) -> dict[str, str] | None:
+        """Text files of the release's sdist whose path (below the sdist's top folder) starts with one of
+        ``prefixes`` or equals one of ``names``; None when the release has no sdist. The download must match
+        the sha256 the index gives (refused otherwise); the extracted files are cached forever."""
+        import io
+        import tarfile
+
+        rel = self.release(project, version)
+        sdists = [f for f in rel.files if f.filename.endswith(".tar.gz") and not f.yanked]
+        if not sdists:
+            return None
+        sdist = sdists[0]
+        key = f"sdist-files:{split_userinfo(_strip_fragment(sdist.url))}:{','.join(prefixes + names)}"
+        cached = self._cached(key, None, f"the files of {sdist.filename}")
+        if cached is not None:
+            return dict(json.loads(cached))
+        data = self._get(_strip_fragment(sdist.url), max_bytes=max_bytes, what="an sdist").content
+        want = sdist.digest("sha256")
+        if want is None or hashlib.sha256(data).hexdigest() != want:
+            raise UpstreamError(f"{sdist.filename} does not match the sha256 the index gives for it: refused")
+        out: dict[str, str] = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                for member in tar:
+                    path = member.name.split("/", 1)[1] if "/" in member.name else ""
+                    if member.isfile() and (path in names or path.startswith(prefixes)) and member.size < 1 << 20:
+                        extracted = tar.extractfile(member)
+                        if extracted is not None:
+                            out[path] = extracted.read().decode("utf-8", errors="replace")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UpstreamError(f"{sdist.filename} is not a readable .tar.gz: {exc}") from None
+        self._store(key, json.dumps(out, sort_keys=True).encode())
+        return out
+
     # -- metadata --------------------------------------------------------------------------------
 
     def wheel_metadata(self, project: str, version: str, *,

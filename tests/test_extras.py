@@ -165,8 +165,9 @@ def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
     stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE)
     assert stages == ["build", "wheels", "source"], "wheels is a target; source is the default last stage"
     wheels = text[text.index("AS wheels"):text.index("AS source")]
-    assert '"nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION}"' in wheels
-    assert '--no-deps "nixl==${NIXL_VERSION}"' in wheels, "the meta package, without its nixl-cu12 dependency"
+    assert "--no-deps --require-hashes" in wheels and "-r /tmp/lock/nixl.txt" in wheels, "installed from the lock"
+    assert '"^nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION} "' in wheels and '"^nixl==${NIXL_VERSION} "' in wheels, \
+        "the lock must pin the matrix's NIXL wheel and meta package (the meta package without its dependencies)"
     assert "ucp_get_version_string" in wheels and "${UCX_VERSION}" in wheels
     assert "/opt/nixl/lib/pkgconfig/ucx.pc" in wheels, "where verify reads UCX's version (opt/*/lib/pkgconfig)"
     build = text[:text.index("AS wheels")]
