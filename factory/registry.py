@@ -9,7 +9,11 @@ tag hold?" for the factory:
 * :meth:`RegistryClient.config` and :meth:`RegistryClient.labels` read the image config
   blob (checking its digest) and the labels in it;
 * :meth:`RegistryClient.exists` asks, with a ``HEAD``, whether a tag is published and
-  which digest it points at.
+  which digest it points at;
+* :meth:`RegistryClient.attach` pushes an artifact (an SBOM) as an OCI 1.1 referrer of an
+  image, and :meth:`RegistryClient.referrers` / :meth:`RegistryClient.fetch_artifact` read
+  it back -- through the referrers API where the registry has it, else through the
+  referrers tag schema (the tag ``sha256-<hex>`` holding an index of the referrers).
 
 Authentication follows the registry's ``WWW-Authenticate`` challenge: ``Bearer`` (token
 service, anonymous or with the user's credentials) or ``Basic``.  Credentials come from
@@ -32,6 +36,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from factory.errors import InputError, WorkFailed
@@ -51,6 +56,7 @@ __all__ = [
     "DOCKER_HUB_ALIASES",
     "DOCKER_HUB_AUTH_KEY",
     "BadDigest",
+    "InvalidArtifact",
     "InvalidPlatform",
     "InvalidReference",
     "MalformedDocument",
@@ -89,6 +95,11 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+#: OCI 1.1's empty descriptor: the config of an artifact manifest, which has no image config.
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_EMPTY_DATA = b"{}"
+#: The annotation of an artifact manifest saying when it was made (OCI 1.1 artifacts guidance).
+CREATED = "org.opencontainers.image.created"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 _ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
@@ -99,7 +110,10 @@ _SCHEMA1_TYPES = frozenset({
 
 #: Manifests are limited to 4 MiB by the reference registry; configs are small JSON too.
 _MAX_MANIFEST = 4 * 1024 * 1024
+#: Also the cap on an artifact (an SBOM) read back by :meth:`RegistryClient.fetch_artifact`.
 _MAX_CONFIG = 32 * 1024 * 1024
+#: Pages of a referrers list followed at most (the API may paginate with ``Link: <...>; rel="next"``).
+_MAX_PAGES = 100
 _MAX_TOKEN = 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -133,6 +147,12 @@ class PlainHTTPRefused(RegistryError, InputError):
 
 class InvalidPlatform(RegistryError, InputError):
     """A platform that is not ``os/architecture[/variant]`` (a usage error: exit status 2)."""
+
+    exit_code = 2
+
+
+class InvalidArtifact(RegistryError, InputError):
+    """An artifact to attach that is not well formed: its media type, subject or annotations (exit status 2)."""
 
     exit_code = 2
 
@@ -636,7 +656,8 @@ DOCKER_CONFIG: Literal[_Default.DOCKER_CONFIG] = _Default.DOCKER_CONFIG
 
 
 class RegistryClient:
-    """A read-only OCI distribution API client; use as a context manager (it owns an ``httpx.Client``).
+    """An OCI distribution API client; use as a context manager (it owns an ``httpx.Client``). It reads; it
+    writes only through :meth:`tag`, :meth:`push_blob` and :meth:`attach`, which need push access.
 
     ``credentials``: a callable ``registry host -> Credential | None``; by default the Docker
     config (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``, with credential
@@ -822,12 +843,14 @@ class RegistryClient:
 
     def _authorized(self, method: str, ref: Reference, path: str, *, headers: Mapping[str, str],
                     max_bytes: int = _MAX_MANIFEST, content: bytes | None = None,
-                    actions: str = "pull") -> _Response:
+                    actions: str = "pull", url: str | None = None) -> _Response:
         """A request to the registry, answering its authentication challenge if it makes one.
 
         ``actions``: what the request needs to do in the repository (``pull``, or ``pull,push`` to write).
+        ``url``: a URL the registry handed out (an upload location, a next page) instead of ``/v2/<name>/<path>``;
+        it must be on the registry itself (:meth:`_same_origin`), since the registry's credentials go with it.
         """
-        url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
+        url = url or f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
         target = f"registry {ref.registry}"
         scope = f"repository:{ref.repository}:{actions}"
         key = (ref.registry, scope)
@@ -1128,6 +1151,257 @@ class RegistryClient:
         if claimed and claimed != digest:
             raise BadDigest(f"registry {dst.registry} stored {dst} as {claimed}, not the {digest} sent")
         return digest
+
+    # -- artifacts: OCI 1.1 referrers --------------------------------------------------------------
+
+    def _same_origin(self, ref: Reference, location: str, what: str) -> str:
+        """``location`` (absolute, or relative to the registry) as an absolute URL on the registry itself. The
+        registry's credentials go with a request to it, so a URL on any other host is refused, never followed."""
+        import httpx
+
+        base = httpx.URL(self.base_url(ref.registry) + "/")
+        try:
+            url = base.join(location)
+        except httpx.InvalidURL:
+            raise RegistryError(f"registry {ref.registry} sent an invalid {what} {location[:200]!r}") from None
+        if url.scheme != base.scheme or _host_port(url) != _host_port(base):
+            raise RegistryError(f"registry {ref.registry} sent a {what} on another host ({url.scheme}://"
+                                f"{_host_port(url)}), which is not followed: the registry's credentials would go "
+                                "with it")
+        return str(url)
+
+    def descriptor(self, ref: Reference | str) -> dict[str, Any]:
+        """The OCI descriptor (``mediaType``, ``digest``, ``size``) of the manifest or index ``ref`` names, its
+        digest checked: the ``subject`` of an artifact to :meth:`attach` to it."""
+        ref = _as_reference(ref)
+        body, media_type, digest, _ = self._get_manifest(ref)
+        return {"mediaType": media_type, "digest": digest, "size": len(body)}
+
+    def push_blob(self, ref: Reference | str, data: bytes) -> str:
+        """Upload ``data`` as a blob of ``ref``'s repository (its tag or digest is not used) and return its digest.
+
+        A monolithic upload: ``POST /blobs/uploads/`` for a location, then one ``PUT <location>?digest=``
+        with the whole blob; skipped when a ``HEAD`` says the registry holds the blob already. Needs push access.
+        """
+        ref = _as_reference(ref)
+        if not isinstance(data, bytes | bytearray):
+            raise InvalidArtifact(f"cannot push {_kind(data)} to {ref.name} as a blob: bytes are needed")
+        data = bytes(data)
+        digest = _compute_digest("sha256", data)
+        head = self._authorized("HEAD", ref, f"blobs/{digest}", headers={}, actions="pull,push")
+        if 200 <= head.status < 300:
+            return digest
+        if head.status != 404:
+            raise _answered(ref, head, f"HEAD for the blob {digest} of {ref.name}")
+        start = self._authorized("POST", ref, "blobs/uploads/", headers={}, content=b"", actions="pull,push")
+        if start.status != 202:
+            raise _answered(ref, start, f"starting the upload of the blob {digest} to {ref.name}")
+        location = start.headers.get("location", "")
+        if not location:
+            raise RegistryError(f"registry {ref.registry} started the upload of the blob {digest} to {ref.name} "
+                                "without a Location to send it to")
+        import httpx
+
+        url = httpx.URL(self._same_origin(ref, location, "blob upload location")).copy_merge_params(
+            {"digest": digest})
+        resp = self._authorized("PUT", ref, "", headers={"Content-Type": "application/octet-stream"}, content=data,
+                                actions="pull,push", url=str(url))
+        if resp.status not in (201, 204):
+            raise _answered(ref, resp, f"the upload of the blob {digest} ({len(data)} bytes) to {ref.name}")
+        claimed = resp.headers.get("docker-content-digest", "")
+        if claimed and claimed != digest:
+            raise BadDigest(f"registry {ref.registry} stored the blob {digest} of {ref.name} as {claimed}")
+        return digest
+
+    def attach(self, ref: Reference | str, subject_digest: str, subject_media_type: str, subject_size: int,
+               artifact_type: str, data: bytes, annotations: Mapping[str, str]) -> str:
+        """Attach ``data`` (an SBOM, a signature) to the manifest ``subject_digest`` of ``ref``'s repository as an
+        OCI 1.1 artifact, so it travels with the image without being a layer of it. Returns the digest of the
+        artifact's manifest.
+
+        Pushes the empty config and ``data`` as blobs, then an image manifest with ``artifactType``, one layer
+        of that media type and ``subject`` (the image's descriptor, see :meth:`descriptor`), by digest. A
+        registry with the referrers API says so with ``OCI-Subject`` and lists the artifact itself; for any
+        other, the artifact is added to the index under the tag ``sha256-<hex of the subject>`` (the referrers
+        tag schema), which :meth:`referrers` reads. That tag is read, extended and written back without a lock:
+        two clients attaching to one image at the same moment may lose one entry (attach again). ``annotations``
+        get ``org.opencontainers.image.created`` (now, UTC) unless they carry it. Needs push access.
+        """
+        ref = _as_reference(ref)
+        what = f"the artifact for {ref.name}"
+        try:
+            _check_digest(subject_digest, "the subject")
+        except InvalidReference as error:
+            raise InvalidArtifact(f"cannot attach {what}: {error}") from None
+        if subject_media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            raise InvalidArtifact(f"cannot attach {what}: the subject's media type {subject_media_type!r} is not "
+                                  "an image manifest or index")
+        if isinstance(subject_size, bool) or not isinstance(subject_size, int) or not 0 < subject_size <= _MAX_SIZE:
+            raise InvalidArtifact(f"cannot attach {what}: the subject's size {subject_size!r} is not a positive "
+                                  "number of bytes")
+        if not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type):
+            raise InvalidArtifact(f"cannot attach {what}: artifact type {artifact_type!r} is not a media type "
+                                  "(type/subtype, e.g. application/vnd.cyclonedx+json)")
+        if not isinstance(data, bytes | bytearray) or len(data) > _MAX_CONFIG:
+            raise InvalidArtifact(f"cannot attach {what}: its data must be bytes, at most {_MAX_CONFIG} (what "
+                                  "fetch_artifact reads back)")
+        if not isinstance(annotations, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                           for k, v in annotations.items()):
+            raise InvalidArtifact(f"cannot attach {what}: annotations must map strings to strings")
+        notes = {CREATED: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **annotations}
+        empty = {"mediaType": OCI_EMPTY, "digest": self.push_blob(ref, OCI_EMPTY_DATA), "size": len(OCI_EMPTY_DATA)}
+        layer = {"mediaType": artifact_type, "digest": self.push_blob(ref, data), "size": len(data)}
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type, "config": empty,
+                    "layers": [layer], "annotations": notes,
+                    "subject": {"mediaType": subject_media_type, "digest": subject_digest, "size": subject_size}}
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        digest = _compute_digest("sha256", body)
+        resp = self._authorized("PUT", ref, f"manifests/{digest}", headers={"Content-Type": OCI_MANIFEST},
+                                content=body, actions="pull,push")
+        if resp.status not in (200, 201, 202):
+            raise _answered(ref, resp, f"pushing the {artifact_type} artifact manifest {digest} of "
+                                       f"{ref.name}@{subject_digest}")
+        claimed = resp.headers.get("docker-content-digest", "")
+        if claimed and claimed != digest:
+            raise BadDigest(f"registry {ref.registry} stored the artifact manifest {digest} of {ref.name} as "
+                            f"{claimed}")
+        if resp.headers.get("oci-subject", "") != subject_digest:  # no referrers API: the tag schema
+            self._add_referrer(ref, subject_digest, {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
+                                                     "artifactType": artifact_type, "annotations": notes})
+        return digest
+
+    def _add_referrer(self, ref: Reference, subject_digest: str, entry: dict[str, Any]) -> None:
+        """Add ``entry`` to the referrers index under the tag of ``subject_digest`` (created when missing, or
+        when the tag holds anything but an OCI index); an entry already there is not added twice."""
+        tag = _referrers_tag(ref, subject_digest)
+        try:
+            _, media_type, _, doc = self._get_manifest(tag)
+        except NotFound:
+            media_type, doc = "", {}
+        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        if media_type == OCI_INDEX:
+            _parse_index(doc, f"the referrers index {tag}")
+            index = {**doc, "mediaType": OCI_INDEX}
+        if any(isinstance(e, dict) and e.get("digest") == entry["digest"] for e in index["manifests"]):
+            return
+        index["manifests"] = [*index["manifests"], entry]
+        body = json.dumps(index, separators=(",", ":")).encode()
+        resp = self._authorized("PUT", tag, f"manifests/{tag.tag}", headers={"Content-Type": OCI_INDEX},
+                                content=body, actions="pull,push")
+        if resp.status not in (200, 201, 202):
+            raise _answered(tag, resp, f"updating the referrers index {tag}")
+
+    def referrers(self, ref: Reference | str, subject_digest: str,
+                  artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """The descriptors (``mediaType``, ``digest``, ``size``, ``artifactType``, ``annotations``) of the artifacts
+        attached to ``subject_digest`` in ``ref``'s repository, those of ``artifact_type`` only when it is given.
+
+        Asks the referrers API (``GET /v2/<name>/referrers/<digest>``, following ``Link`` pages); a registry
+        that answers 400, 404 or 405, or something other than an OCI index, has none, and the index under the
+        tag ``sha256-<hex>`` is read instead (none there: ``[]``).
+        """
+        ref = _as_reference(ref)
+        try:
+            _check_digest(subject_digest, "the subject")
+        except InvalidReference as error:
+            raise InvalidArtifact(f"cannot list the referrers in {ref.name}: {error}") from None
+        entries = self._referrers_api(ref, subject_digest)
+        if entries is None:
+            tag = _referrers_tag(ref, subject_digest)
+            try:
+                _, media_type, _, doc = self._get_manifest(tag)
+            except NotFound:
+                return []
+            entries = _referrer_entries(doc, f"the referrers index {tag}") if media_type == OCI_INDEX else []
+        out, seen = [], set()
+        for entry in entries:
+            if entry["digest"] not in seen and artifact_type in (None, entry.get("artifactType")):
+                seen.add(entry["digest"])
+                out.append(entry)
+        return out
+
+    def _referrers_api(self, ref: Reference, subject_digest: str) -> list[dict[str, Any]] | None:
+        """The referrers API's list, or None when the registry has no such API."""
+        entries: list[dict[str, Any]] = []
+        url = None
+        for page in range(_MAX_PAGES):
+            resp = self._authorized("GET", ref, f"referrers/{subject_digest}", headers={"Accept": OCI_INDEX},
+                                    url=url)
+            if page == 0 and resp.status in (400, 404, 405):
+                return None
+            if not 200 <= resp.status < 300:
+                raise _answered(ref, resp, f"the referrers of {ref.name}@{subject_digest}")
+            what = f"the referrers of {ref.name}@{subject_digest} from registry {ref.registry}"
+            try:
+                doc = json.loads(resp.body)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                doc = None
+            content_type = resp.headers.get("content-type", "").split(";")[0].strip()
+            if not isinstance(doc, dict) or (doc.get("mediaType") or content_type) != OCI_INDEX:
+                if page == 0:
+                    return None
+                raise MalformedDocument(f"{what} (page {page + 1}) is not an OCI index")
+            entries += _referrer_entries(doc, what)
+            link = _next_link(resp.headers.get_list("link"))
+            if not link:
+                return entries
+            url = self._same_origin(ref, link, "next page of referrers")
+        raise RegistryError(f"registry {ref.registry} lists the referrers of {ref.name}@{subject_digest} on more "
+                            f"than {_MAX_PAGES} pages")
+
+    def fetch_artifact(self, ref: Reference | str, manifest_digest: str) -> bytes:
+        """The data of the artifact whose manifest is ``manifest_digest`` in ``ref``'s repository: its first layer,
+        checked against the manifest's digest and size, at most 32 MiB."""
+        ref = _as_reference(ref)
+        try:
+            _check_digest(manifest_digest, "the artifact manifest")
+        except InvalidReference as error:
+            raise InvalidArtifact(f"cannot fetch an artifact of {ref.name}: {error}") from None
+        target = Reference(ref.registry, ref.repository, None, manifest_digest)
+        _, media_type, _, doc = self._get_manifest(target)
+        if media_type != OCI_MANIFEST:
+            raise RegistryError(f"{target} is a {media_type}, not an artifact manifest")
+        what = f"the artifact manifest {target}"
+        layers = doc.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise MalformedDocument(f"{what} has no layers" if layers in (None, [])
+                                    else f"{what} has 'layers' that is {_kind(layers)}, not a list")
+        layer = _Descriptor.parse(layers[0], f"the first layer of {what}")
+        return self._fetch_blob(target, layer.digest, layer.size, "artifact")
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+_LINK_NEXT = re.compile(r'<(?P<url>[^>]*)>\s*;(?:[^,]*;)?\s*rel="?next"?', re.IGNORECASE)
+
+
+def _answered(ref: Reference, resp: _Response, doing: str) -> RegistryError:
+    """The error of an unexpected answer: ``registry X answered 400 Bad Request to <doing> (CODE: message)``."""
+    detail = _error_detail(resp.body)
+    return RegistryError(f"registry {ref.registry} answered {resp.status} {resp.reason} to {doing}"
+                         + (f" ({detail})" if detail else ""))
+
+
+def _referrers_tag(ref: Reference, subject_digest: str) -> Reference:
+    """The tag of the referrers tag schema: ``<algorithm>-<hex>`` of the subject, cut to a tag's 128 characters."""
+    algorithm, _, hexpart = subject_digest.partition(":")
+    return Reference(ref.registry, ref.repository, f"{algorithm}-{hexpart}"[:128])
+
+
+def _referrer_entries(doc: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+    """The entries of a referrers index, each checked (digest, size, artifactType, annotations) and copied."""
+    _parse_index(doc, what)
+    for n, entry in enumerate(doc["manifests"]):
+        _string(entry, "artifactType", f"entry {n} of {what}")
+    return [dict(entry) for entry in doc["manifests"]]
+
+
+def _next_link(values: Iterable[str]) -> str | None:
+    """The URL of ``Link: <url>; rel="next"`` (how the referrers API pages), or None."""
+    for value in values:
+        match = _LINK_NEXT.search(value)
+        if match:
+            return match["url"]
+    return None
 
 
 def _has_request(exc: BaseException) -> bool:

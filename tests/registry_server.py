@@ -17,9 +17,19 @@ Helpers build images (:meth:`RegistryServer.add_index` for a multi-platform OCI 
 an attestation manifest, :meth:`RegistryServer.add_single` for a Docker v2 manifest),
 tamper with blobs, inject faults, and record every request (without secrets).
 
-``PUT /v2/<name>/manifests/<tag>`` stores a manifest whose blobs (or, for an index, manifests)
-the repository holds, as the reference registry does; it needs push access (any user with good
-credentials; anyone when ``auth="none"``).
+``PUT /v2/<name>/manifests/<tag|digest>`` stores a manifest whose blobs (or, for an index, manifests)
+the repository holds, as the reference registry does (by digest: only when the body has that digest); it
+needs push access (any user with good credentials; anyone when ``auth="none"``). Blobs are pushed as the
+distribution API's monolithic upload: ``POST /v2/<name>/blobs/uploads/`` answers 202 with a ``Location``
+(absolute, with a ``_state`` query, as the reference registry sends; relative when ``upload_base`` is
+``""``, on another host when it names one), and ``PUT <location>&digest=<digest>`` stores the body when it
+has that digest.
+
+OCI 1.1 referrers: with ``referrers_api=True`` (the default) a manifest pushed with a ``subject`` is answered
+with ``OCI-Subject`` and ``GET /v2/<name>/referrers/<digest>`` lists the repository's manifests whose subject
+is that digest (``referrers_page`` entries per page, with ``Link: <...>; rel="next"``, when set); with
+``referrers_api=False`` the route is unknown (404), as on registries that predate OCI 1.1, so a client must use
+the referrers tag schema.
 
 **Hostile mode** (``RegistryServer(hostile=True)``) also serves, as ``hostile/<case>:v1`` for every
 case in :data:`HOSTILE_CASES`, documents of the wrong shape with digests that match them (so a
@@ -115,7 +125,8 @@ class RegistryServer:
 
     def __init__(self, *, auth: str = "none", users: Mapping[str, str] | None = None,
                  private: Iterable[str] = (), refresh_tokens: Mapping[str, str] | None = None,
-                 realm: str | None = None, redirect_blobs: bool = False, hostile: bool = False) -> None:
+                 realm: str | None = None, redirect_blobs: bool = False, hostile: bool = False,
+                 referrers_api: bool = True) -> None:
         if auth not in ("none", "bearer", "basic"):
             raise ValueError(auth)
         self.auth = auth
@@ -126,6 +137,11 @@ class RegistryServer:
         self.redirect_blobs = redirect_blobs
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[bytes, str]] = {}  # digest -> (body, media type)
+        self.repo_manifests: dict[str, dict[str, None]] = {}  # repo -> digests of its manifests, in push order
+        self.uploads: dict[str, str] = {}  # upload id -> repo, for blob uploads started and not finished
+        self.referrers_api = referrers_api
+        self.referrers_page = 0  # entries per page of the referrers API; 0: one page
+        self.upload_base: str | None = None  # where upload locations point: None this server, "" relative
         self.tags: dict[str, dict[str, str]] = {}  # repo -> tag -> digest
         self.tokens: dict[str, dict[str, set[str]]] = {}  # token -> repository -> actions (pull, push)
         self.hostile = hostile
@@ -192,6 +208,7 @@ class RegistryServer:
     def put_manifest(self, repo: str, body: bytes, media_type: str, tag: str | None = None) -> str:
         digest = sha256(body)
         self.manifests[digest] = (body, media_type)
+        self.repo_manifests.setdefault(repo, {})[digest] = None
         repo_tags = self.tags.setdefault(repo, {})
         if tag:
             repo_tags[tag] = digest
@@ -393,6 +410,8 @@ _ERRORS = {
     404: ("MANIFEST_UNKNOWN", "manifest unknown"),
 }
 
+_MAX_BODY = 64 * 1024 * 1024
+
 
 class _Handler(BaseHTTPRequestHandler):
     registry: RegistryServer
@@ -468,10 +487,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length <= 4 * 1024 * 1024 else b""
+        body = self.rfile.read(length) if length <= _MAX_BODY else b""
         rest = path[len("/v2/"):] if path.startswith("/v2/") else ""
+        if "/blobs/uploads/" in rest:
+            return self._finish_upload(*rest.rsplit("/blobs/uploads/", 1), body)
         if "/manifests/" not in rest:
             return self._error(405, "UNSUPPORTED", "method not allowed")
+        if len(body) > 4 * 1024 * 1024:
+            return self._error(400, "MANIFEST_INVALID", "manifest invalid")
         repo, ref = rest.rsplit("/manifests/", 1)
         if not self._authorize(repo, "push"):
             return
@@ -490,15 +513,81 @@ class _Handler(BaseHTTPRequestHandler):
             missing = [d for d in wanted if d not in reg.blobs]
         if missing:
             return self._error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
+        if ref.startswith("sha256:") and ref != sha256(body):
+            return self._error(400, "DIGEST_INVALID", f"provided digest did not match uploaded content: {ref}")
         with reg._lock:
             digest = reg.put_manifest(repo, body, media_type, None if ref.startswith("sha256:") else ref)
-        self._send(201, b"", headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
+        headers = {"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"}
+        subject = doc.get("subject")
+        if reg.referrers_api and isinstance(subject, dict) and isinstance(subject.get("digest"), str):
+            headers["OCI-Subject"] = subject["digest"]
+        self._send(201, b"", headers=headers)
+
+    def _start_upload(self, repo: str) -> None:
+        if not self._authorize(repo, "push"):
+            return
+        reg = self.registry
+        upload = secrets.token_hex(8)
+        with reg._lock:
+            reg.uploads[upload] = repo
+        location = f"/v2/{repo}/blobs/uploads/{upload}?_state={secrets.token_urlsafe(8)}"
+        location = (f"http://{reg.host}" if reg.upload_base is None else reg.upload_base) + location
+        self._send(202, b"", headers={"Location": location, "Docker-Upload-UUID": upload, "Range": "0-0"})
+
+    def _finish_upload(self, repo: str, upload: str, body: bytes) -> None:
+        if not self._authorize(repo, "push"):
+            return
+        reg = self.registry
+        with reg._lock:
+            known = reg.uploads.get(upload) == repo
+        if not known:
+            return self._error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+        digest = parse_qs(urlsplit(self.path).query).get("digest", [""])[0]
+        if digest != sha256(body):
+            return self._error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+        with reg._lock:
+            del reg.uploads[upload]
+            reg.blobs[digest] = body
+            reg.tags.setdefault(repo, {})
+        self._send(201, b"", headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/blobs/{digest}"})
+
+    def _referrers(self, repo: str, subject: str) -> None:
+        reg = self.registry
+        if not reg.referrers_api:
+            return self._error(404, "NOT_FOUND", "no such route")
+        entries = []
+        for digest in reg.repo_manifests.get(repo, {}):
+            body, media_type = reg.manifests[digest]
+            doc = json.loads(body)
+            if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict) \
+                    or doc["subject"].get("digest") != subject:
+                continue
+            entry = {"mediaType": media_type, "digest": digest, "size": len(body),
+                     "artifactType": doc.get("artifactType") or doc.get("config", {}).get("mediaType")}
+            if doc.get("annotations"):
+                entry["annotations"] = doc["annotations"]
+            entries.append(entry)
+        headers = {}
+        if reg.referrers_page:
+            last = parse_qs(urlsplit(self.path).query).get("last", [""])[0]
+            digests = [e["digest"] for e in entries]
+            start = digests.index(last) + 1 if last in digests else 0
+            page = entries[start:start + reg.referrers_page]
+            if start + reg.referrers_page < len(entries):
+                headers["Link"] = f'</v2/{repo}/referrers/{subject}?last={page[-1]["digest"]}>; rel="next"'
+            entries = page
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        self._send(200, json.dumps(index).encode(), OCI_INDEX, headers)
 
     def do_POST(self) -> None:
         if self._fault():
             return
-        if urlsplit(self.path).path == "/token":
+        path = urlsplit(self.path).path
+        if path == "/token":
             self._token_post()
+        elif path.startswith("/v2/") and path.endswith("/blobs/uploads/"):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a monolithic POST's body is not kept
+            self._start_upload(path[len("/v2/"):-len("/blobs/uploads/")])
         else:
             self._error(405, "UNSUPPORTED", "method not allowed")
 
@@ -514,7 +603,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "NOT_FOUND", "no such route")
         rest = path[len("/v2/"):]
         repo = kind = ref = None
-        for k in ("manifests", "blobs"):
+        for k in ("manifests", "blobs", "referrers"):
             marker = f"/{k}/"
             if marker in rest:
                 repo, ref = rest.rsplit(marker, 1)
@@ -526,6 +615,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"{}")
         if kind == "manifests":
             return self._manifest(repo, ref)
+        if kind == "referrers":
+            return self._referrers(repo, ref)
         if kind == "blobs":
             if repo not in self.registry.tags:
                 return self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
