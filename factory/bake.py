@@ -21,7 +21,10 @@ def target_name(spec: ImageSpec) -> str:
 
 
 def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from: tuple[str, ...] = (),
-              cache_to: str | None = None, platforms: tuple[str, ...] | None = None) -> dict:
+              cache_to: str | None = None, platforms: tuple[str, ...] | None = None,
+              lock_dirs: dict[str, Path] | None = None) -> dict:
+    """`lock_dirs`: image -> its `lock` build context (`factory.build.lock_context`), which every
+    Dockerfile installs from."""
     targets: dict[str, dict] = {}
     by_name = {spec.name: spec for spec in plan.images}
     for spec in plan.images:
@@ -38,9 +41,14 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
         }
         if spec.target:
             target["target"] = spec.target
+        contexts = {}
         if spec.depends_on:
             base = by_name[spec.depends_on]
-            target["contexts"] = {base.ref: f"target:{target_name(base)}"}
+            contexts[base.ref] = f"target:{target_name(base)}"
+        if lock_dirs and spec.name in lock_dirs:
+            contexts["lock"] = str(lock_dirs[spec.name])
+        if contexts:
+            target["contexts"] = contexts
         if cache_from:
             target["cache-from"] = list(cache_from)
         if cache_to:

@@ -203,7 +203,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
         # verify in the worker, so it overlaps the other builds; an up-to-date image carries the labels that
         # only a passed verify stamps, so it is not verified again
         if options.verify and result.status == BUILT:
-            _verify_one(spec, result, plan.namespace, options, say)
+            _verify_one(spec, result, plan.namespace, options, say, root)
         # the smoke test runs what is about to be pushed: a new build, or a local image not yet published
         if (options.smoke and spec.kind != "base" and result.verified is not False
                 and (result.status == BUILT or result.where == "local")):
@@ -341,14 +341,18 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(f"    | {line}" for line in text[-lines:])
 
 
-def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: BuildOptions, out: Printer) -> None:
+def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: BuildOptions, out: Printer,
+                root: Path) -> None:
     """Check the image's labels against what is really installed (factory.verify), then stamp what was
     measured (OS, GPU code) as labels; a failure blocks every push and leaves the image unstamped."""
     from factory import docker
     from factory.verify import measure_local
 
     try:
-        check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os)
+        from factory import lockfile
+
+        lock = lockfile.read(root / spec.lock) if spec.lock and (root / spec.lock).exists() else None
+        check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os, lock=lock)
     except WorkFailed as error:
         result.verified, result.error = False, f"verify could not read the image: {error}"
         out(f"verify {spec.name}: FAILED: {result.error}")

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--list-rules", action="store_true", help="list every rule and exit")
     check.add_argument("--upstream", action="store_true",
                        help="also check against what upstream releases declare (needs the index or cache)")
+    check.add_argument("--lock", action="store_true",
+                       help="also check every image's lock: current, and its distributions within the rules "
+                            "(offline)")
     _index_options(check)
 
     lst = add("list", "a table of tags and their key versions")
@@ -167,6 +170,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             unavailable = wheel_violations(_load(args), index_url=args.index_url, offline=args.offline,
                                            refresh=args.refresh)
     resolution = _resolve(args, extra)
+    if args.lock and not args.list_rules and not resolution.blocking:
+        unavailable = tuple(unavailable) + tuple(_lock_violations(resolution))
     if unavailable:  # wheel-mode components without a wheel on the index: not waivable
         from dataclasses import replace
 
@@ -193,6 +198,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0 if resolution.ok else 1
     print(_check_text(resolution, len(extra)))
     return 0 if resolution.ok else 1
+
+
+def _lock_violations(resolution):
+    from factory import locking
+    from factory.plan import build_plan
+    from factory.resolve import BUILTIN_RULES, BUILTIN_SOURCE, Violation
+
+    plan = build_plan(resolution)
+    for name, problems in locking.audit(resolution.loaded, plan).items():
+        for problem in problems:
+            yield Violation(subject=f'image "{name}"', rule="builtin/lock", severity="error", found=problem,
+                            required="a current lock within the rules (run `factory lock`)",
+                            reason=BUILTIN_RULES["builtin/lock"], source=BUILTIN_SOURCE, tag=name)
 
 
 def _check_text(resolution, extra_rules: int) -> str:

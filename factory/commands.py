@@ -40,6 +40,9 @@ def register(sub, add, command, index_options) -> None:
 
     verify = add("verify", "check an image's labels against what is really installed in it (no run, no GPU)")
     verify.add_argument("image", metavar="IMAGE")
+    verify.add_argument("--lock", type=Path, default=None,
+                        help="compare the installed distributions with this lock (default: the lock of the matrix "
+                             "image whose ref IMAGE is, when there is one)")
     verify.add_argument("--json", action="store_true")
     command("verify")(cmd_verify)
 
@@ -74,7 +77,8 @@ def register(sub, add, command, index_options) -> None:
     inspect.add_argument("--json", action="store_true")
     command("inspect")(cmd_inspect)
 
-    diff = add("diff", "compare the component versions of two images (refs or matrix tags)")
+    diff = add("diff", "compare the component versions of two images (refs or matrix tags), and their locked "
+                       "Python packages when both are matrix images")
     diff.add_argument("a", metavar="A")
     diff.add_argument("b", metavar="B")
     diff.add_argument("--planned", action="store_true", help="compare the labels the plan gives, no image needed")
@@ -233,7 +237,8 @@ def cmd_lock(args) -> int:
         return 0
     import sys
 
-    result = locking.lock(loaded, plan, names=names if args.tags else None, refresh=args.refresh, upgrade=args.upgrade, jobs=args.jobs,
+    result = locking.lock(loaded, plan, names=names if args.tags else None, refresh=args.refresh,
+                          upgrade=args.upgrade, jobs=args.jobs,
                           progress=lambda text: print(text, file=sys.stderr))
     if args.json:
         print(to_json({"written": result.written, "current": result.current, "failed": result.failed}))
@@ -316,12 +321,16 @@ def cmd_release(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from factory import lockfile
     from factory.matrix import load
     from factory.render import table, to_json
     from factory.verify import measure_local
 
-    namespace = load(args.matrix).matrix.defaults.label_namespace if Path(args.matrix).exists() else "dev.scitrera"
-    result = measure_local(args.image, None, namespace)
+    loaded = load(args.matrix) if Path(args.matrix).exists() else None
+    namespace = loaded.matrix.defaults.label_namespace if loaded else "dev.scitrera"
+    lock_file = args.lock or _lock_of(args.image, loaded)
+    lock = lockfile.read(lock_file) if lock_file else None
+    result = measure_local(args.image, None, namespace, lock=lock)
     if args.json:
         print(to_json(result.as_dict()))
         return 0 if result.ok else 1
@@ -338,6 +347,22 @@ def cmd_verify(args) -> int:
     else:
         print(f"{args.image}: every label matches the image content")
     return 0 if result.ok else 1
+
+
+def _lock_of(ref: str, loaded) -> Path | None:
+    """The lock of the matrix image `ref` names (a tag, a base name or one of their refs), if it has one."""
+    if loaded is None:
+        return None
+    from factory.lockspec import lock_path
+    from factory.plan import build_plan
+    from factory.resolve import resolve
+
+    plan = build_plan(resolve(loaded))
+    for spec in plan.images:
+        if ref == spec.name or ref in spec.refs:
+            path = lock_path(loaded, spec.name)
+            return path if path.exists() else None
+    return None
 
 
 def cmd_labels(args) -> int:
@@ -385,15 +410,21 @@ def cmd_bake(args) -> int:
     from datetime import UTC, datetime
 
     from factory.bake import bake_file
-    from factory.build import git_revision
+    from factory.build import BuildOptions, git_revision, lock_context
     from factory.render import to_json
 
     if not args.tags:
         args.all = True
     loaded, plan = _plan_for(args)
+    if args.output:
+        _check_output(args.output)
+    _require_current_locks(loaded, plan)
+    options = BuildOptions()
+    lock_dirs = {spec.name: lock_context(spec, loaded.root, options) for spec in plan.images if spec.lock}
     data = bake_file(plan, loaded.root, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      revision=git_revision(loaded.root), cache_from=tuple(args.cache_from), cache_to=args.cache_to,
-                     platforms=tuple(args.platform) or None)
+                     platforms=tuple(args.platform) or None,
+                     lock_dirs={k: v.resolve() for k, v in lock_dirs.items() if v is not None})
     text = to_json(data) + "\n"
     if args.output:
         _write_output(args.output, text)
@@ -403,7 +434,7 @@ def cmd_bake(args) -> int:
     return 0
 
 
-def _write_output(path: Path, text: str) -> None:
+def _check_output(path: Path) -> None:
     """`bake -o`: a file in an existing folder, never onto a folder; one clear message otherwise."""
     from factory.errors import InputError
 
@@ -411,6 +442,12 @@ def _write_output(path: Path, text: str) -> None:
         raise InputError(f"-o {path}: is a folder; name the file to write (e.g. {path / 'docker-bake.json'})")
     if not path.parent.is_dir():
         raise InputError(f"-o {path}: the folder {path.parent} does not exist")
+
+
+def _write_output(path: Path, text: str) -> None:
+    from factory.errors import InputError
+
+    _check_output(path)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
@@ -515,12 +552,30 @@ def cmd_diff(args) -> int:
     a, b = (dict(_components_table(labels, namespace)) for _, _, labels in sides)
     keys = [k for k in dict.fromkeys([*a, *b]) if not k.startswith("oci created") and k != "input_digest"]
     changed = [(k, a.get(k, "-"), b.get(k, "-")) for k in keys if a.get(k) != b.get(k)]
+    packages = _lock_changes(args.a, args.b, loaded)
     if args.json:
-        print(to_json({"a": sides[0][0], "b": sides[1][0],
-                       "differences": [{"component": k, "a": x, "b": y} for k, x, y in changed]}))
+        out = {"a": sides[0][0], "b": sides[1][0],
+               "differences": [{"component": k, "a": x, "b": y} for k, x, y in changed]}
+        if packages is not None:
+            out["packages"] = [{"name": c.name, "a": c.old, "b": c.new} for c in packages]
+        print(to_json(out))
         return 0
     if not changed:
         print(f"{sides[0][0]} and {sides[1][0]}: same component versions")
-        return 0
-    print(table(["component", args.a, args.b], changed))
+    else:
+        print(table(["component", args.a, args.b], changed))
+    if packages is not None:
+        print(f"\nPython packages (locks): {len(packages)} difference(s)" + (":" if packages else ""))
+        if packages:
+            print(table(["package", args.a, args.b], [(c.name, c.old or "-", c.new or "-") for c in packages]))
     return 0
+
+
+def _lock_changes(a: str, b: str, loaded):
+    """The lock difference of two matrix images (versions added, removed, changed), None without both locks."""
+    from factory import lockfile
+
+    paths = [_lock_of(name, loaded) for name in (a, b)]
+    if None in paths:
+        return None
+    return lockfile.diff(lockfile.read(paths[0]), lockfile.read(paths[1]))

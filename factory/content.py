@@ -150,6 +150,9 @@ class Findings:
     #: image path of a shared object that needs a CUDA 12 library -> the distribution that installed it
     #: (from the RECORD files), so a finding names the package to change (`cupy-cuda12x 13.6.0`)
     owners: dict[str, str] = field(default_factory=dict)
+    #: every distribution of the environment torch is installed in (else /opt/venv's) -> version: what verify
+    #: compares with the image's lock
+    environment: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The findings as JSON-ready data."""
@@ -173,6 +176,7 @@ class Findings:
             "cuda_dists": dict(self.cuda_dists),
             "resolved": dict(self.resolved),
             "owners": dict(self.owners),
+            "environment": dict(self.environment),
             "notes": list(self.notes),
         }
 
@@ -388,7 +392,20 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
         cuda_dists={name: copies[0].version for name, copies in sorted(s.dists.items()) if _CUDA_DIST.match(name)},
         resolved=dict(s.resolved),
         owners=_owners(s, sorted(s.cuda12)),
+        environment=_environment(s),
     )
+
+
+def _environment(s: _Scan) -> dict[str, str]:
+    """The distributions of one site-packages: torch's, else the first under opt/venv."""
+    torch = s.dists.get("torch")
+    site = torch[0].site if torch else None
+    if site is None:
+        venv = [d.site for copies in s.dists.values() for d in copies if d.site[:2] == ("opt", "venv")]
+        site = venv[0] if venv else None
+    if site is None:
+        return {}
+    return {name: d.version for name, copies in sorted(s.dists.items()) for d in copies if d.site == site}
 
 
 def _owners(s: _Scan, paths: list[str]) -> dict[str, str]:

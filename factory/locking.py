@@ -139,7 +139,9 @@ def _uv_compile(spec: LockSpec, workdir: Path, requirements: list[str], *, const
     argv = [uv_binary(), "pip", "compile", "requirements.in", "--quiet", "--generate-hashes", "--no-header",
             "--annotation-style", "line", "--python-platform", spec.python_platform,
             "--python-version", spec.python, "--index-url", spec.index, "--index-strategy", "first-index",
-            "-c", "constraints.txt", "--override", "overrides.txt", "--no-config", "-o", "preferred.txt"]
+            "-c", "constraints.txt", "--override", "overrides.txt", "--no-config", "-o", "preferred.txt",
+            # a missing interpreter of the target version must not send uv looking for one to download
+            "--no-python-downloads"]
     for url in ((spec.extra_index,) if spec.extra_index else ()) + extra_indexes:
         argv += ["--extra-index-url", url]
     if no_deps:
@@ -485,6 +487,23 @@ def stale(loaded: LoadedMatrix, plan: Plan, names: list[str] | None = None) -> d
         if lock.input_digest != digests[name]:
             out[name] = f"{_rel(loaded, path)} is stale (the matrix, its Dockerfile, the requirement transform " \
                         "or a parent/sibling changed)"
+    return out
+
+
+def audit(loaded: LoadedMatrix, plan: Plan) -> dict[str, list[str]]:
+    """Image -> what is wrong with its committed lock, offline: missing or stale, or its distributions break a
+    rule (a rule added after the lock was written counts too)."""
+    out: dict[str, list[str]] = {name: [why] for name, why in stale(loaded, plan).items()}
+    specs = lock_specs(loaded, plan)
+    for name, spec in specs.items():
+        path = lock_path(loaded, name)
+        if name in out or not path.exists():
+            continue
+        lock_ = lockfile.read(path)
+        pins = [Resolved(p.name, p.version, p.hashes, p.via) for p in lock_.pins if p.layer != "base"]
+        problems = check_rules(spec, pins, loaded.matrix)
+        if problems:
+            out[name] = problems
     return out
 
 

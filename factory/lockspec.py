@@ -206,7 +206,8 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
     pins = (args["FLASHINFER_REQUIREMENT"], f"ray=={args['RAY_VERSION']}")
     vllm = Group(layer="vllm", requirements=("-r requirements/cuda.txt", args["TRITON_REQUIREMENT"],
                                              args["FLASHINFER_REQUIREMENT"], ray))
-    return LockSpec(**common, groups=(vllm, *groups), built=built, vllm_sdist=image.vllm, vllm_ref=args["VLLM_REF"],
+    return LockSpec(**common, groups=(vllm, *groups), built=(*built, f"vllm=={image.vllm}"), vllm_sdist=image.vllm,
+                    vllm_ref=args["VLLM_REF"],
                     transform_pins=pins, transform_drop=("torch", "torchvision", "torchaudio"),
                     files=(spec.dockerfile, TRANSFORM))
 
@@ -219,7 +220,9 @@ def _extra(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
     common = dict(_common(matrix, spec, tag.base), extra_index="", parent=image.name, files=(spec.dockerfile,))
     if spec.mode != "wheels" or "NIXL_VERSION" not in args:
         # a source-built layer installs only what it compiles (and its build tools in a discarded stage)
-        return LockSpec(**common, groups=())
+        built = tuple(f"{d}=={args['NIXL_VERSION']}" for d in (f"nixl-cu{major}", "nixl")) if "NIXL_VERSION" in args \
+            else ()
+        return LockSpec(**common, groups=(), built=built)
     nixl = args["NIXL_VERSION"]
     groups = (Group(layer="nixl", requirements=(f"nixl-cu{major}=={nixl}",)),
               Group(layer="nixl", requirements=(f"nixl=={nixl}",), no_deps=True))

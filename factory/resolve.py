@@ -38,6 +38,8 @@ BUILTIN_RULES = {
     "builtin/one-default": "at most one tag is the default (`latest`)",
     "builtin/extra-on": "every pattern in an extra layer's `on` matches a vLLM tag",
     "builtin/extra-name": "an extra layer's image name <tag>-<suffix> is not also a vLLM tag or a base",
+    "builtin/lock": "(`check --lock`) every image has a current lock (`factory lock`) whose distributions break "
+                    "no rule: nothing built for another CUDA major, the matrix's forbid_dists/require_dists",
     "builtin/waiver-unknown": "a waiver names a rule that exists",
     "builtin/waiver-unused": "a waiver waives something (stale waivers hide future deviations)",
 }

@@ -34,7 +34,8 @@ class Verification:
                 "measured_labels": dict(self.measured), "findings": self.findings}
 
 
-def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str | None = None) -> Verification:
+def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str | None = None,
+                  lock=None) -> Verification:
     """Scan a local image and check its labels against what it really contains.
 
     `expect_os` ("ubuntu 24.04") is the OS the matrix's CUDA image promises; the image's own os-release must
@@ -64,8 +65,58 @@ def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str 
             "os", os_key, expect_os, measured.get(os_key, ""), "/etc/os-release",
             f"os: the matrix's CUDA image promises {expect_os}, but the image's os-release says "
             f"{measured.get(os_key) or 'nothing readable'}"))
+    if lock is not None:
+        mismatches += compare_lock(findings.environment, lock)
     return Verification(ref=ref, kind=kind, mismatches=tuple(mismatches), measured=measured,
                         findings=findings.as_dict())
+
+
+#: In every venv without being locked: the interpreter's own installer, seeded by `python -m venv`.
+SEEDED = frozenset({"pip"})
+
+
+def compare_lock(installed: dict[str, str], lock) -> list:
+    """Mismatches between an image's environment (name -> version, from its dist-infos) and its lock: a locked
+    distribution missing or at another version, or one installed that the lock does not hold. What the image
+    compiles (the lock's `built` lines) and pip, which `python -m venv` seeds, may be there unlocked."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    from factory.content import Mismatch
+    from factory.lockfile import canonical
+
+    where = lock.value("image").split(" ", 1)[0]
+    label = f"lock {where}"
+    built = set()
+    for text in lock.header.get("built", ()) + tuple(u.split(" ", 1)[0] for u in lock.header.get("unlocked", ())):
+        try:
+            built.add(canonical(Requirement(text).name))
+        except InvalidRequirement:
+            continue
+    have = {canonical(k): v for k, v in installed.items()}
+    out = []
+
+    def same(a: str, b: str) -> bool:
+        try:
+            va, vb = Version(a), Version(b)
+        except InvalidVersion:
+            return a == b
+        return va == vb or (va.public == vb.public and not (va.local and vb.local))
+
+    for pin in lock.pins:
+        found = have.get(pin.key)
+        if found is None:
+            out.append(Mismatch("lock", label, pin.version, "", "site-packages",
+                                f"lock: {pin.name}=={pin.version} is locked but not installed"))
+        elif not same(found, pin.version):
+            out.append(Mismatch("lock", label, pin.version, found, "site-packages",
+                                f"lock: {pin.name} is {found}, the lock says {pin.version}"))
+    locked = {p.key for p in lock.pins}
+    for name, version in sorted(have.items()):
+        if name not in locked and name not in built and name not in SEEDED:
+            out.append(Mismatch("lock", label, "", version, "site-packages",
+                                f"lock: {name}=={version} is installed but not in the lock"))
+    return out
 
 
 def kind_of(labels: dict[str, str], namespace: str) -> str:

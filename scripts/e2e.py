@@ -6,8 +6,10 @@
 2. a matrix for the twin, generated from matrix.toml: every wheel-mode base and the tags on it, with the
    twin as CUDA image, Python 3.13 (the twin's one deviation), a local registry as the repositories and no
    FlashInfer index (unreachable here, so no flashinfer-jit-cache); wheel-mode extra layers on those tags
-   come along (source-mode ones would clone from git hosts);
-3. `factory release` of those images: real Dockerfiles, verify, stamped measured labels, push, aliases;
+   come along (source-mode ones would clone from git hosts); its locks in .factory/e2e/<arch>/locks;
+3. `factory lock` for that matrix (the twin's platform and Python), then `factory release` of those images:
+   real Dockerfiles installing exactly their locks, verify (labels and installed set == lock), stamped
+   measured labels, push, aliases;
 4. per image: verify's findings (saved by the release beside its build log, or `factory verify --json` for an
    image an earlier run built), `factory smoke --gpus none` (natively only:
    under QEMU `import torch` crashes), `factory inspect --remote` (labels read back from the registry),
@@ -93,6 +95,11 @@ class E2E:
         self.forget(local=False)
         factory = [sys.executable, "-m", "factory"]
         ca = ["--build-ca", str(self.build_ca)] if self.build_ca else []
+        # the twin's images run Python 3.13 on linux/<arch>: their own locks, resolved now (the shipped locks
+        # are for linux/arm64 and Python 3.12); the release installs exactly them and verify compares
+        lock = self.step("lock", [*factory, "lock", *names, "--matrix", str(self.matrix)])
+        if not lock["ok"]:
+            return self.write(started)
         report = self.work / "release.json"
         release = self.step("release (cold or warm cache)", [
             *factory, "release", *names, "--matrix", str(self.matrix), "--jobs", "1", *ca,
@@ -157,6 +164,7 @@ class E2E:
         defaults["cuda_image"] = twin_ref.replace(TWIN_CUDA, "{cuda}")
         # FlashInfer's own index cannot be reached from here (only the package index can): no jit-cache
         defaults["flashinfer_index_url"] = ""
+        defaults["lock_dir"] = str((self.work / "locks").relative_to(REPO))
         for kind in ("base", "vllm"):
             name = defaults["repositories"][kind].rsplit("/", 1)[-1]
             defaults["repositories"][kind] = f"{REGISTRY}/e2e-{self.arch}/{name}"
@@ -179,6 +187,11 @@ class E2E:
             verify = _run([*factory, "verify", ref, "--json", "--matrix", str(self.matrix)])
             out["verify"] = _json(verify.stdout)
             self.ok &= verify.returncode == 0
+        # verify compared the installed environment with the image's lock: equal, or the image failed
+        env = out["verify"].get("findings", {}).get("environment", {})
+        off = [m["message"] for m in out["verify"].get("mismatches", []) if m.get("component") == "lock"]
+        out["lock"] = {"distributions": len(env), "equal": bool(env) and not off, "differences": off}
+        self.ok &= out["lock"]["equal"]
         local = _json(_run([*factory, "inspect", ref, "--json", "--matrix", str(self.matrix)]).stdout)
         remote = _run([*factory, "inspect", ref, "--remote", "--json", "--matrix", str(self.matrix)])
         out["inspect_remote"] = _json(remote.stdout)
@@ -374,6 +387,11 @@ def _markdown(data: dict) -> str:
                   f"`{image['ref']}`; build {image.get('build_seconds') or 0:.0f} s; "
                   f"verify {'clean' if image.get('verify', {}).get('ok') else 'FAILED'}; "
                   f"`inspect --remote` equals the local labels: {image.get('inspect_remote_matches_local')}"]
+        lock = image.get("lock")
+        if lock:
+            lines += ["", f"Python environment: {lock['distributions']} distributions, "
+                          f"{'exactly the lock' if lock['equal'] else 'NOT the lock'}"
+                          + "".join(f"; {d}" for d in lock["differences"][:10])]
         verify = image.get("verify", {})
         if verify:
             lines += ["", "Measured from the image's files:", "", "| component | found | where |", "|---|---|---|"]
