@@ -7,6 +7,7 @@ JSON report of what was built, skipped or failed, with digests and durations.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -220,7 +221,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
     if options.push:
         if report.ok:
             try:
-                _push_all(plan, report, options, out)
+                _push_all(plan, report, options, out, root)
             except WorkFailed as error:
                 report.error = str(error)
                 out(f"push: FAILED: {error}")
@@ -397,7 +398,7 @@ def _smoke_one(spec: ImageSpec, result: ImageResult, options: BuildOptions, name
         + "\n".join(f"    {line}" for line in render_table(report).splitlines()))
 
 
-def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer) -> None:
+def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Printer, root: Path) -> None:
     """Publish the run: refuse to overwrite what is published (factory.publish.check_immutable), push the
     immutable refs (`<tag>-r<N>`) of every image first, then every mutable ref (`<tag>`: bases, images, extra
     layers), then move the aliases in the registry, by digest. A failure stops the run where it is: new
@@ -419,8 +420,52 @@ def _push_all(plan: Plan, report: BuildReport, options: BuildOptions, out: Print
         result.pushed.append(ref)
         if result.status == BUILT and set(result.pushed) >= set(spec.refs):
             result.status = PUSHED
+    try:
+        _attach_sboms(list(plan.images), root, options, out)
+    except WorkFailed as error:
+        raise WorkFailed(f"{error}; not moved: {', '.join(options.aliases) or 'no aliases'} (rerun to finish)") \
+            from None
     _move_aliases(options, report, out)
     report.pushed = True
+
+
+def _attach_sboms(specs: list[ImageSpec], root: Path, options: BuildOptions, out: Printer) -> None:
+    """Attach to every pushed image its SBOM (CycloneDX, from its lock and the labels verify stamped) as an OCI
+    referrer, before any alias moves; an SBOM already attached with the same bytes is not attached again."""
+    from factory import docker, lockfile, sbom
+    from factory.registry import RegistryClient, RegistryError
+
+    with RegistryClient(allow_http=options.allow_http) as client:
+        for spec in specs:
+            if not spec.lock or not (root / spec.lock).exists():
+                continue
+            labels = docker.local_labels(spec.ref) or client.labels(spec.ref, options.platform or spec.platform)
+            created = labels.get(L.oci_key("created"), "")
+            doc = sbom.cyclonedx(lockfile.read(root / spec.lock), labels, image_ref=spec.ref,
+                                 namespace=_namespace(spec), created=created)
+            data = sbom.encode(doc)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            try:
+                subject = client.descriptor(spec.ref)
+                have = client.referrers(spec.ref, subject["digest"], sbom.MEDIA_TYPE)
+                if any(d.get("annotations", {}).get(SBOM_DIGEST) == digest for d in have):
+                    out(f"sbom {spec.ref}: attached already")
+                    continue
+                attached = client.attach(spec.ref, subject["digest"], subject["mediaType"], subject["size"],
+                                         sbom.MEDIA_TYPE, data, {SBOM_DIGEST: digest,
+                                                                 L.oci_key("created"): created or _now()})
+            except RegistryError as error:
+                raise WorkFailed(f"sbom {spec.ref}: {error}") from None
+            out(f"sbom {spec.ref}: attached {attached[:19]} ({len(data)} bytes, {len(doc['components'])} "
+                "components)")
+
+
+#: Annotation of an attached SBOM: the digest of its document, so a rerun knows it is there.
+SBOM_DIGEST = "dev.spark-image-factory.sbom.digest"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _move_aliases(options: BuildOptions, report: BuildReport, out: Printer) -> None:

@@ -74,6 +74,9 @@ def register(sub, add, command, index_options) -> None:
     inspect.add_argument("--platform", default=None, help="platform to read from an index (default: the matrix's)")
     inspect.add_argument("--remote", action="store_true", help="read the registry even if a local image exists")
     inspect.add_argument("--allow-http", action="store_true", help="plain HTTP to a non-loopback registry")
+    inspect.add_argument("--sbom", action="store_true",
+                         help="print the image's SBOM (CycloneDX JSON, attached by `release` as an OCI referrer) "
+                              "from the registry")
     inspect.add_argument("--json", action="store_true")
     command("inspect")(cmd_inspect)
 
@@ -531,6 +534,9 @@ def cmd_inspect(args) -> int:
 
     loaded = _matrix_or_none(args.matrix)
     namespace = loaded.matrix.defaults.label_namespace if loaded else "dev.scitrera"
+    if args.sbom:
+        print(_sbom_of(args.ref, loaded, allow_http=args.allow_http), end="")
+        return 0
     ref, where, labels = _image_labels(args.ref, loaded, platform=args.platform, remote=args.remote,
                                        allow_http=args.allow_http)
     rows = _components_table(labels, namespace)
@@ -540,6 +546,33 @@ def cmd_inspect(args) -> int:
     print(f"{ref}  (from the {where})")
     print(table(["component", "version"], rows))
     return 0
+
+
+def _sbom_of(name: str, loaded, *, allow_http: bool) -> str:
+    """The newest SBOM attached to a published image (a ref or a matrix image), as JSON text."""
+    import json
+
+    from factory import sbom
+    from factory.errors import WorkFailed
+    from factory.registry import RegistryClient
+
+    ref = name
+    if loaded is not None:
+        from factory.plan import build_plan
+        from factory.resolve import resolve
+
+        for spec in build_plan(resolve(loaded)).images:
+            if name == spec.name:
+                ref = spec.ref
+    with RegistryClient(allow_http=allow_http) as client:
+        subject = client.descriptor(ref)
+        found = client.referrers(ref, subject["digest"], sbom.MEDIA_TYPE)
+        if not found:
+            raise WorkFailed(f"{ref}: no SBOM is attached to {subject['digest'][:19]} (published by `factory "
+                             "release`, which attaches one)")
+        newest = max(found, key=lambda d: d.get("annotations", {}).get("org.opencontainers.image.created", ""))
+        data = client.fetch_artifact(ref, newest["digest"])
+    return json.dumps(json.loads(data), indent=2, sort_keys=True) + "\n"
 
 
 def cmd_diff(args) -> int:

@@ -143,8 +143,8 @@ def parse(text: str, source: str) -> Lock:
         if current is None:
             return
         if current["open"]:
-            raise fail(lineno, f"{current['name']}=={current['version']}: a line ending in '\\' must be "
-                               "followed by a --hash line")
+            raise fail(current["last"], f"{current['name']}=={current['version']}: a line ending in '\\' must "
+                                        "be followed by a --hash line")
         if not current["hashes"]:
             raise fail(current["line"], f"{current['name']}=={current['version']} has no --hash")
         pins.append(Pin(name=current["name"], version=current["version"], hashes=tuple(current["hashes"]),
@@ -167,6 +167,7 @@ def parse(text: str, source: str) -> Lock:
                 raise fail(lineno, f"{current['name']}: hash {digest[:19]}... listed twice")
             current["hashes"].append(digest)
             current["open"] = bool(match["cont"])
+            current["last"] = lineno
             continue
         if current is not None and (via := _VIA.match(line)):
             current["via"] = tuple(w.strip() for w in via["who"].split(","))
@@ -189,7 +190,7 @@ def parse(text: str, source: str) -> Lock:
                 raise fail(lineno, f"{match['name']} is pinned twice (first on line {seen[key]})")
             seen[key] = lineno
             current = {"name": match["name"], "version": match["version"], "hashes": [], "via": (),
-                       "line": lineno, "layer": layer, "open": bool(match["cont"])}
+                       "line": lineno, "last": lineno, "layer": layer, "open": bool(match["cont"])}
             continue
         if match := _HEADER.match(line):
             if layers:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from factory.matrix import LoadedMatrix, Matrix
@@ -131,12 +131,17 @@ def lock_specs(loaded: LoadedMatrix, plan: Plan) -> dict[str, LockSpec]:
     matrix = loaded.matrix
     out: dict[str, LockSpec] = {}
     for spec in plan.images:
+        if spec.lock is None:  # its Dockerfile installs from no lock (a fixture, a custom image)
+            continue
         if spec.kind == "base":
-            out[spec.name] = _base(matrix, spec)
+            lock_spec = _base(matrix, spec)
         elif spec.kind == "vllm":
-            out[spec.name] = _vllm(matrix, spec, plan)
+            lock_spec = _vllm(matrix, spec, plan)
         else:
-            out[spec.name] = _extra(matrix, spec, plan)
+            lock_spec = _extra(matrix, spec, plan)
+        if lock_spec.parent and lock_spec.parent not in out:
+            lock_spec = replace(lock_spec, parent=None, hold=None)
+        out[spec.name] = lock_spec
     return out
 
 

@@ -11,6 +11,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -298,7 +299,7 @@ def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, 
             platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
             depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
     context = str(Path(dockerfile).parent)
-    lock = f"{lock_dir}/{name}.txt"
+    lock = f"{lock_dir}/{name}.txt" if uses_lock(root / dockerfile) else None
     digest = input_digest(root, dockerfile, platform, args, labels, parent_digest, lock=lock)
     labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
     refs = [f"{repo}:{name}"]
@@ -308,6 +309,17 @@ def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, 
                      context=context, platform=platform, build_args=dict(sorted(args.items())),
                      labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
                      from_ref=from_ref, os=os, lock=lock)
+
+
+_LOCK_MOUNT = re.compile(r"--mount=\S*\bfrom=lock\b")
+
+
+def uses_lock(dockerfile: Path) -> bool:
+    """Whether a Dockerfile installs from the build context `lock` (then the image needs a current lock)."""
+    try:
+        return bool(_LOCK_MOUNT.search(dockerfile.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
 
 
 def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],

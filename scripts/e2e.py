@@ -198,6 +198,15 @@ class E2E:
         same = remote.returncode == 0 and out["inspect_remote"].get("labels") == local.get("labels")
         out["inspect_remote_matches_local"] = same
         self.ok &= same
+        # the SBOM the release attached as an OCI referrer, read back from the registry
+        sbom = _run([*factory, "inspect", ref, "--sbom", "--matrix", str(self.matrix)])
+        doc = _json(sbom.stdout)
+        components = doc.get("components", [])
+        pypi = [c for c in components if str(c.get("purl", "")).startswith("pkg:pypi/")]
+        out["sbom"] = {"ok": sbom.returncode == 0 and len(pypi) >= out["lock"]["distributions"] - 1,
+                       "components": len(components), "pypi": len(pypi), "format": doc.get("bomFormat"),
+                       "error": sbom.stderr.strip()[-300:] if sbom.returncode else None}
+        self.ok &= out["sbom"]["ok"]
         if image["kind"] != "base":
             out["smoke"] = self.smoke(ref, factory)
         out["layers"] = _layers(ref, self.platform)
@@ -387,6 +396,11 @@ def _markdown(data: dict) -> str:
                   f"`{image['ref']}`; build {image.get('build_seconds') or 0:.0f} s; "
                   f"verify {'clean' if image.get('verify', {}).get('ok') else 'FAILED'}; "
                   f"`inspect --remote` equals the local labels: {image.get('inspect_remote_matches_local')}"]
+        sbom = image.get("sbom")
+        if sbom:
+            lines += ["", f"SBOM read back from the registry (`inspect --sbom`): {sbom['format']}, "
+                          f"{sbom['components']} components ({sbom['pypi']} Python packages): "
+                          f"{'ok' if sbom['ok'] else 'FAILED ' + (sbom['error'] or '')}"]
         lock = image.get("lock")
         if lock:
             lines += ["", f"Python environment: {lock['distributions']} distributions, "

@@ -387,6 +387,10 @@ def publishing(write_matrix, monkeypatch):
         yield srv, plan, engine
 
 
+#: The folder the plan's locks are read from when SBOMs are attached: none here, so none is attached.
+NO_LOCKS = Path("/nonexistent-matrix-folder")
+
+
 def _options(**kw) -> BuildOptions:
     return BuildOptions(push=True, push_attempts=1, push_backoff_s=0, **kw)
 
@@ -407,7 +411,7 @@ def _publish(srv, spec, labels=None, platform="linux/arm64", refs=None):
 def test_push_order_is_every_immutable_ref_first_then_every_mutable_one(publishing):
     srv, plan, engine = publishing
     report = _report(plan)
-    _push_all(plan, report, _options(), lambda line: None)
+    _push_all(plan, report, _options(), lambda line: None, NO_LOCKS)
     refs = [ref for spec in plan.images for ref in spec.refs]
     immutable = [r for r in refs if r.rsplit(":", 1)[1].rsplit("-", 1)[-1] in ("r1", "r2")]
     assert sorted(immutable) == sorted(r for r in refs if r.endswith(("-r1", "-r2"))) and len(immutable) == 2
@@ -422,7 +426,7 @@ def test_a_failed_push_moves_no_mutable_tag_before_every_revision_ref_is_there(p
     engine.fail_on = first_mutable
     report = _report(plan)
     with pytest.raises(WorkFailed) as info:
-        _push_all(plan, report, _options(), lambda line: None)
+        _push_all(plan, report, _options(), lambda line: None, NO_LOCKS)
     assert all(ref.endswith(("-r1", "-r2")) for ref in engine.pushed) and len(engine.pushed) == 2
     assert "not pushed: " + ", ".join(spec.refs[0] for spec in plan.images) in str(info.value)
     assert not any(r.status == PUSHED for r in report.images) and not report.pushed
@@ -486,7 +490,7 @@ def test_a_tag_holding_another_platform_is_a_conflict_and_hostile_documents_a_cl
         check_immutable(plan, _report(plan), _options(), lambda line: None)
     srv.add_hostile("factory-test/vllm", "0.17.0-t5", "labels-list")
     with pytest.raises(WorkFailed, match=rf"cannot check {spec.ref} before pushing: .* has 'Labels' that is a list"):
-        _push_all(plan, _report(plan), _options(), lambda line: None)
+        _push_all(plan, _report(plan), _options(), lambda line: None, NO_LOCKS)
     assert engine.pushed == []
     assert _up_to_date(spec, _options()) == ("local", _up_to_date(spec, _options())[1])  # not a crash
 
@@ -500,7 +504,7 @@ def test_aliases_move_in_the_registry_when_the_images_exist_only_there(publishin
     aliases = {f"{repo}:latest": f"{repo}:0.17.0-t5", f"{repo}:0.17-t4": f"{repo}:0.17.0-t4"}
     report = _report(plan, status=UP_TO_DATE, where="registry")
     said = []
-    _push_all(plan, report, _options(aliases=aliases), said.append)
+    _push_all(plan, report, _options(aliases=aliases), said.append, NO_LOCKS)
     assert engine.pushed == [] and report.aliases == aliases and report.pushed
     with RegistryClient(credentials=None, timeout=5) as client:
         for alias, source in aliases.items():
@@ -518,7 +522,8 @@ def test_an_alias_the_registry_refuses_is_a_clean_failure(write_matrix, monkeypa
         report = _report(plan, status=UP_TO_DATE, where="registry")
         with pytest.raises(WorkFailed, match=rf"moving {repo}:latest to {repo}:0.17.0-t5 failed: registry "
                                              rf"{srv.host} refused access .*not moved: {repo}:latest$"):
-            _push_all(plan, report, _options(aliases={f"{repo}:latest": f"{repo}:0.17.0-t5"}), lambda line: None)
+            _push_all(plan, report, _options(aliases={f"{repo}:latest": f"{repo}:0.17.0-t5"}),
+                      lambda line: None, NO_LOCKS)
     assert report.aliases == {}
 
 
