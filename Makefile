@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup plan check list test unit lint engine engine-stop twin twin-amd64 e2e e2e-amd64 e2e-arm64 bench labels docs clean
+.PHONY: setup plan check list test unit lint lock locks-check engine engine-stop twin twin-amd64 e2e e2e-amd64 e2e-arm64 bench labels docs clean
 
 setup: $(STAMP)
 
@@ -44,7 +44,7 @@ e2e-amd64: setup engine   ## the real amd64 build, natively (CI runs this); repo
 e2e-arm64: setup engine   ## the real arm64 build under QEMU (opt-in, slower); report in docs/e2e/arm64.md
 	$(BIN)/python scripts/e2e.py --arch arm64 $(E2E_FLAGS)
 
-test: setup engine lint   ## everything CI runs: lint, then all tests, engine tests included
+test: setup engine lint locks-check   ## everything CI runs: lint, current locks, then all tests (engine ones too)
 	FACTORY_REQUIRE_ENGINE=1 $(BIN)/pytest
 
 unit: setup            ## the fast tests that need no engine
@@ -54,6 +54,13 @@ lint: setup
 	$(BIN)/ruff check factory tests benchmarks dockerfiles/smoke.py
 	$(BIN)/hadolint --config .hadolint.yaml dockerfiles/*.Dockerfile
 
+lock: setup            ## resolve the missing or stale locks/ (needs the package index)
+	$(BIN)/factory lock
+
+locks-check: setup     ## every image's lock is current (offline) and within the rules
+	$(BIN)/factory lock --check
+	$(BIN)/factory check --lock
+
 labels: setup          ## regenerate labels/ from matrix.toml
 	$(BIN)/factory labels --write
 
@@ -62,6 +69,7 @@ docs: setup            ## regenerate the image table in README.md
 
 bench: setup           ## benchmarks; see benchmarks/README.md
 	$(BIN)/python benchmarks/plan_speed.py
+	$(BIN)/python benchmarks/lock_speed.py
 	@if docker info >/dev/null 2>&1; then $(BIN)/python benchmarks/engine_benchmarks.py; else echo "engine benchmarks skipped: no engine (make engine)"; fi
 
 clean:
