@@ -325,17 +325,21 @@ def _chain(name: str, by_name: dict[str, Resolved], limit: int = 6) -> str:
     return " <- ".join(parts)
 
 
-def check_rules(spec: LockSpec, pins: list[Resolved], matrix: Matrix) -> list[str]:
-    """Why this resolved set may not be shipped (empty: it may)."""
+def check_rules(spec: LockSpec, pins: list[Resolved], matrix: Matrix, *, severity: str = "error") -> list[str]:
+    """Why this resolved set may not be shipped (empty: it may); with `severity="warning"`, what the matrix's
+    warning rules say about it instead. A tag's waiver (`allow`) of a rule waives that rule here too."""
     by_name = {canonical(r.name): r for r in pins}
     problems = []
-    for r in pins:
+    for r in pins if severity == "error" else ():
         match = _CUDA_BUILD.search(canonical(r.name))
         if match and match["major"] != spec.cuda_major:
             problems.append(f"{r.name}=={r.version} is built for CUDA {match['major']}, the image is CUDA "
                             f"{spec.cuda}: pulled in by {_chain(canonical(r.name), by_name)}")
+    waived = _waived(spec, matrix)
     for rule in matrix.rule:
-        if not (rule.forbid_dists or rule.require_dists) or not _rule_applies(rule, spec, matrix):
+        if not (rule.forbid_dists or rule.require_dists) or rule.severity != severity or rule.id in waived:
+            continue
+        if not _rule_applies(rule, spec, matrix):
             continue
         for r in pins:
             if any(fnmatch.fnmatchcase(canonical(r.name), canonical(g)) for g in rule.forbid_dists):
@@ -351,6 +355,12 @@ def check_rules(spec: LockSpec, pins: list[Resolved], matrix: Matrix) -> list[st
                 found = f"{have.name}=={have.version}" if have else f"no {name}"
                 problems.append(f"rule {rule.id} requires {name}{wanted}, the lock has {found} ({rule.reason})")
     return problems
+
+
+def _waived(spec: LockSpec, matrix: Matrix) -> set[str]:
+    """The rule ids the image's tag waives (an extra layer: the tag it is built on; a base waives nothing)."""
+    tag = spec.image if spec.image in matrix.image else (spec.parent if spec.parent in matrix.image else None)
+    return {w.rule for w in matrix.image[tag].allow} if tag else set()
 
 
 def _rule_applies(rule, spec: LockSpec, matrix: Matrix) -> bool:
@@ -430,6 +440,7 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
     problems = check_rules(spec, resolved, matrix)
     if problems:
         raise LockFailed(f"{spec.image}: " + "; ".join(problems))
+    notes += [f"WARNING: {w}" for w in check_rules(spec, resolved, matrix, severity="warning")]
     layers = assign_layers(spec, resolved, parent)
     pins = [Pin(name=r.name, version=r.version, hashes=tuple(sorted(r.hashes)), layer=layers[canonical(r.name)],
                 via=r.via) for r in resolved]
@@ -445,7 +456,8 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
         "index": tuple(redact(u) for u in (spec.index, spec.extra_index, *(u for g in spec.groups
                                                                              for u in g.extra_indexes)) if u),
         "resolved": (f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} by {uv_version()}",),
-        "parent": (spec.parent,) if spec.parent else (),
+        # the parent and the content it had: a parent relocked to other versions makes this lock stale
+        "parent": (f"{spec.parent} {lockfile.content_digest(parent)}",) if spec.parent and parent else (),
         "built": spec.built,
         "source": tuple(notes) + tuple(f"override {o}" for o in spec.overrides),
         "unlocked": tuple(unlocked),
@@ -473,8 +485,15 @@ def split_siblings(spec: LockSpec, lock: Lock, siblings: list[Lock]) -> Lock:
 # -- the use case ---------------------------------------------------------------------------------------------
 
 
+def recorded_parent(lock_: Lock) -> str | None:
+    """The content digest of its parent's lock that a lock was resolved against (None: no parent)."""
+    value = lock_.value("parent")
+    return value.split(" ", 1)[1] if " " in value else None
+
+
 def stale(loaded: LoadedMatrix, plan: Plan, names: list[str] | None = None) -> dict[str, str]:
-    """Image -> why its lock is not current (missing, stale, unreadable); offline."""
+    """Image -> why its lock is not current (missing, stale, or resolved against other parent content);
+    offline."""
     specs = lock_specs(loaded, plan)
     digests = input_digests(specs, loaded.root)
     out = {}
@@ -483,10 +502,17 @@ def stale(loaded: LoadedMatrix, plan: Plan, names: list[str] | None = None) -> d
         if not path.exists():
             out[name] = f"{_rel(loaded, path)} is missing"
             continue
-        lock = lockfile.read(path)
-        if lock.input_digest != digests[name]:
+        lock_ = lockfile.read(path)
+        if lock_.input_digest != digests[name]:
             out[name] = f"{_rel(loaded, path)} is stale (the matrix, its Dockerfile, the requirement transform " \
                         "or a parent/sibling changed)"
+            continue
+        parent = specs[name].parent
+        if parent:
+            parent_path = lock_path(loaded, parent)
+            content = lockfile.content_digest(lockfile.read(parent_path)) if parent_path.exists() else None
+            if recorded_parent(lock_) != content:
+                out[name] = f"{_rel(loaded, path)} is stale (its parent {parent}'s lock changed since)"
     return out
 
 
@@ -518,7 +544,8 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
          upgrade: bool = False, jobs: int = 4, index_factory=None, progress=None) -> LockResult:
     """Resolve and write the locks of `names` (default: every image of the plan) that are missing or stale
     (all of them with `refresh`, or `upgrade`, which also forgets the versions the current locks prefer).
-    Parents are locked first; `-t4`/`-t5` siblings together."""
+    Parents are locked first; an image whose parent's lock changed in the run is locked again too; `-t4`/`-t5`
+    siblings together."""
     refresh = refresh or upgrade
     specs = lock_specs(loaded, plan)
     digests = input_digests(specs, loaded.root)
@@ -526,32 +553,36 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
     for name in list(wanted):  # siblings share layers: they are locked together
         wanted |= set(specs[name].siblings)
     result = LockResult()
-    todo = []
-    for name in specs:
-        if name not in wanted:
-            continue
+    fresh: dict[str, Lock] = {}
+
+    def current(name: str) -> Lock | None:
         path = lock_path(loaded, name)
-        current = None
-        if path.exists() and not refresh:
-            current = lockfile.read(path)
-        if current is not None and current.input_digest == digests[name]:
-            result.current.append(name)
-        else:
-            todo.append(name)
-    todo_set = set(todo)
-    for name in list(todo):  # a stale sibling makes its siblings stale too (same digest inputs)
-        todo_set |= {s for s in specs[name].siblings if s in specs}
-    todo = [n for n in specs if n in todo_set]
-    result.current = [n for n in result.current if n not in todo_set]
-    if not todo:
-        return result
+        try:
+            return lockfile.read(path) if path.exists() else None
+        except InputError:
+            return None
+
+    def parent_content(name: str) -> str | None:
+        parent = specs[name].parent
+        if not parent:
+            return None
+        lock_ = fresh.get(parent) or current(parent)
+        return lockfile.content_digest(lock_) if lock_ else None
+
+    def needs(name: str) -> bool:
+        if name in wanted and refresh:
+            return True
+        have = current(name)
+        if have is None or have.input_digest != digests[name]:
+            return name in wanted
+        return recorded_parent(have) != parent_content(name)  # its parent's lock moved under it
+
     if index_factory is None:
         from factory.cache import Cache
         from factory.pypi import PackageIndex
 
         def index_factory():  # noqa: E306
             return PackageIndex(loaded.matrix.defaults.index_url, cache=Cache())
-    fresh: dict[str, Lock] = {}
 
     def parent_of(name: str) -> Lock | None:
         parent = specs[name].parent
@@ -564,19 +595,19 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
         return lockfile.read(lock_path(loaded, parent))
 
     def one(name: str) -> Lock:
-        path = lock_path(loaded, name)
-        previous = None
-        if path.exists() and not upgrade:
-            try:
-                previous = lockfile.read(path)
-            except InputError:
-                previous = None
+        previous = None if upgrade else current(name)
         with index_factory() as index:
             return resolve_image(specs[name], parent=parent_of(name), index=index, root=loaded.root,
                                  matrix=loaded.matrix, digest=digests[name], previous=previous)
 
-    waves = [[n for n in todo if specs[n].kind == kind] for kind in ("base", "vllm", "extra")]
-    for wave in waves:
+    for kind in ("base", "vllm", "extra"):
+        members = [n for n in specs if specs[n].kind == kind]
+        wave = {n for n in members if needs(n)}
+        for name in list(wave):  # a sibling of a relocked image is relocked with it (their layers are shared)
+            wave |= {s for s in specs[name].siblings if s in specs}
+        result.current += [n for n in members if n in wanted and n not in wave]
+        wave_list = [n for n in members if n in wave]
+        wave = wave_list
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(one, name): name for name in wave}
             for future in concurrent.futures.as_completed(futures):

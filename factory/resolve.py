@@ -165,7 +165,9 @@ def resolve(loaded: LoadedMatrix, extra_rules: Iterable[Rule] = ()) -> Resolutio
         tag_violations = list(_check_tag(matrix, tag, image, facts))
         for rule in rules:
             tag_violations.extend(_check_rule(rule, facts))
-        found.extend(_apply_waivers(tag, image, tag_violations, known_rules))
+        # a waiver of a distribution rule is used where the lock is resolved (`factory lock`), not here
+        lock_time = {r.id for r in rules if (r.forbid_dists or r.require_dists) and rule_applies(r, facts)}
+        found.extend(_apply_waivers(tag, image, tag_violations, known_rules, lock_time))
     return Resolution(loaded=loaded, tags=tags, violations=tuple(found))
 
 
@@ -265,7 +267,8 @@ def _satisfies(component: str, text: str | None, spec: str) -> bool:
 UPSTREAM_PREFIX = "upstream/"
 
 
-def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: set[str]) -> list[Violation]:
+def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: set[str],
+                   lock_time: set[str] = frozenset()) -> list[Violation]:
     """Attach the tag's waivers to its violations and flag unknown or unused waivers.
 
     A waiver for rule `X` also waives `upstream/X`, the same fact read from upstream metadata
@@ -281,7 +284,7 @@ def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: s
         Violation(**{**v.__dict__, "waiver": w}) if (w := waiver_for(v.rule)) else v
         for v in violations
     ]
-    used = {v.rule for v in violations}
+    used = {v.rule for v in violations} | set(lock_time)
     used |= {rule.removeprefix(UPSTREAM_PREFIX) for rule in used}
     known = known | {rule.removeprefix(UPSTREAM_PREFIX) for rule in known}
     subject = f'image "{tag}"'

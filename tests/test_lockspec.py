@@ -234,21 +234,29 @@ def h(seed: str) -> str:
     return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
 
 
-def fake_lock(name: str, digest: str) -> str:
+def fake_lock(name: str, digest: str, parent: str | None = None) -> str:
+    """A lock of one pin; `parent`: the `<parent> <content digest>` it records, as `factory lock` writes it."""
     pin = Pin(name="six", version="1.17.0", hashes=("sha256:" + hashlib.sha256(name.encode()).hexdigest(),),
               layer="x")
     header = {"image": (name,), "input-digest": (digest,), "platform": ("linux/arm64",), "python": ("3.12",)}
+    if parent:
+        header["parent"] = (parent,)
     return lockfile.render(Lock(header=header, pins=(pin,)))
 
 
 @pytest.fixture
 def locked_copy(shipped_matrix):
-    """A copy of the shipped matrix whose every lock carries its current input digest."""
+    """A copy of the shipped matrix whose every lock carries its current input digest (parents first, each
+    child recording its parent's content)."""
     loaded, plan, specs = specs_of(shipped_matrix)
     for name, digest in input_digests(specs, loaded.root).items():
         path = lock_path(loaded, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(fake_lock(name, digest), encoding="utf-8")
+        parent = specs[name].parent
+        recorded = None
+        if parent:
+            recorded = f"{parent} {lockfile.content_digest(lockfile.read(lock_path(loaded, parent)))}"
+        path.write_text(fake_lock(name, digest, recorded), encoding="utf-8")
     return shipped_matrix
 
 
@@ -265,8 +273,10 @@ def test_stale_reports_a_missing_lock(locked_copy):
     missing = locked_copy.parent / "locks" / "0.17.0-t5.txt"
     missing.unlink()
     found = stale_of(locked_copy)
-    assert list(found) == ["0.17.0-t5"]
+    # its extra layer was locked against it: stale as well
+    assert list(found) == ["0.17.0-t5", "0.17.0-t5-nixl"]
     assert found["0.17.0-t5"].endswith("0.17.0-t5.txt is missing")
+    assert found["0.17.0-t5-nixl"].endswith("is stale (its parent 0.17.0-t5's lock changed since)")
 
 
 def test_stale_reports_locks_whose_inputs_changed(locked_copy):
@@ -301,7 +311,10 @@ def test_audit_reports_stale_locks_and_rules_a_current_lock_breaks(locked_copy):
     (locks / "2.9.1-cu130.txt").unlink()
     loaded = load(locked_copy)
     found = locking.audit(loaded, build_plan(resolve(loaded)))
-    assert set(found) == {"0.33.0-t5", "2.9.1-cu130"}
+    # the images built on them were locked against their old content: stale too, saying why
+    assert set(found) == {"0.33.0-t5", "2.9.1-cu130", "0.33.0-t5-nixl", "0.13.0-t4", "0.13.0-t5"}
+    for child, parent in (("0.33.0-t5-nixl", "0.33.0-t5"), ("0.13.0-t4", "2.9.1-cu130")):
+        assert found[child] == [f"{locks / child}.txt is stale (its parent {parent}'s lock changed since)"]
     # what the image inherits (its base layer) is its parent's business; its own layers are checked
     assert found["0.33.0-t5"] == ["cupy-cuda12x==13.6.0 is built for CUDA 12, the image is CUDA 13.0.3: pulled in "
                                   "by cupy-cuda12x <- ray"]
