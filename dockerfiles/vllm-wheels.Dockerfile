@@ -18,13 +18,14 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
 # The lock has no CUDA 12 builds (`factory lock` refuses them: cupy-cuda12x from ray's cgraph extra, the
 # cu12 libraries nvidia-cutlass-dsl pulls by default) and holds the venv's CUDA components to the image's CUDA.
+# Then the matrix's pins must be what is installed (from this layer or the base's): else the lock is
+# another tag's.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
     with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
- && for pin in "vllm==${VLLM_VERSION}" "triton==${TRITON_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
-      "ray==${RAY_VERSION}"; do \
-      grep -q "^${pin} " /tmp/lock/vllm.txt || { echo "the lock does not pin ${pin} (run factory lock)" >&2; exit 1; }; \
-    done \
+ && python -c 'import sys; from importlib.metadata import version; bad = [p for p in sys.argv[1:] if version(p.split("==")[0]) != p.split("==")[1]]; sys.exit(f"installed is not {bad}: the lock is not this tag\x27s (run factory lock)" if bad else 0)' \
+      "vllm==${VLLM_VERSION}" "triton==${TRITON_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
+      "ray==${RAY_VERSION}" \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying

@@ -91,11 +91,10 @@ ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
     --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
-    for pin in "${TRITON_REQUIREMENT}" "flashinfer-python==${FLASHINFER_VERSION}" "ray==${RAY_VERSION}"; do \
-      grep -q "^${pin} " /tmp/lock/vllm.txt || { echo "the lock does not pin ${pin} (run factory lock)" >&2; exit 1; }; \
-    done \
- && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
+    with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
  && uv pip install --no-deps /tmp/wheels/vllm-*.whl \
+ && python -c 'import sys; from importlib.metadata import version; bad = [p for p in sys.argv[1:] if version(p.split("==")[0]) != p.split("==")[1]]; sys.exit(f"installed is not {bad}: the lock is not this tag\x27s (run factory lock)" if bad else 0)' \
+      "${TRITON_REQUIREMENT}" "flashinfer-python==${FLASHINFER_VERSION}" "ray==${RAY_VERSION}" \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying
