@@ -341,6 +341,10 @@ def cmd_verify(args) -> int:
     where = result.findings.get("locations", {})
     rows = [(c, v, where.get(c, "")) for c, v in found.items()]
     rows += [(key.removeprefix(namespace + "."), value, "measured") for key, value in result.measured.items()]
+    from factory.content import Findings, pip_cuda_report
+
+    pip = Findings(cuda_dists=dict(result.findings.get("cuda_dists", {})))
+    rows += [(name, version, f"pip, {verdict}") for name, version, verdict in pip_cuda_report(pip, found.get("cuda"))]
     print(f"{args.image} ({result.kind}): what its files say")
     print(table(["component", "found", "where"], rows))
     if result.mismatches:

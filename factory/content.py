@@ -1094,6 +1094,7 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
                                        f"CUDA {cuda}"))
     mismatches.extend(_verify_extra(findings, labels, namespace, major))
     mismatches.extend(_verify_cuda_facts(findings, labels, namespace))
+    mismatches.extend(verify_pip_cuda(findings, labels, namespace))
     mismatches.extend(_verify_device_code(findings, labels, namespace))
     mismatches.extend(_verify_measured(findings, labels, namespace))
     return mismatches
@@ -1119,6 +1120,44 @@ def measured_labels(findings: Findings, namespace: str) -> dict[str, str]:
         out[factory_key(namespace, "cuda_sass")] = fatbin.format_archs(findings.sass.get(torch, ()))
         out[factory_key(namespace, "cuda_ptx")] = fatbin.format_archs(findings.ptx.get(torch, ()))
     return out
+
+
+#: pip's CUDA toolkit components whose version is the toolkit's (`cuda-toolkit==13.0.3` pins
+#: nvidia-cuda-runtime 13.0.96, nvidia-nvjitlink 13.0.88, ...): their major.minor is the CUDA they are. Libraries
+#: with their own numbering (cuBLAS 13.1, cuFFT 12.0, cuDNN 9) and the driver bindings (cuda-bindings, any 13.x
+#: on a CUDA 13 driver) are checked by the lock's CUDA constraints and the CUDA-major rules instead.
+TOOLKIT_VERSIONED = frozenset({
+    "cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc", "nvidia-cuda-crt",
+    "nvidia-nvvm", "nvidia-cuda-cccl", "nvidia-cuda-cupti", "nvidia-nvjitlink", "nvidia-nvtx",
+    "nvidia-cuda-culibos", "nvidia-cuda-cuxxfilt", "nvidia-cuda-sanitizer-api", "nvidia-cuda-profiler-api",
+    "nvidia-nvfatbin", "nvidia-nvptxcompiler", "nvidia-nvml-dev", "nvidia-cuda-opencl",
+})
+
+
+def pip_cuda_report(findings: Findings, cuda: str | None) -> list[tuple[str, str, str]]:
+    """(distribution, version, verdict) of every pip CUDA component found: `same CUDA` / `CUDA X.Y, not the
+    image's` for the toolkit-versioned ones, `own numbering` for the rest."""
+    want = _major_minor(cuda or "")
+    out = []
+    for name, version in sorted(findings.cuda_dists.items()):
+        if name in TOOLKIT_VERSIONED:
+            have = _major_minor(version)
+            out.append((name, version, "same CUDA" if have == want else f"CUDA {have}, not the image's {want}"))
+        else:
+            out.append((name, version, "own numbering"))
+    return out
+
+
+def verify_pip_cuda(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:
+    """A mismatch per pip CUDA toolkit component of another CUDA major.minor than the image's label (nvJitLink
+    13.5 in a CUDA 13.0 image links code the image's driver may not load)."""
+    key = component_key(namespace, "cuda")
+    cuda = labels.get(key)
+    if not cuda:
+        return []
+    return [Mismatch("cuda", key, cuda, version, f"pip {name}",
+                     f"cuda: pip's {name} {version} is {verdict.split(',')[0]}, but label {key}={cuda}")
+            for name, version, verdict in pip_cuda_report(findings, cuda) if verdict.startswith("CUDA ")]
 
 
 def _verify_cuda_facts(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:

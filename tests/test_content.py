@@ -790,3 +790,21 @@ def test_a_cuda_12_object_is_named_with_the_package_that_installed_it(image):
     assert findings.owners == {where: "cupy-cuda12x 13.6.0"} and bad.exists()
     [mismatch] = verify(findings, labels(), NS, "vllm")
     assert f"{where} (installed by cupy-cuda12x 13.6.0) needs libcublas.so.12" in mismatch.message
+
+
+def test_pip_cuda_components_of_another_cuda_minor_are_mismatches():
+    from factory.content import Findings, pip_cuda_report, verify_pip_cuda
+
+    findings = Findings(cuda_dists={"nvidia-cuda-runtime": "13.0.96", "nvidia-nvjitlink": "13.5.37",
+                                    "nvidia-cublas": "13.1.1.3", "cuda-bindings": "13.4.4"})
+    labels = {"dev.scitrera.cuda_version": "13.0.3"}
+    found = verify_pip_cuda(findings, labels, "dev.scitrera")
+    assert [(m.component, m.found, m.where) for m in found] == [("cuda", "13.5.37", "pip nvidia-nvjitlink")]
+    assert found[0].message == ("cuda: pip's nvidia-nvjitlink 13.5.37 is CUDA 13.5, but label "
+                                "dev.scitrera.cuda_version=13.0.3")
+    # cuBLAS and the driver bindings have their own numbering: reported, never compared
+    assert pip_cuda_report(findings, "13.0.3") == [
+        ("cuda-bindings", "13.4.4", "own numbering"), ("nvidia-cublas", "13.1.1.3", "own numbering"),
+        ("nvidia-cuda-runtime", "13.0.96", "same CUDA"),
+        ("nvidia-nvjitlink", "13.5.37", "CUDA 13.5, not the image's 13.0")]
+    assert verify_pip_cuda(findings, {}, "dev.scitrera") == []  # no CUDA label (an extra's own check): nothing
