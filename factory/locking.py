@@ -325,6 +325,29 @@ def _chain(name: str, by_name: dict[str, Resolved], limit: int = 6) -> str:
     return " <- ".join(parts)
 
 
+#: Which matrix field pins a requirement, by distribution (the rest come from the Dockerfile's own choices).
+_FIELDS = {"vllm": "vllm", "triton": "triton", "flashinfer-python": "flashinfer", "transformers": "transformers",
+           "ray": "ray", "torch": "torch", "torchvision": "torchvision", "torchaudio": "torchaudio",
+           "nvidia-cudnn-cu13": "cudnn", "nvidia-nccl-cu13": "nccl"}  # CUDA 13 images (every shipped one)
+
+
+def _origin(requirement: str, spec: LockSpec, matrix: Matrix) -> str:
+    """`flashinfer-python==0.6.2 (matrix: image."0.15.0-t5".flashinfer)`: a requirement and who asked for it."""
+    try:
+        name = canonical(Requirement(requirement).name)
+    except InvalidRequirement:
+        return requirement  # `-r requirements/cuda.txt`: vLLM's own files, as the transform edited them
+    field_ = _FIELDS.get(name)
+    if field_ is None:
+        return requirement
+    if spec.image in matrix.image and field_ in ("vllm", "triton", "flashinfer", "transformers", "ray"):
+        if field_ == "ray" and matrix.image[spec.image].ray is None:
+            return f"{requirement} (matrix: defaults.ray)"
+        return f'{requirement} (matrix: image."{spec.image}".{field_})'
+    base = spec.image if spec.image in matrix.base else None
+    return f'{requirement} (matrix: base."{base}".{field_})' if base else requirement
+
+
 def check_rules(spec: LockSpec, pins: list[Resolved], matrix: Matrix, *, severity: str = "error") -> list[str]:
     """Why this resolved set may not be shipped (empty: it may); with `severity="warning"`, what the matrix's
     warning rules say about it instead. A tag's waiver (`allow`) of a rule waives that rule here too."""
@@ -433,7 +456,7 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
                     why = "could not be reached" if "fetch" in str(exc).lower() else str(exc)[:120]
                     unlocked += [f"{r} (not locked: {where} {why} when locked)" for r in group.requirements]
         except LockFailed as exc:
-            asked = "; ".join(r for g in spec.groups for r in g.requirements)
+            asked = "; ".join(_origin(r, spec, matrix) for g in spec.groups for r in g.requirements)
             raise LockFailed(f"{spec.image}: cannot resolve its environment for {spec.platform}, Python "
                              f"{spec.python}: {exc} [the image asks for: {asked}; overrides: "
                              f"{', '.join(spec.overrides) or 'none'}]") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 from dataclasses import replace
@@ -753,6 +755,9 @@ def test_factory_lock_of_an_unresolvable_image_names_it_and_uvs_reason(tiny_inde
     message = result.failed["0.33.0-t5"]
     assert message.startswith("0.33.0-t5: cannot resolve its environment for linux/arm64")
     assert "transformers==5.99.0" in message and "transformers" in message.split("[the image asks for")[0]
+    # each requirement names the matrix field that asked for it
+    assert 'transformers==5.99.0 (matrix: image."0.33.0-t5".transformers)' in message
+    assert 'vllm==0.33.0 (matrix: image."0.33.0-t5".vllm)' in message
 
 
 def test_relocking_a_base_relocks_the_images_built_on_it(tiny_index, tmp_path):
@@ -771,3 +776,30 @@ def test_relocking_a_base_relocks_the_images_built_on_it(tiny_index, tmp_path):
     base_file = tmp_path / "locks" / "2.14.0-cu130.txt"
     base_file.write_text(base_file.read_text().replace("filelock==3.21.0", "filelock==3.20.0"), encoding="utf-8")
     assert set(locking.stale(loaded, plan)) == {"0.33.0-t4", "0.33.0-t5"}
+
+
+def test_installing_a_layer_refuses_a_file_whose_hash_is_not_the_locks(small_index, tmp_path):
+    """What every Dockerfile runs on a layer file (`uv pip install --no-deps --require-hashes -r`), against an
+    index that later serves other bytes under the locked name: nothing is installed, uv names the file."""
+    pins = compile_(small_index, tmp_path / "w", ["lib-c==1.5"])
+    lock = Lock(header={}, pins=(Pin(name="lib-c", version="1.5", hashes=pins["lib-c"].hashes, layer="vllm"),))
+    layer = tmp_path / "vllm.txt"
+    layer.write_text(lockfile.install_text(lock.pins), encoding="utf-8")
+    target = tmp_path / "site"
+
+    def install() -> subprocess.CompletedProcess:
+        return subprocess.run([locking.uv_binary(), "pip", "install", "--no-deps", "--require-hashes", "--no-config",
+                               "--index-url", small_index.url, "--target", str(target), "--python", sys.executable,
+                               "-r", str(layer)], capture_output=True, text=True, check=False)
+
+    assert install().returncode == 0 and (target / "lib_c").is_dir()  # the locked bytes install
+    shutil.rmtree(target)
+    tampered = wheel("lib-c", "1.5")
+    tampered["body"] += b"\0"  # the same name and version, other bytes (the index's own hash follows them)
+    tampered["hashes"] = {"sha256": hashlib.sha256(tampered["body"]).hexdigest()}
+    small_index.server.add_project("lib-c", [tampered])
+    for cache in (tmp_path / "uv-cache",):
+        shutil.rmtree(cache, ignore_errors=True)
+    failed = install()
+    assert failed.returncode != 0 and not (target / "lib_c").exists()
+    assert "hash" in failed.stderr.lower() and "lib-c" in failed.stderr.replace("lib_c", "lib-c")
