@@ -35,6 +35,8 @@ def register(sub, add, command, index_options) -> None:
     lock.add_argument("--upgrade", action="store_true", help="resolve again, preferring nothing from the current "
                                                             "locks (newest allowed versions)")
     lock.add_argument("--jobs", type=int, default=4, help="images resolved at once (default 4)")
+    lock.add_argument("--offline", action="store_true", help="resolve from uv's and the factory's caches only "
+                                                            "(after one online run); a package never seen fails")
     lock.add_argument("--json", action="store_true")
     command("lock")(cmd_lock)
 
@@ -241,7 +243,7 @@ def cmd_lock(args) -> int:
     import sys
 
     result = locking.lock(loaded, plan, names=names if args.tags else None, refresh=args.refresh,
-                          upgrade=args.upgrade, jobs=args.jobs,
+                          upgrade=args.upgrade, jobs=args.jobs, offline=args.offline,
                           progress=lambda text: print(text, file=sys.stderr))
     if args.json:
         print(to_json({"written": result.written, "current": result.current, "failed": result.failed}))

@@ -131,7 +131,7 @@ def parse_compiled(text: str) -> list[Resolved]:
 
 def _uv_compile(spec: LockSpec, workdir: Path, requirements: list[str], *, constraints: list[str],
                 overrides: list[str], no_deps: bool, extra_indexes: tuple[str, ...],
-                no_emit: tuple[str, ...], preferred: list[str]) -> list[Resolved]:
+                no_emit: tuple[str, ...], preferred: list[str], offline: bool = False) -> list[Resolved]:
     (workdir / "preferred.txt").write_text("".join(f"{p}\n" for p in preferred), encoding="utf-8")
     (workdir / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     (workdir / "constraints.txt").write_text("\n".join(constraints) + "\n", encoding="utf-8")
@@ -146,6 +146,8 @@ def _uv_compile(spec: LockSpec, workdir: Path, requirements: list[str], *, const
         argv += ["--extra-index-url", url]
     if no_deps:
         argv.append("--no-deps")
+    if offline:  # answers from uv's cache only: a package it never saw fails the resolution, named
+        argv.append("--offline")
     for name in no_emit:
         argv += ["--no-emit-package", name]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
@@ -405,7 +407,7 @@ def _rule_applies(rule, spec: LockSpec, matrix: Matrix) -> bool:
 
 
 def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, matrix: Matrix,
-                  digest: str, previous: Lock | None = None) -> Lock:
+                  digest: str, previous: Lock | None = None, offline: bool = False) -> Lock:
     """Resolve one image (no sibling split yet); raises LockFailed naming the image."""
     notes: list[str] = []
     constraints = [p.requirement() for p in parent.pins
@@ -432,23 +434,27 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
                 (work / path).write_text(text, encoding="utf-8")
         try:
             if requirements:
-                first = _uv_compile(spec, work, requirements, constraints=constraints,
-                                    overrides=list(spec.overrides), no_deps=False, extra_indexes=(),
-                                    no_emit=no_emit, preferred=sorted(preferred.values()))
                 # a distribution whose CUDA 13 build is an extra (the transform's list) gets that extra, at the
-                # version just resolved, as the source build's edited requirements give it
-                extras = _cuda_extras(root, spec, first)
+                # version resolved, as the source build's edited requirements give it: asked for up front when
+                # the current lock has it, else after a first resolution finds it
+                previous_pins = [Resolved(p.name, p.version, (), ()) for p in (previous.pins if previous else ())]
+                extras = _cuda_extras(root, spec, previous_pins)
+                common = dict(constraints=constraints, overrides=list(spec.overrides), no_deps=False,
+                              extra_indexes=(), no_emit=no_emit, preferred=sorted(preferred.values()),
+                              offline=offline)
+                first = _uv_compile(spec, work, requirements + extras, **common)
+                needed = _cuda_extras(root, spec, first)
+                if sorted(needed) != sorted(extras):  # new, gone, or at another version than the current lock's
+                    extras = needed
+                    first = _uv_compile(spec, work, requirements + extras, **common)
                 if extras:
-                    first = _uv_compile(spec, work, requirements + extras, constraints=constraints,
-                                        overrides=list(spec.overrides), no_deps=False, extra_indexes=(),
-                                        no_emit=no_emit, preferred=sorted(preferred.values()))
                     notes.append(f"CUDA {spec.cuda_major} builds by extra: {', '.join(extras)}")
                 resolved += first
             for group in (g for g in spec.groups if g.no_deps):
                 try:
                     resolved += _uv_compile(spec, work, list(group.requirements), constraints=[], overrides=[],
                                             no_deps=True, extra_indexes=group.extra_indexes, no_emit=(),
-                                            preferred=[])
+                                            preferred=[], offline=offline)
                 except LockFailed as exc:
                     if not group.optional:
                         raise
@@ -564,7 +570,7 @@ def _rel(loaded: LoadedMatrix, path: Path) -> str:
 
 
 def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, refresh: bool = False,
-         upgrade: bool = False, jobs: int = 4, index_factory=None, progress=None) -> LockResult:
+         upgrade: bool = False, jobs: int = 4, index_factory=None, progress=None, offline: bool = False) -> LockResult:
     """Resolve and write the locks of `names` (default: every image of the plan) that are missing or stale
     (all of them with `refresh`, or `upgrade`, which also forgets the versions the current locks prefer).
     Parents are locked first; an image whose parent's lock changed in the run is locked again too; `-t4`/`-t5`
@@ -605,7 +611,7 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
         from factory.pypi import PackageIndex
 
         def index_factory():  # noqa: E306
-            return PackageIndex(loaded.matrix.defaults.index_url, cache=Cache())
+            return PackageIndex(loaded.matrix.defaults.index_url, cache=Cache(), offline=offline)
 
     def parent_of(name: str) -> Lock | None:
         parent = specs[name].parent
@@ -621,7 +627,7 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
         previous = None if upgrade else current(name)
         with index_factory() as index:
             return resolve_image(specs[name], parent=parent_of(name), index=index, root=loaded.root,
-                                 matrix=loaded.matrix, digest=digests[name], previous=previous)
+                                 matrix=loaded.matrix, digest=digests[name], previous=previous, offline=offline)
 
     for kind in ("base", "vllm", "extra"):
         members = [n for n in specs if specs[n].kind == kind]
