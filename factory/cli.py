@@ -145,6 +145,9 @@ def _plan_text(plan, resolution) -> str:
         out.append(f"    refs        {', '.join(spec.refs)}")
         out.append(f"    from        {spec.from_ref}")
         out.append(f"    dockerfile  {spec.dockerfile}")
+        if spec.lock:
+            missing = "" if (resolution.loaded.root / spec.lock).exists() else "  (missing: run factory lock)"
+            out.append(f"    lock        {spec.lock}{missing}")
         out.append(f"    input       {spec.input_digest}")
         out.append("    build args")
         out.extend(f"      {k}={v}" for k, v in spec.build_args.items())

@@ -227,6 +227,15 @@ def content_digest(lock: Lock) -> str:
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
+def body_digest(path: Path) -> str:
+    """sha256 over a lock file's layers (everything below its header), without parsing it: what an image's input
+    digest takes from its lock, cheaply (`factory plan` reads every lock). A new `resolved:` time changes
+    nothing; a changed pin, hash, layer or `# via` does."""
+    data = path.read_bytes()
+    start = data.find(b"\n# [layer: ")
+    return "sha256:" + hashlib.sha256(data[start + 1:] if start >= 0 else b"").hexdigest()
+
+
 @dataclass(frozen=True)
 class Change:
     name: str

@@ -342,7 +342,7 @@ def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str
         from factory import lockfile
 
         path = root / lock
-        payload["lock"] = lockfile.content_digest(lockfile.read(path)) if path.exists() else "missing"
+        payload["lock"] = lockfile.body_digest(path) if path.exists() else "missing"
 
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
