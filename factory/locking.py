@@ -254,6 +254,42 @@ def vllm_requirement_files(index, spec: LockSpec, root: Path) -> tuple[dict[str,
     return {k: v for k, v in edited.items() if k.startswith("requirements/")}, notes
 
 
+#: What a published torch (or torchvision) wheel requires only because it is NVIDIA's CUDA build of it: a
+#: torch compiled in the image links the image's own CUDA, NCCL and cuDNN, and declares no Triton.
+_CUDA_BUILD_NEEDS = re.compile(r"^(nvidia-|cuda-|triton$|pytorch-triton)")
+
+
+def _needs_of_built(index, spec: LockSpec, requirements: list[str], built: set[str]) -> tuple[list[str], list[str]]:
+    """The requirements with each one on a compiled distribution (a source base's `torch==2.10.0`) replaced by
+    what it needs at run time: its published wheel's Requires-Dist for the image's platform, without what only
+    the published CUDA build needs and without the other compiled ones."""
+    out, notes = [], []
+    env = {**_environment(spec), "extra": ""}
+    for text in requirements:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            out.append(text)
+            continue
+        if canonical(req.name) not in built:
+            out.append(text)
+            continue
+        version = next((s.version for s in req.specifier if s.operator == "=="), None)
+        meta = index.wheel_metadata(req.name, version or "", platform=spec.platform)
+        needs = []
+        for dep in meta.requires_dist:
+            dep_req = Requirement(dep)
+            name = canonical(dep_req.name)
+            if name in built or _CUDA_BUILD_NEEDS.match(name):
+                continue
+            if dep_req.marker is None or dep_req.marker.evaluate(env):
+                needs.append(str(dep_req).split(";")[0].strip())
+        out += needs
+        notes.append(f"{req.name} {version} is compiled in the image: locked are its needs from the published "
+                     f"wheel's METADATA ({', '.join(needs) or 'none'}), not that build's CUDA packages")
+    return list(dict.fromkeys(out)), notes
+
+
 def _cuda_extras(root: Path, spec: LockSpec, resolved: list[Resolved]) -> list[str]:
     module = _transform_module(root)
     have = {canonical(r.name): r.version for r in resolved}
@@ -412,7 +448,9 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
     notes: list[str] = []
     constraints = [p.requirement() for p in parent.pins
                    if spec.hold is None or p.key in spec.hold] if parent else []
-    constraints += list(spec.built)
+    built = {canonical(Requirement(b).name) for b in spec.built}
+    # what the image compiles is not resolved at all: every requirement on it is dropped (the base provides it)
+    overrides = list(spec.overrides) + [f"{name}; sys_platform == 'never'" for name in sorted(built)]
     # versions uv prefers (pip-tools' output-file idiom): the parent's, then this image's current lock
     preferred = {p.key: p.requirement() for p in (previous.pins if previous else ())}
     preferred.update({p.key: p.requirement() for p in (parent.pins if parent else ())})
@@ -426,6 +464,8 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
         work = Path(tmp)
         together = [g for g in spec.groups if not g.no_deps]
         requirements = [r for g in together for r in g.requirements]
+        requirements, more = _needs_of_built(index, spec, requirements, built)
+        notes += more
         if spec.vllm_sdist:
             files, more = vllm_requirement_files(index, spec, root)
             notes += more
@@ -439,7 +479,7 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
                 # the current lock has it, else after a first resolution finds it
                 previous_pins = [Resolved(p.name, p.version, (), ()) for p in (previous.pins if previous else ())]
                 extras = _cuda_extras(root, spec, previous_pins)
-                common = dict(constraints=constraints, overrides=list(spec.overrides), no_deps=False,
+                common = dict(constraints=constraints, overrides=overrides, no_deps=False,
                               extra_indexes=(), no_emit=no_emit, preferred=sorted(preferred.values()),
                               offline=offline)
                 first = _uv_compile(spec, work, requirements + extras, **common)

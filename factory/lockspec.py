@@ -141,6 +141,12 @@ def lock_specs(loaded: LoadedMatrix, plan: Plan) -> dict[str, LockSpec]:
             lock_spec = _extra(matrix, spec, plan)
         if lock_spec.parent and lock_spec.parent not in out:
             lock_spec = replace(lock_spec, parent=None, hold=None)
+        elif lock_spec.kind == "extra":
+            # what the image under it compiles is in the extra's environment too, and stays unresolved; the
+            # CUDA 12 builds it keeps out stay out
+            parent = out[lock_spec.parent]
+            lock_spec = replace(lock_spec, built=tuple(dict.fromkeys(parent.built + lock_spec.built)),
+                                overrides=tuple(dict.fromkeys(CUDA12_OFF + lock_spec.overrides)))
         out[spec.name] = lock_spec
     return out
 
