@@ -43,13 +43,17 @@ RUN cuda_major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p') \
       --drop torch --drop torchvision --drop torchaudio \
       --pin "${FLASHINFER_REQUIREMENT}" --pin "ray==${RAY_VERSION}" --cuda-major "${cuda_major}" --require-all
 
-# The image's run-time environment from its lock (locks/<tag>.txt, `factory lock`, which resolved these same
-# edited files; the build context `lock`): exact versions, hashes checked, no CUDA 12 builds. Then vLLM's build
-# requirements, which only this discarded stage holds, resolved against it (the lock as constraints).
+# The image's run-time environment and vLLM's build requirements from its lock (locks/<tag>.txt, `factory lock`,
+# which resolved these same edited files together; the build context `lock`): exact versions, hashes checked,
+# no CUDA 12 builds. The `build` layer lives only in this discarded stage and the next. The last install
+# resolves nothing when the lock has every build requirement; it fills in for a release without an sdist, whose
+# build requirements the lock could not know.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
+    --mount=type=bind,from=lock,source=build.txt,target=/tmp/lock/build.txt \
     with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/vllm.txt \
- && with-build-ca uv pip install --index-url "${INDEX_URL}" -c /tmp/lock/vllm.txt -r requirements/build.txt \
+ && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/build.txt \
+ && with-build-ca uv pip install --index-url "${INDEX_URL}" -r requirements/build.txt \
  && check-torch-cuda
 
 FROM deps AS build

@@ -138,7 +138,8 @@ def lock_context(spec: ImageSpec, root: Path, options: BuildOptions) -> Path | N
 
 
 #: The layer files every image kind's Dockerfile mounts from the `lock` context (empty when the lock has none).
-LOCK_LAYERS = {"base": ("tools", "torch"), "vllm": ("vllm", "flashinfer", "transformers"), "extra": ("nixl",)}
+LOCK_LAYERS = {"base": ("tools", "torch"), "vllm": ("vllm", "build", "flashinfer", "transformers"),
+               "extra": ("nixl",)}
 
 
 def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[str, str],

@@ -318,11 +318,11 @@ def assign_layers(spec: LockSpec, resolved: list[Resolved], parent: Lock | None)
     inherited = parent.installed() if parent else {}
     same = {canonical(r.name) for r in resolved if inherited.get(canonical(r.name)) == r.version}
     children: dict[str, set[str]] = {}
-    requested_by_file: set[str] = set()
+    requested_by_file: dict[str, set[str]] = {}  # `-r requirements/cuda.txt` -> what that file asks for
     for r in resolved:
         for who in r.via:
             if who.startswith("-r requirements/"):
-                requested_by_file.add(canonical(r.name))
+                requested_by_file.setdefault(who, set()).add(canonical(r.name))
             elif not who.startswith("-"):
                 children.setdefault(canonical(who.split("[")[0].split(" ")[0]), set()).add(canonical(r.name))
     last = next((g for g in spec.groups if g.layer == spec.last_layer), None)
@@ -332,8 +332,8 @@ def assign_layers(spec: LockSpec, resolved: list[Resolved], parent: Lock | None)
         if group is last:
             continue
         roots = _names(group.requirements)
-        if any(t.startswith("-r ") for t in group.requirements):
-            roots |= requested_by_file
+        for text in group.requirements:
+            roots |= requested_by_file.get(text, set())
         todo = [n for n in roots if n not in stop]
         seen: set[str] = set()
         while todo:
@@ -469,6 +469,12 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
         if spec.vllm_sdist:
             files, more = vllm_requirement_files(index, spec, root)
             notes += more
+            for path in ("requirements/common.txt", "requirements/build.txt"):
+                if path not in files:  # a release without an sdist: its wheel's Requires-Dist stands in
+                    files[path] = ""
+                    if path.endswith("build.txt"):
+                        notes.append("no requirements/build.txt: the deps stage resolves vLLM's build "
+                                     "requirements itself")
             for path, text in files.items():
                 (work / path).parent.mkdir(parents=True, exist_ok=True)
                 (work / path).write_text(text, encoding="utf-8")

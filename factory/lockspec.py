@@ -215,10 +215,13 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
                   (("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION"),
                    ("torchaudio", "TORCHAUDIO_VERSION")))
     pins = (args["FLASHINFER_REQUIREMENT"], f"ray=={args['RAY_VERSION']}")
-    vllm = Group(layer="vllm", requirements=("-r requirements/cuda.txt", args["TRITON_REQUIREMENT"],
-                                             args["FLASHINFER_REQUIREMENT"], ray))
-    return LockSpec(**common, groups=(vllm, *groups), built=(*built, f"vllm=={image.vllm}"), vllm_sdist=image.vllm,
-                    vllm_ref=args["VLLM_REF"],
+    vllm = Group(layer="vllm", requirements=("-r requirements/cuda.txt", "-r requirements/common.txt",
+                                             args["TRITON_REQUIREMENT"], args["FLASHINFER_REQUIREMENT"], ray))
+    # vLLM's build requirements, resolved with the rest (grpcio-tools pins protobuf<7, so the run-time set must
+    # agree with them), installed only in the Dockerfile's discarded deps/build stages
+    build = Group(layer="build", requirements=("-r requirements/build.txt",))
+    return LockSpec(**common, groups=(vllm, build, *groups), built=(*built, f"vllm=={image.vllm}"),
+                    vllm_sdist=image.vllm, vllm_ref=args["VLLM_REF"],
                     transform_pins=pins, transform_drop=("torch", "torchvision", "torchaudio"),
                     files=(spec.dockerfile, TRANSFORM))
 

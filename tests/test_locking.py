@@ -192,9 +192,14 @@ def test_assign_layers_without_parent_has_no_base_and_uses_canonical_names():
 
 def test_assign_layers_in_source_mode_takes_what_vllms_requirement_files_ask():
     spec = vllm_spec(mode="source", groups=(
-        Group(layer="vllm", requirements=("-r requirements/cuda.txt", "triton==3.6.0", "ray[default]==2.53.0")),
+        Group(layer="vllm", requirements=("-r requirements/cuda.txt", "-r requirements/common.txt",
+                                          "triton==3.6.0", "ray[default]==2.53.0")),
+        Group(layer="build", requirements=("-r requirements/build.txt",)),
         Group(layer="transformers", requirements=("transformers==5.3.0",))))
     resolved = [
+        R("cmake", "4.4.5", "-r requirements/build.txt"),  # only the build asks: the discarded stages' layer
+        R("protobuf", "6.33.6", "grpcio-tools", "-r requirements/common.txt"),  # both ask: the run-time layer
+        R("grpcio-tools", "1.78.0", "-r requirements/build.txt"),
         R("xgrammar", "0.1.25", "-r requirements/common.txt"),
         R("outlines-core", "0.2.11", "xgrammar"),
         R("tokenizers", "0.22.1", "-r requirements/common.txt", "transformers"),  # vLLM asks for it itself
@@ -205,6 +210,7 @@ def test_assign_layers_in_source_mode_takes_what_vllms_requirement_files_ask():
     ]
     assert assign_layers(spec, resolved, None) == {
         "xgrammar": "vllm", "outlines-core": "vllm", "tokenizers": "vllm", "triton": "vllm", "ray": "vllm",
+        "protobuf": "vllm", "cmake": "build", "grpcio-tools": "build",
         "transformers": "transformers", "safetensors": "transformers"}
 
 
