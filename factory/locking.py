@@ -1,13 +1,15 @@
 """`factory lock`: resolve each image's whole Python environment with uv, check it, write `locks/<image>.txt`.
 
 For every image of the plan (parents first) the request from `factory.lockspec` is resolved by
-`uv pip compile` for the image's platform and Python, with hashes, under the constraints the image inherits:
-its parent's lock (exactly), the packages it builds from source (their versions) and the CUDA release of the
-image (the versions `cuda-toolkit==<cuda>` pins, the toolkit's own range capped at the image's major.minor).
-The resolved set is checked (no distribution built for another CUDA major, the matrix's `forbid_dists` and
-`require_dists` rules) and split into the Dockerfile's layers: Transformers, what only it needs and whatever
-differs between `-t4`/`-t5` siblings go last. A lock whose input digest matches its spec is left alone, so
-`factory lock` with nothing changed does no resolving, and `--check` needs no network at all.
+`uv pip compile` for the image's platform and Python, with hashes. It inherits its parent's lock: the base's
+torch, torchvision, torchaudio, NCCL and cuDNN exactly, every other version as a preference (as uv prefers an
+output file's pins); what the image compiles is dropped from the resolution (a source base locks its torch's
+published needs instead); the venv's CUDA components are held to the image's CUDA release (the versions
+`cuda-toolkit==<cuda>` pins, its own ranges capped at the image's major.minor). The resolved set is checked
+(nothing built for another CUDA major, the matrix's `forbid_dists` and `require_dists` rules) and split into
+the Dockerfile's layers: Transformers, what only it needs and whatever differs between `-t4`/`-t5` siblings go
+last. A lock whose input digest matches its spec, resolved against its parent's current content, is left
+alone: `factory lock` with nothing changed resolves nothing, and `--check` needs no network at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -717,16 +718,3 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
                 tmp.replace(path)
                 result.written.append(name)
     return result
-
-
-def print_diff(old: Lock, new: Lock, out=sys.stdout) -> int:
-    changes = lockfile.diff(old, new)
-    for c in changes:
-        if c.old is None:
-            print(f"+ {c.name} {c.new}", file=out)
-        elif c.new is None:
-            print(f"- {c.name} {c.old}", file=out)
-        else:
-            print(f"~ {c.name} {c.old} -> {c.new}", file=out)
-    return len(changes)
-
