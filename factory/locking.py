@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import fnmatch
+import functools
 import importlib.util
 import os
 import re
@@ -78,6 +79,7 @@ def uv_binary() -> str:
         return found
 
 
+@functools.cache
 def uv_version() -> str:
     out = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=False)
     return out.stdout.strip() or "uv (unknown version)"
@@ -132,7 +134,7 @@ def parse_compiled(text: str) -> list[Resolved]:
 
 def _uv_compile(spec: LockSpec, workdir: Path, requirements: list[str], *, constraints: list[str],
                 overrides: list[str], no_deps: bool, extra_indexes: tuple[str, ...],
-                no_emit: tuple[str, ...], preferred: list[str], offline: bool = False) -> list[Resolved]:
+                preferred: list[str], offline: bool = False) -> list[Resolved]:
     (workdir / "preferred.txt").write_text("".join(f"{p}\n" for p in preferred), encoding="utf-8")
     (workdir / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     (workdir / "constraints.txt").write_text("\n".join(constraints) + "\n", encoding="utf-8")
@@ -149,8 +151,6 @@ def _uv_compile(spec: LockSpec, workdir: Path, requirements: list[str], *, const
         argv.append("--no-deps")
     if offline:  # answers from uv's cache only: a package it never saw fails the resolution, named
         argv.append("--offline")
-    for name in no_emit:
-        argv += ["--no-emit-package", name]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
     env["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR", str(_uv_cache()))
     proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env, check=False)
@@ -214,7 +214,9 @@ def cuda_constraints(index, spec: LockSpec) -> tuple[list[str], str]:
     return sorted(set(out)), f"CUDA components held to cuda-toolkit=={spec.cuda} (capped at {major_minor}.*)"
 
 
+@functools.cache
 def _transform_module(root: Path):
+    """The shared requirement transform, loaded once per matrix folder."""
     path = root / TRANSFORM
     loader = importlib.util.spec_from_file_location("factory_vllm_requirements", path)
     if loader is None or loader.loader is None:
@@ -460,7 +462,6 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
     notes.append(note)
     unlocked: list[str] = []
     resolved: list[Resolved] = []
-    no_emit = tuple(Requirement(b).name for b in spec.built)
     with tempfile.TemporaryDirectory(prefix="factory-lock-") as tmp:
         work = Path(tmp)
         together = [g for g in spec.groups if not g.no_deps]
@@ -487,7 +488,7 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
                 previous_pins = [Resolved(p.name, p.version, (), ()) for p in (previous.pins if previous else ())]
                 extras = _cuda_extras(root, spec, previous_pins)
                 common = dict(constraints=constraints, overrides=overrides, no_deps=False,
-                              extra_indexes=(), no_emit=no_emit, preferred=sorted(preferred.values()),
+                              extra_indexes=(), preferred=sorted(preferred.values()),
                               offline=offline)
                 first = _uv_compile(spec, work, requirements + extras, **common)
                 needed = _cuda_extras(root, spec, first)
@@ -500,8 +501,8 @@ def resolve_image(spec: LockSpec, *, parent: Lock | None, index, root: Path, mat
             for group in (g for g in spec.groups if g.no_deps):
                 try:
                     resolved += _uv_compile(spec, work, list(group.requirements), constraints=[], overrides=[],
-                                            no_deps=True, extra_indexes=group.extra_indexes, no_emit=(),
-                                            preferred=[], offline=offline)
+                                            no_deps=True, extra_indexes=group.extra_indexes, preferred=[],
+                                            offline=offline)
                 except LockFailed as exc:
                     if not group.optional:
                         raise
@@ -631,12 +632,17 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
     result = LockResult()
     fresh: dict[str, Lock] = {}
 
+    on_disk: dict[str, Lock | None] = {}
+
     def current(name: str) -> Lock | None:
-        path = lock_path(loaded, name)
-        try:
-            return lockfile.read(path) if path.exists() else None
-        except InputError:
-            return None
+        """The committed lock (read once per run; an unreadable one counts as missing)."""
+        if name not in on_disk:
+            path = lock_path(loaded, name)
+            try:
+                on_disk[name] = lockfile.read(path) if path.exists() else None
+            except InputError:
+                on_disk[name] = None
+        return on_disk[name]
 
     def parent_content(name: str) -> str | None:
         parent = specs[name].parent
@@ -668,7 +674,10 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
             return fresh[parent]
         if parent in result.failed:
             raise LockFailed(f"{name}: its parent {parent} could not be locked")
-        return lockfile.read(lock_path(loaded, parent))
+        have = current(parent)
+        if have is None:
+            raise LockFailed(f"{name}: its parent {parent} has no readable lock (lock it too)")
+        return have
 
     def one(name: str) -> Lock:
         previous = None if upgrade else current(name)
@@ -704,10 +713,8 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
             for s in specs[name].siblings:
                 if s in unsplit:
                     siblings.append(unsplit[s])
-                elif s in result.failed:
-                    continue
-                elif lock_path(loaded, s).exists():
-                    siblings.append(lockfile.read(lock_path(loaded, s)))
+                elif s not in result.failed and current(s) is not None:
+                    siblings.append(current(s))
             fresh[name] = split_siblings(specs[name], fresh[name], siblings)
         for name in wave:
             if name in fresh:

@@ -553,7 +553,7 @@ def small_index(uv_env):
 def compile_(index: Index, workdir: Path, requirements: list[str], **kw) -> dict[str, Resolved]:
     spec = vllm_spec(image="tiny", python=PYTHON, index=index.url)
     workdir.mkdir(exist_ok=True)
-    args = {"constraints": [], "overrides": [], "no_deps": False, "extra_indexes": (), "no_emit": (),
+    args = {"constraints": [], "overrides": [], "no_deps": False, "extra_indexes": (),
             "preferred": [], **kw}
     return {r.name: r for r in locking._uv_compile(spec, workdir, requirements, **args)}
 
@@ -569,7 +569,7 @@ def test_uv_compile_resolves_pins_hashes_and_via_from_the_index(small_index, tmp
     assert small_index.paths() <= {"simple", "files"}  # all from the test index
 
 
-def test_uv_compile_honours_constraints_overrides_preferences_no_deps_and_no_emit(small_index, tmp_path):
+def test_uv_compile_honours_constraints_overrides_preferences_and_no_deps(small_index, tmp_path):
     pins = compile_(small_index, tmp_path / "c", ["app"], constraints=["lib-a==1.0"])
     assert pins["lib-a"].version == "1.0" and pins["lib-c"].via == ("lib-b",)
     assert "-c constraints.txt" in pins["lib-a"].via
@@ -579,10 +579,8 @@ def test_uv_compile_honours_constraints_overrides_preferences_no_deps_and_no_emi
     assert pins["lib-a"].version == "1.0" and "lib-c" not in pins  # the preferred (current) version is kept
     pins = compile_(small_index, tmp_path / "n", ["app"], no_deps=True)
     assert list(pins) == ["app"]
-    pins = compile_(small_index, tmp_path / "e", ["app"], no_emit=("lib-c",))
-    assert set(pins) == {"app", "lib-a", "lib-b"}
     pins = compile_(small_index, tmp_path / "m", ["app"], overrides=["lib-c; sys_platform == 'never'"])
-    assert "lib-c" not in pins  # how the CUDA 12 builds are dropped
+    assert set(pins) == {"app", "lib-a", "lib-b"}  # how CUDA 12 builds and what an image compiles are dropped
 
 
 def test_uv_compile_conflict_carries_uvs_explanation(small_index, tmp_path):
@@ -611,7 +609,7 @@ def test_uv_compile_never_downloads_a_python(monkeypatch, tmp_path):
     monkeypatch.setenv("UV_INDEX_URL", "https://elsewhere.example/simple")
     monkeypatch.setenv("PIP_INDEX_URL", "https://elsewhere.example/simple")
     pins = locking._uv_compile(vllm_spec(), tmp_path, ["x"], constraints=[], overrides=[], no_deps=False,
-                               extra_indexes=(), no_emit=(), preferred=[])
+                               extra_indexes=(), preferred=[])
     assert pins == [Resolved("x", "1.0", (h("x"),), ())]
     argv, env = seen["argv"], seen["env"]
     assert "--no-python-downloads" in argv and "--no-config" in argv
