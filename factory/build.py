@@ -124,22 +124,18 @@ def lock_context(spec: ImageSpec, root: Path, options: BuildOptions) -> Path | N
     if spec.lock is None:
         return None
     from factory import lockfile
+    from factory.lockspec import LAYER_FILES
 
     lock = lockfile.read(root / spec.lock)
     folder = options.log_dir / "lock-context" / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.txt"):
         old.unlink()
-    for layer in LOCK_LAYERS[spec.kind]:
+    for layer in LAYER_FILES[spec.kind]:
         (folder / f"{layer}.txt").write_text(lockfile.install_text(lock.layer(layer)), encoding="utf-8")
     unlocked = [entry.split(" ", 1)[0] for entry in lock.header.get("unlocked", ())]
     (folder / "unlocked.txt").write_text("".join(f"{u}\n" for u in unlocked), encoding="utf-8")
     return folder
-
-
-#: The layer files every image kind's Dockerfile mounts from the `lock` context (empty when the lock has none).
-LOCK_LAYERS = {"base": ("tools", "torch"), "vllm": ("vllm", "build", "flashinfer", "transformers"),
-               "extra": ("nixl",)}
 
 
 def request_for(spec: ImageSpec, root: Path, options: BuildOptions, labels: dict[str, str],

@@ -27,6 +27,11 @@ TRANSFORM = "dockerfiles/vllm_requirements.py"
 #: with its `cu13` extra (its loader picks the newest flavour the driver supports, so cu13 alone works).
 CUDA12_OFF = ("cupy-cuda12x; sys_platform == 'never'", "nvidia-cutlass-dsl-libs-cu12; sys_platform == 'never'")
 
+#: The layer files each image kind's Dockerfile mounts from the build context `lock` (written empty when its
+#: lock has no such layer): the groups below, by kind.
+LAYER_FILES = {"base": ("tools", "torch"), "vllm": ("vllm", "build", "flashinfer", "transformers"),
+               "extra": ("nixl",)}
+
 #: glibc of each Ubuntu release the images are built on: the manylinux tag wheels are resolved for.
 GLIBC = {"22.04": "2.35", "24.04": "2.39", "25.04": "2.41", "26.04": "2.42"}
 MACHINE = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}

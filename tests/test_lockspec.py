@@ -345,3 +345,21 @@ def test_committed_locks_hold_what_their_spec_asks(shipped):
             parent = lockfile.read(lock_path(loaded, spec.parent)).installed()
             base = {p.key: p.version for p in lock.layer("base")}
             assert all(parent.get(k) == v for k, v in base.items()), name
+
+
+def test_every_dockerfile_mounts_exactly_the_layer_files_factory_build_writes(shipped):
+    """The build context `lock` holds LAYER_FILES[kind] (+ unlocked.txt); a Dockerfile mounting another name
+    would fail at build time, one mounting fewer would skip a layer of its lock."""
+    import re
+
+    from factory.lockspec import LAYER_FILES
+
+    _, plan, specs = shipped
+    seen = {}
+    for spec in plan.images:
+        text = (ROOT / spec.dockerfile).read_text()
+        mounted = set(re.findall(r"--mount=type=bind,from=lock,source=([a-z-]+)\.txt", text))
+        seen.setdefault(spec.kind, set()).update(mounted - {"unlocked"})
+        layers = {g.layer for g in specs[spec.name].groups}
+        assert layers <= set(LAYER_FILES[spec.kind]), spec.name  # every layer of its lock has a file
+    assert {kind: set(files) for kind, files in LAYER_FILES.items()} == seen
