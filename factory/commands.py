@@ -34,6 +34,9 @@ def register(sub, add, command, index_options) -> None:
                                                             "where still allowed)")
     lock.add_argument("--upgrade", action="store_true", help="resolve again, preferring nothing from the current "
                                                             "locks (newest allowed versions)")
+    lock.add_argument("--platform", default=None,
+                      help="lock for another platform than the matrix's (what `build --platform` builds); those "
+                           "locks live in <lock_dir>/<os>-<arch>/")
     lock.add_argument("--jobs", type=int, default=4, help="images resolved at once (default 4)")
     lock.add_argument("--offline", action="store_true", help="resolve from uv's and the factory's caches only "
                                                             "(after one online run); a package never seen fails")
@@ -179,6 +182,20 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every tag")
 
 
+def _for_platform(loaded, platform: str | None):
+    """The matrix planned for another platform than its own (`--platform`): the override is planned like the
+    matrix's own platform, so it is part of every input digest (an image built for one platform never counts
+    as up to date for another), and its locks live in `<lock_dir>/<os>-<arch>/` beside the platform's own."""
+    if not platform or platform == loaded.matrix.defaults.platform:
+        return loaded
+    from factory.matrix import LoadedMatrix
+
+    matrix = loaded.matrix
+    lock_dir = f"{matrix.defaults.lock_dir}/{platform.replace('/', '-')}"
+    defaults = matrix.defaults.model_copy(update={"platform": platform, "lock_dir": lock_dir})
+    return LoadedMatrix(matrix.model_copy(update={"defaults": defaults}), loaded.path)
+
+
 def _plan_for(args):
     from factory.errors import InputError
     from factory.matrix import load
@@ -187,15 +204,7 @@ def _plan_for(args):
 
     if not args.tags and not args.all:
         raise InputError("name the tags to build (TAG, GLOB ...) or pass --all")
-    loaded = load(args.matrix)
-    if getattr(args, "platform", None):
-        # the override is planned like the matrix's own platform, so it is part of every input digest: an
-        # image built for one platform never counts as up to date for another
-        from factory.matrix import LoadedMatrix
-
-        matrix = loaded.matrix
-        defaults = matrix.defaults.model_copy(update={"platform": args.platform})
-        loaded = LoadedMatrix(matrix.model_copy(update={"defaults": defaults}), loaded.path)
+    loaded = _for_platform(load(args.matrix), getattr(args, "platform", None))
     resolution = resolve(loaded)
     if resolution.blocking:
         first = resolution.blocking[0]
@@ -210,7 +219,7 @@ def _lock_plan(args):
     from factory.plan import build_plan, select
     from factory.resolve import resolve
 
-    loaded = load(args.matrix)
+    loaded = _for_platform(load(args.matrix), args.platform)
     resolution = resolve(loaded)
     names = select(loaded.matrix, args.tags, not args.tags)
     images = loaded.matrix.image
@@ -235,7 +244,8 @@ def cmd_lock(args) -> int:
         for name, why in problems.items():
             print(f"lock: {name}: {why}")
         if problems:
-            print(f"lock: {len(problems)} lock(s) to refresh: factory lock {' '.join(problems)}")
+            print(f"lock: {len(problems)} lock(s) to refresh: factory lock {' '.join(problems)}"
+                  f"{_platform_flag(args.platform)}")
             return 1
         if not args.json:
             print(f"lock: {len(plan.images)} lock(s) current")
@@ -257,7 +267,7 @@ def cmd_lock(args) -> int:
     return 1 if result.failed else 0
 
 
-def _require_current_locks(loaded, plan) -> None:
+def _require_current_locks(loaded, plan, platform: str | None = None) -> None:
     """A build installs exactly its lock: a missing or stale one is bad input, named, before anything runs."""
     from factory import locking
     from factory.errors import InputError
@@ -266,7 +276,11 @@ def _require_current_locks(loaded, plan) -> None:
     if problems:
         first = next(iter(problems.items()))
         raise InputError(f"{len(problems)} lock(s) not current, first: {first[0]}: {first[1]}; run `factory lock "
-                         f"{' '.join(problems)}`")
+                         f"{' '.join(problems)}{_platform_flag(platform)}`")
+
+
+def _platform_flag(platform: str | None) -> str:
+    return f" --platform {platform}" if platform else ""
 
 
 def cmd_build(args) -> int:
@@ -278,7 +292,7 @@ def cmd_build(args) -> int:
         raise InputError("--jobs must be at least 1")
     loaded, plan = _plan_for(args)
     if not args.dry_run:
-        _require_current_locks(loaded, plan)
+        _require_current_locks(loaded, plan, args.platform)
     options = BuildOptions(push=args.push, platform=args.platform, builder=args.builder,
                            cache_from=tuple(args.cache_from), cache_to=args.cache_to, dry_run=args.dry_run,
                            verify=not args.no_verify, force=args.force, log_dir=args.log_dir,

@@ -363,3 +363,17 @@ def test_every_dockerfile_mounts_exactly_the_layer_files_factory_build_writes(sh
         layers = {g.layer for g in specs[spec.name].groups}
         assert layers <= set(LAYER_FILES[spec.kind]), spec.name  # every layer of its lock has a file
     assert {kind: set(files) for kind, files in LAYER_FILES.items()} == seen
+
+
+def test_a_build_for_another_platform_needs_that_platforms_locks(capsys):
+    """`build --platform` plans another platform: its locks are that platform's, in locks/<os>-<arch>/, and
+    the message says how to make them; the matrix's own locks are not taken for them."""
+    from factory.cli import main
+
+    assert main(["build", "0.33.0-t5", "--platform", "linux/amd64", "--matrix", str(SHIPPED)]) == 2
+    err = capsys.readouterr().err
+    assert "locks/linux-amd64/2.14.0-cu130.txt is missing" in err
+    assert "run `factory lock 2.14.0-cu130 0.33.0-t5 --platform linux/amd64`" in err
+    assert main(["lock", "--check", "--platform", "linux/amd64", "0.33.0-t5", "--matrix", str(SHIPPED)]) == 1
+    assert "factory lock 2.14.0-cu130 0.33.0-t5 --platform linux/amd64" in capsys.readouterr().out
+    assert main(["lock", "--check", "0.33.0-t5", "--matrix", str(SHIPPED)]) == 0  # the matrix's own platform
