@@ -112,7 +112,8 @@ def register(sub, add, command, index_options) -> None:
     bake.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
     bake.add_argument("--cache-from", action="append", default=[], metavar="SPEC")
     bake.add_argument("--cache-to", metavar="SPEC")
-    bake.add_argument("--platform", action="append", default=[], help="override platforms (repeatable)")
+    bake.add_argument("--platform", action="append", default=[],
+                      help="build for this platform instead of the matrix's (its locks: factory lock --platform)")
     command("bake")(cmd_bake)
 
 
@@ -434,19 +435,25 @@ def cmd_bake(args) -> int:
 
     from factory.bake import bake_file
     from factory.build import BuildOptions, git_revision, lock_context
+    from factory.errors import InputError
     from factory.render import to_json
 
     if not args.tags:
         args.all = True
-    loaded, plan = _plan_for(args)
+    platforms = list(dict.fromkeys(args.platform))
+    if len(platforms) > 1:
+        raise InputError(f"--platform {' --platform '.join(platforms)}: every image installs its platform's own "
+                         "lock, so a bake file is for one platform; write one per platform")
+    planned = argparse.Namespace(**{**vars(args), "platform": platforms[0] if platforms else None})
+    loaded, plan = _plan_for(planned)
     if args.output:
         _check_output(args.output)
-    _require_current_locks(loaded, plan)
+    _require_current_locks(loaded, plan, planned.platform)
     options = BuildOptions()
     lock_dirs = {spec.name: lock_context(spec, loaded.root, options) for spec in plan.images if spec.lock}
     data = bake_file(plan, loaded.root, created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      revision=git_revision(loaded.root), cache_from=tuple(args.cache_from), cache_to=args.cache_to,
-                     platforms=tuple(args.platform) or None,
+                     platforms=tuple(platforms) or None,
                      lock_dirs={k: v.resolve() for k, v in lock_dirs.items() if v is not None})
     text = to_json(data) + "\n"
     if args.output:

@@ -377,3 +377,16 @@ def test_a_build_for_another_platform_needs_that_platforms_locks(capsys):
     assert main(["lock", "--check", "--platform", "linux/amd64", "0.33.0-t5", "--matrix", str(SHIPPED)]) == 1
     assert "factory lock 2.14.0-cu130 0.33.0-t5 --platform linux/amd64" in capsys.readouterr().out
     assert main(["lock", "--check", "0.33.0-t5", "--matrix", str(SHIPPED)]) == 0  # the matrix's own platform
+
+
+def test_a_bake_file_is_for_one_platform_and_its_locks(capsys):
+    from factory.cli import main
+
+    assert main(["bake", "0.33.0-t5", "--platform", "linux/amd64", "--platform", "linux/arm64",
+                 "--matrix", str(SHIPPED)]) == 2
+    assert "a bake file is for one platform" in capsys.readouterr().err
+    assert main(["bake", "0.33.0-t5", "--platform", "linux/amd64", "--matrix", str(SHIPPED)]) == 2
+    assert "locks/linux-amd64/2.14.0-cu130.txt is missing" in capsys.readouterr().err
+    assert main(["bake", "0.33.0-t5", "--platform", "linux/arm64", "--matrix", str(SHIPPED)]) == 0  # its own
+    out = capsys.readouterr().out
+    assert '"lock": "' in out and '"linux/arm64"' in out
