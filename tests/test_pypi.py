@@ -607,3 +607,43 @@ def test_online_vllm_metadata_from_the_real_index(request):
         assert ix.torch_aarch64_is_cuda("2.9.1") is False
         assert ix.torch_aarch64_is_cuda("2.11.0") is True
         assert ix.stats.bytes_received < 5_000_000
+
+
+def _sdist(files: dict[str, str]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"vllm-0.17.0/{path}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_sdist_files_reads_requirement_files_checks_the_hash_and_caches(tmp_path):
+    import hashlib
+
+    from factory.cache import Cache
+
+    body = _sdist({"requirements/cuda.txt": "-r common.txt\nray[cgraph]>=2.48\n", "requirements/common.txt": "x\n",
+                   "pyproject.toml": "[project]\n", "vllm/__init__.py": "", "requirements/big.bin": "z"})
+    good = {"filename": "vllm-0.17.0.tar.gz", "body": body, "hashes": {"sha256": hashlib.sha256(body).hexdigest()}}
+    with PyPIServer(fixtures=None) as srv:
+        srv.add_project("vllm", [good])
+        with PackageIndex(srv.index_url, cache=Cache(tmp_path / "cache")) as index:
+            files = index.sdist_files("vllm", "0.17.0")
+        assert files == {"requirements/cuda.txt": "-r common.txt\nray[cgraph]>=2.48\n",
+                         "requirements/common.txt": "x\n", "requirements/big.bin": "z", "pyproject.toml": "[project]\n"}
+        with PackageIndex(srv.index_url, cache=Cache(tmp_path / "cache"), offline=True) as index:
+            assert index.sdist_files("vllm", "0.17.0") == files  # from the cache, no request
+        srv.add_project("vllm", [{**good, "hashes": {"sha256": "0" * 64}}])  # the index's hash disagrees
+        with (PackageIndex(srv.index_url, cache=Cache(tmp_path / "other")) as index,
+              pytest.raises(UpstreamError, match="does not match the sha256")):
+            index.sdist_files("vllm", "0.17.0")
+        srv.add_project("vllm", [{"filename": "vllm-0.17.0-py3-none-any.whl", "body": b"",
+                                  "hashes": {"sha256": hashlib.sha256(b"").hexdigest()}}])
+        with PackageIndex(srv.index_url, cache=Cache(tmp_path / "none")) as index:
+            assert index.sdist_files("vllm", "0.17.0") is None  # a release without an sdist
