@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,26 @@ def test_a_bake_file_is_for_one_platform_and_its_locks(capsys):
     assert main(["bake", "0.33.0-t5", "--platform", "linux/arm64", "--matrix", str(SHIPPED)]) == 0  # its own
     out = capsys.readouterr().out
     assert '"lock": "' in out and '"linux/arm64"' in out
+
+
+def test_check_lock_reports_stale_locks_and_rules_as_errors(capsys, shipped_matrix):
+    """`factory check --lock`: the committed locks of the repository pass; in a copy whose 0.33.0-t5 lock is
+    gone and whose matrix forbids a distribution 0.17.0-t4 holds, both are errors (exit 1) under builtin/lock."""
+    from factory.cli import main
+
+    assert main(["check", "--lock", "--matrix", str(SHIPPED)]) == 0
+    capsys.readouterr()
+    shutil.copytree(ROOT / "locks", shipped_matrix.parent / "locks")
+    (shipped_matrix.parent / "locks" / "0.33.0-t5.txt").unlink()
+    shipped_matrix.write_text(shipped_matrix.read_text() + textwrap.dedent("""
+        [[rule]]
+        id = "no-xgrammar"
+        when = { vllm = "==0.17.0" }
+        forbid_dists = ["xgrammar"]
+        reason = "an example of a distribution rule"
+        source = "https://example.org/xgrammar"
+        """))
+    assert main(["check", "--lock", "--matrix", str(shipped_matrix)]) == 1
+    out = capsys.readouterr().out
+    assert 'image "0.33.0-t5": [builtin/lock] found' in out and "0.33.0-t5.txt is missing" in out
+    assert 'image "0.17.0-t4": [builtin/lock] found xgrammar==' in out and "forbidden by rule no-xgrammar" in out
