@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from factory.errors import InputError
+from factory.errors import InputError, read_input
 
 #: Header keys, in the order they are written.
 HEADER_KEYS = ("image", "input-digest", "platform", "python", "index", "resolved", "tool", "parent", "built",
@@ -211,13 +211,7 @@ def parse(text: str, source: str) -> Lock:
 
 
 def read(path: Path) -> Lock:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no lock (run `factory lock`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the lock: {exc}") from None
-    return parse(text, str(path))
+    return parse(read_input(path, "the lock", "no lock (run `factory lock`)"), str(path))
 
 
 def content_digest(lock: Lock) -> str:

@@ -36,7 +36,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11 (pyproject installs tomli there)
     import tomli as tomllib
 
-from factory.errors import InputError
+from factory.errors import InputError, read_input
 from factory.redact import has_userinfo, redact
 
 #: Components of a base image (the PyTorch-dev layer) and of a vLLM image, in label order.
@@ -528,12 +528,7 @@ def parse(text: str, path: Path) -> Matrix:
 
 def load(path: str | Path) -> LoadedMatrix:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such matrix file (pass --matrix PATH)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the matrix: {exc}") from None
+    text = read_input(path, "the matrix", "no such matrix file (pass --matrix PATH)")
     loaded = LoadedMatrix(matrix=parse(text, path), path=path.resolve())
     problems = [_Problem(loc, problem) for loc, relative in matrix_files(loaded.matrix)
                 if (problem := confined_file(loaded.root, relative)) is not None]
