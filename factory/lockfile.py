@@ -40,6 +40,11 @@ _HEADER = re.compile(r"^# (?P<key>[a-z][a-z-]*): (?P<value>.*)$")
 TITLE = "# spark-image-factory lock, written by `factory lock`: do not edit by hand (`factory lock --help`)."
 
 
+def relative_path(lock_dir: str, image: str) -> str:
+    """Where an image's lock lives, relative to the matrix's folder: `<lock_dir>/<image>.txt`."""
+    return f"{lock_dir}/{image}.txt"
+
+
 def canonical(name: str) -> str:
     """PEP 503 normalized project name."""
     return re.sub(r"[-_.]+", "-", name).lower()

@@ -128,7 +128,9 @@ def input_digests(specs: dict[str, LockSpec], root: Path) -> dict[str, str]:
 
 
 def lock_path(loaded: LoadedMatrix, name: str) -> Path:
-    return loaded.root / loaded.matrix.defaults.lock_dir / f"{name}.txt"
+    from factory.lockfile import relative_path
+
+    return loaded.root / relative_path(loaded.matrix.defaults.lock_dir, name)
 
 
 def lock_specs(loaded: LoadedMatrix, plan: Plan) -> dict[str, LockSpec]:

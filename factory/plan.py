@@ -299,7 +299,9 @@ def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, 
             platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
             depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
     context = str(Path(dockerfile).parent)
-    lock = f"{lock_dir}/{name}.txt" if uses_lock(root / dockerfile) else None
+    from factory.lockfile import relative_path
+
+    lock = relative_path(lock_dir, name) if uses_lock(root / dockerfile) else None
     digest = input_digest(root, dockerfile, platform, args, labels, parent_digest, lock=lock)
     labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
     refs = [f"{repo}:{name}"]
