@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -175,13 +174,11 @@ def _explain(stderr: str) -> str:
 # -- inputs ---------------------------------------------------------------------------------------------------
 
 
-def _environment(spec: LockSpec) -> dict[str, str]:
-    env = default_environment()
-    env.update(platform_machine=MACHINE.get(spec.platform, "aarch64"), sys_platform="linux",
-               platform_system="Linux", os_name="posix", python_version=spec.python,
-               python_full_version=f"{spec.python}.0", implementation_name="cpython",
-               platform_python_implementation="CPython")
-    return env
+def _environment(spec: LockSpec, extra: str = "") -> dict[str, str]:
+    """The marker environment of the image (the index client's, for the spec's machine and Python)."""
+    from factory.pypi import target_environment
+
+    return {**target_environment(MACHINE.get(spec.platform, "aarch64"), spec.python), "extra": extra}
 
 
 def cuda_constraints(index, spec: LockSpec) -> tuple[list[str], str]:
@@ -191,22 +188,15 @@ def cuda_constraints(index, spec: LockSpec) -> tuple[list[str], str]:
     pins them, and for a range (nvJitLink's `>=13.0.88,<14`) the image's major.minor, since code JIT-linked by
     a newer nvJitLink can need a newer driver than the image's CUDA promises.
     """
-    from factory.pypi import NotFound
+    from factory.pypi import NotFound, _requirements
 
     try:
         meta = index.wheel_metadata("cuda-toolkit", spec.cuda, platform=spec.platform)
     except NotFound:
         return [], f"no cuda-toolkit=={spec.cuda} on the index: the venv's CUDA components are not held"
-    env = {**_environment(spec), "extra": "all"}
     major_minor = ".".join(spec.cuda.split(".")[:2])
     out = [f"cuda-toolkit=={spec.cuda}"]
-    for text in meta.requires_dist:
-        try:
-            req = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if req.marker is None or not req.marker.evaluate(env):
-            continue
+    for req in _requirements(meta, _environment(spec, extra="all")):
         specifier = str(req.specifier)
         if not any(s.operator == "==" for s in req.specifier):
             specifier = f"{specifier},=={major_minor}.*" if specifier else f"=={major_minor}.*"
@@ -235,13 +225,10 @@ def vllm_requirement_files(index, spec: LockSpec, root: Path) -> tuple[dict[str,
     if files:
         notes.append(f"vllm {version}: requirement files of its sdist on the index")
     else:
+        from factory.pypi import _requirements
+
         meta = index.wheel_metadata("vllm", version, platform=spec.platform)
-        env = _environment(spec)
-        lines = []
-        for text in meta.requires_dist:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
-                lines.append(str(req).split(";")[0].strip())
+        lines = [str(req).split(";")[0].strip() for req in _requirements(meta, _environment(spec))]
         files = {"requirements/cuda.txt": "\n".join(lines) + "\n"}
         notes.append(f"vllm {version}: no sdist on the index; its wheel's Requires-Dist stands in for "
                      "requirements/cuda.txt")
@@ -266,8 +253,10 @@ def _needs_of_built(index, spec: LockSpec, requirements: list[str], built: set[s
     """The requirements with each one on a compiled distribution (a source base's `torch==2.10.0`) replaced by
     what it needs at run time: its published wheel's Requires-Dist for the image's platform, without what only
     the published CUDA build needs and without the other compiled ones."""
+    from factory.pypi import _requirements
+
     out, notes = [], []
-    env = {**_environment(spec), "extra": ""}
+    env = _environment(spec)
     for text in requirements:
         try:
             req = Requirement(text)
@@ -279,14 +268,8 @@ def _needs_of_built(index, spec: LockSpec, requirements: list[str], built: set[s
             continue
         version = next((s.version for s in req.specifier if s.operator == "=="), None)
         meta = index.wheel_metadata(req.name, version or "", platform=spec.platform)
-        needs = []
-        for dep in meta.requires_dist:
-            dep_req = Requirement(dep)
-            name = canonical(dep_req.name)
-            if name in built or _CUDA_BUILD_NEEDS.match(name):
-                continue
-            if dep_req.marker is None or dep_req.marker.evaluate(env):
-                needs.append(str(dep_req).split(";")[0].strip())
+        needs = [str(dep).split(";")[0].strip() for dep in _requirements(meta, env)
+                 if canonical(dep.name) not in built and not _CUDA_BUILD_NEEDS.match(canonical(dep.name))]
         out += needs
         notes.append(f"{req.name} {version} is compiled in the image: locked are its needs from the published "
                      f"wheel's METADATA ({', '.join(needs) or 'none'}), not that build's CUDA packages")
