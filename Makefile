@@ -29,11 +29,12 @@ engine:                ## install and start Docker Engine + Buildx, a local regi
 engine-stop:           ## stop only what `make engine` started
 	bash scripts/engine.sh stop
 
-twin:                  ## build the CUDA twin (stand-in for NVIDIA's CUDA devel image), amd64 + arm64 (as root)
-	bash scripts/twin.sh build --arch all
+TWIN_FLAVOR ?= devel
+twin:                  ## build the CUDA twin (stand-in for NVIDIA's CUDA image; TWIN_FLAVOR=devel|base|all), amd64 + arm64 (as root)
+	bash scripts/twin.sh build --arch all --flavor $(TWIN_FLAVOR)
 
 twin-amd64:            ## the amd64 CUDA twin only
-	bash scripts/twin.sh build --arch amd64
+	bash scripts/twin.sh build --arch amd64 --flavor $(TWIN_FLAVOR)
 
 E2E_FLAGS ?=
 e2e: e2e-amd64 e2e-arm64  ## real builds of the shipped wheel-mode release on the CUDA twin, both platforms

@@ -14,15 +14,18 @@
 # CUDA 13 image fails with "libcudart.so.12: cannot open shared object file". `factory verify` reads every library
 # under the label dev.scitrera.cuda_linked and fails the image unless they link the image's CUDA major, only that.
 #
-# The CUDA check reads nvcc's release (NVIDIA's images ship no /usr/local/cuda/version.json). It compares with the
-# ARG CUDA_VERSION, the matrix's value, which inside a stage shadows the image's ENV of the same name.
+# The build stage's CUDA check reads nvcc's release (NVIDIA's images ship no /usr/local/cuda/version.json); the
+# wheels stage, which may run on a runtime image without nvcc, reads the CUDA runtime library's versioned file.
+# Both compare with the ARG CUDA_VERSION, the matrix's value, which inside a stage shadows the image's ENV of the
+# same name.
 # Downloads over HTTPS run under with-build-ca, trusting the BuildKit secret `build-ca` when the build has one.
 # UCX_REF and NIXL_REF are fetched by name, so a tag, a branch or a full commit sha (a `sources` table) all work.
 
 ARG BASE_IMAGE
+ARG BUILD_IMAGE
 
-# ---- source: compile UCX and NIXL -------------------------------------------------------------------------------
-FROM ${BASE_IMAGE} AS build
+# ---- source: compile UCX and NIXL on the dev base (BUILD_IMAGE; a runtime-based vLLM image has no compiler) ------
+FROM ${BUILD_IMAGE} AS build
 ARG CUDA_VERSION
 ARG MAX_JOBS
 ARG INDEX_URL
@@ -96,7 +99,7 @@ COPY --chmod=755 with-build-ca.sh /usr/local/bin/with-build-ca
 # the build context `lock`: exact versions, hashes checked, nothing resolved here.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=lock,source=nixl.txt,target=/tmp/lock/nixl.txt \
-    nvcc --version | grep -q "release ${CUDA_VERSION%.*}," \
+    compgen -G "/usr/local/cuda/lib64/libcudart.so.${CUDA_VERSION%.*}.*" >/dev/null \
  && with-build-ca uv pip install --no-deps --require-hashes --index-url "${INDEX_URL}" -r /tmp/lock/nixl.txt \
  && grep -q "^nixl-cu${CUDA_VERSION%%.*}==${NIXL_VERSION} " /tmp/lock/nixl.txt \
  && grep -q "^nixl==${NIXL_VERSION} " /tmp/lock/nixl.txt \
@@ -121,19 +124,19 @@ ARG CUDA_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=build /opt/ucx/ /opt/ucx/
 COPY --from=build /opt/nixl/ /opt/nixl/
-COPY --from=build /wheels/ /opt/wheels/nixl/
 ENV UCX_HOME=/opt/ucx \
     NIXL_PLUGIN_DIR=/opt/nixl/plugins
 # The runtime halves of the -dev packages UCX was built with (this UCX links the system libibverbs: one copy).
 # ldconfig instead of LD_LIBRARY_PATH: meson puts NIXL's libraries under lib/<multiarch triplet>. The wheels are
-# local: nothing is downloaded.
-RUN apt-get update \
+# bind-mounted from the build stage (no copy of them in the image): nothing is downloaded.
+RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
+    apt-get update \
  && apt-get install -y --no-install-recommends ibverbs-providers libibverbs1 librdmacm1 libnuma1 \
  && rm -rf /var/lib/apt/lists/* \
  && printf '%s\n' /opt/ucx/lib /opt/nixl/lib/*-linux-gnu > /etc/ld.so.conf.d/factory-nixl.conf \
  && ln -s /opt/nixl/lib/*-linux-gnu/plugins /opt/nixl/plugins \
  && ldconfig \
- && uv pip install --no-deps /opt/wheels/nixl/*.whl \
+ && uv pip install --no-deps /tmp/wheels/*.whl \
  && python -c 'import sys, nixl; backend = nixl._api.__name__.split(".")[0]; print("nixl._api is", backend); \
       sys.exit(backend != "nixl_cu" + sys.argv[1])' "${CUDA_VERSION%%.*}" \
  && python -c 'from nixl._api import nixl_agent, nixl_agent_config; \

@@ -1,4 +1,5 @@
-# vLLM from released wheels on a wheel-mode base: minutes instead of hours. Every package comes from the image's
+# vLLM from released wheels on a wheel-mode base (BASE_IMAGE: its slim runtime image `<base>-runtime`, the
+# default, or the dev base itself): minutes instead of hours, nothing to compile, so no stage on the dev base. Every package comes from the image's
 # lock (locks/<tag>.txt, `factory lock`), which `factory build` hands over as the build context `lock`, one file
 # per layer: exact versions, every file checked against its hash, nothing resolved here (--no-deps). Transformers
 # and whatever differs between a -t4 and a -t5 of one vLLM is the last layer, so the two share every other layer
@@ -15,7 +16,9 @@ ARG FLASHINFER_INDEX_URL
 ARG RAY_VERSION
 ARG INDEX_URL
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
+# TRITON_PTXAS_PATH comes from the base (the toolkit's ptxas on the dev base, the venv's nvidia-cuda-nvcc one
+# on a runtime base); check-ptxas proves it is CUDA's once the lock is installed.
+COPY --chmod=755 check-ptxas.sh /usr/local/bin/check-ptxas
 # The lock has no CUDA 12 builds (`factory lock` refuses them: cupy-cuda12x from ray's cgraph extra, the
 # cu12 libraries nvidia-cutlass-dsl pulls by default) and holds the venv's CUDA components to the image's CUDA.
 # Then the matrix's pins must be what is installed (from this layer or the base's): else the lock is
@@ -26,6 +29,7 @@ RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
  && python -c 'import sys; from importlib.metadata import version; bad = [p for p in sys.argv[1:] if version(p.split("==")[0]) != p.split("==")[1]]; sys.exit(f"installed is not {bad}: the lock is not this tag\x27s (run factory lock)" if bad else 0)' \
       "vllm==${VLLM_VERSION}" "triton==${TRITON_VERSION}" "flashinfer-python==${FLASHINFER_VERSION}" \
       "ray==${RAY_VERSION}" \
+ && check-ptxas \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying

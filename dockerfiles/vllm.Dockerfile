@@ -1,4 +1,6 @@
-# vLLM for NVIDIA DGX Spark, built from source on a PyTorch-dev base (BASE_IMAGE, passed by `factory build`).
+# vLLM for NVIDIA DGX Spark, compiled in stages on the PyTorch-dev base (BUILD_IMAGE) and shipped on BASE_IMAGE:
+# the base's slim runtime image (`<base>-runtime`, the default) or the dev base itself (both passed by
+# `factory build`).
 # Transformers is installed last, in a layer of its own, so the -t4 and -t5 images of one vLLM version share
 # every other layer. `--target wheels --output type=local,dest=DIR` exports the built vLLM wheel.
 #
@@ -10,7 +12,8 @@
 # named on each command line, never in ENV, where it would be baked into the published image config.
 
 ARG BASE_IMAGE
-FROM ${BASE_IMAGE} AS toolchain
+ARG BUILD_IMAGE
+FROM ${BUILD_IMAGE} AS toolchain
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # VLLM_REF may be a tag, a branch or a commit: fetched by name, so a commit that no tag holds works too.
@@ -89,9 +92,10 @@ ARG FLASHINFER_INDEX_URL
 ARG RAY_VERSION
 ARG INDEX_URL
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas
+COPY --chmod=755 check-ptxas.sh /usr/local/bin/check-ptxas
 # Its dependencies from the lock (as in the deps stage), then the wheel, from the build stage through a bind
-# mount (no second copy of it in the image), without resolving anything.
+# mount (no second copy of it in the image), without resolving anything. TRITON_PTXAS_PATH comes from the base
+# (the toolkit's ptxas on the dev base, the venv's nvidia-cuda-nvcc one on a runtime base) and must be CUDA's.
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
     --mount=type=bind,from=lock,source=vllm.txt,target=/tmp/lock/vllm.txt \
@@ -99,6 +103,7 @@ RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/uv \
  && uv pip install --no-deps /tmp/wheels/vllm-*.whl \
  && python -c 'import sys; from importlib.metadata import version; bad = [p for p in sys.argv[1:] if version(p.split("==")[0]) != p.split("==")[1]]; sys.exit(f"installed is not {bad}: the lock is not this tag\x27s (run factory lock)" if bad else 0)' \
       "${TRITON_REQUIREMENT}" "flashinfer-python==${FLASHINFER_VERSION}" "ray==${RAY_VERSION}" \
+ && check-ptxas \
  && check-torch-cuda
 # FlashInfer's precompiled kernels at FlashInfer's own version, flashinfer-cubin and flashinfer-jit-cache, from
 # FlashInfer's index (FLASHINFER_INDEX_URL; the package index only as a fallback: PyPI stops carrying

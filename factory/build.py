@@ -121,7 +121,7 @@ def build_time_labels(spec: ImageSpec, *, created: str, revision: str, base_dige
 def lock_context(spec: ImageSpec, root: Path, options: BuildOptions) -> Path | None:
     """The build context `lock`: one `<layer>.txt` per layer of the image's lock (pins and hashes only, so equal
     layers of two images are equal bytes and one BuildKit cache entry), plus `unlocked.txt`."""
-    if spec.lock is None:
+    if spec.lock is None:  # installs from no lock (a runtime image copies its dev base's environment)
         return None
     from factory import lockfile
     from factory.lockspec import LAYER_FILES
@@ -203,7 +203,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
         if options.verify and result.status == BUILT:
             _verify_one(spec, result, plan.namespace, options, say, root)
         # the smoke test runs what is about to be pushed: a new build, or a local image not yet published
-        if (options.smoke and spec.kind != "base" and result.verified is not False
+        if (options.smoke and spec.kind in ("vllm", "extra") and result.verified is not False
                 and (result.status == BUILT or result.where == "local")):
             with gpu:
                 _smoke_one(spec, result, options, plan.namespace, say)
@@ -212,7 +212,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         # bases first (all of them), then every vLLM image on them, then the extra layers on those: within a
         # wave builds are independent
-        for kind in ("base", "vllm", "extra"):
+        for kind in ("base", "runtime", "vllm", "extra"):
             list(pool.map(lambda item: one(*item), [n for n in numbered if n[1].kind == kind]))
     report = BuildReport(started=started, images=list(results.values()))
     if options.push:
@@ -349,7 +349,7 @@ def _verify_one(spec: ImageSpec, result: ImageResult, namespace: str, options: B
     try:
         from factory import lockfile
 
-        lock = lockfile.read(root / spec.lock) if spec.lock and (root / spec.lock).exists() else None
+        lock = lockfile.read(root / spec.env_lock) if spec.env_lock and (root / spec.env_lock).exists() else None
         check = measure_local(spec.ref, spec.kind, namespace, expect_os=spec.os, lock=lock)
     except WorkFailed as error:
         result.verified, result.error = False, f"verify could not read the image: {error}"
@@ -434,11 +434,11 @@ def _attach_sboms(specs: list[ImageSpec], root: Path, options: BuildOptions, out
 
     with RegistryClient(allow_http=options.allow_http) as client:
         for spec in specs:
-            if not spec.lock or not (root / spec.lock).exists():
+            if not spec.env_lock or not (root / spec.env_lock).exists():
                 continue
             labels = docker.local_labels(spec.ref) or client.labels(spec.ref, options.platform or spec.platform)
             created = labels.get(L.oci_key("created"), "")
-            doc = sbom.cyclonedx(lockfile.read(root / spec.lock), labels, image_ref=spec.ref,
+            doc = sbom.cyclonedx(lockfile.read(root / spec.env_lock), labels, image_ref=spec.ref,
                                  namespace=_namespace(spec), created=created)
             data = sbom.encode(doc)
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -521,7 +521,7 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
         lock_dir = options.log_dir / "lock-context" / spec.name if spec.lock else None
         out(request_for(spec, root, options, labels, lock_dir=lock_dir).command_line())
-        if options.smoke and spec.kind != "base":
+        if options.smoke and spec.kind in ("vllm", "extra"):
             smoke = options.smoke
             out(" ".join(smoke_command(spec.ref, gpus=smoke.gpus, arch=smoke.arch, nccl=smoke.nccl,
                                        expect=expect_from_labels(spec.labels, plan.namespace),

@@ -17,8 +17,9 @@ _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,254}")
 
 
 def github_matrix(plan: Plan) -> dict:
-    """A GitHub Actions matrix: `bases` jobs first, then `images` jobs that need them (`needs: bases`), then
-    `extras` jobs (extra layers) that need the images."""
+    """A GitHub Actions matrix: `bases` jobs first, then `runtimes` jobs (each base's runtime image) that need
+    them, then `images` jobs that need those (`needs: runtimes`), then `extras` jobs (extra layers) that need
+    the images."""
 
     def job(spec) -> dict:
         values = {"name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
@@ -30,6 +31,7 @@ def github_matrix(plan: Plan) -> dict:
 
     return {
         "bases": {"include": [job(s) for s in plan.bases]},
+        "runtimes": {"include": [job(s) for s in plan.runtimes]},
         "images": {"include": [job(s) for s in plan.vllm_images]},
         "extras": {"include": [job(s) for s in plan.extras]},
     }

@@ -133,8 +133,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _plan_text(plan, resolution) -> str:
     bases, images, extras = len(plan.bases), len(plan.vllm_images), len(plan.extras)
+    runtimes = f" and {len(plan.runtimes)} runtime image(s)" if plan.runtimes else ""
     layers = f", then {extras} extra layer(s)" if extras else ""
-    out = [f"Build plan: {bases} base(s), then {images} vLLM image(s){layers}, "
+    out = [f"Build plan: {bases} base(s){runtimes}, then {images} vLLM image(s){layers}, "
            f"for {resolution.matrix.defaults.platform}"]
     if resolution.blocking:
         out.append(f"  note: {len(resolution.blocking)} unwaived rule violation(s); run `factory check`")
@@ -145,9 +146,10 @@ def _plan_text(plan, resolution) -> str:
         out.append(f"    refs        {', '.join(spec.refs)}")
         out.append(f"    from        {spec.from_ref}")
         out.append(f"    dockerfile  {spec.dockerfile}")
-        if spec.lock:
-            missing = "" if (resolution.loaded.root / spec.lock).exists() else "  (missing: run factory lock)"
-            out.append(f"    lock        {spec.lock}{missing}")
+        if spec.env_lock:
+            missing = "" if (resolution.loaded.root / spec.env_lock).exists() else "  (missing: run factory lock)"
+            copied = "" if spec.lock else "  (its dev base's environment, copied)"
+            out.append(f"    lock        {spec.env_lock}{missing}{copied}")
         out.append(f"    input       {spec.input_digest}")
         out.append("    build args")
         out.extend(f"      {k}={v}" for k, v in spec.build_args.items())

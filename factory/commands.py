@@ -377,14 +377,15 @@ def _lock_of(ref: str, loaded) -> Path | None:
     """The lock of the matrix image `ref` names (a tag, a base name or one of their refs), if it has one."""
     if loaded is None:
         return None
-    from factory.lockspec import lock_path
     from factory.plan import build_plan
     from factory.resolve import resolve
 
     plan = build_plan(resolve(loaded))
     for spec in plan.images:
         if ref == spec.name or ref in spec.refs:
-            path = lock_path(loaded, spec.name)
+            if spec.env_lock is None:
+                return None
+            path = loaded.root / spec.env_lock  # a runtime image's environment is its dev base's
             return path if path.exists() else None
     return None
 

@@ -8,10 +8,14 @@ cross-checked with each other and with the image's `CUDA_VERSION` environment va
 the dynamic loader would give torch (`libtorch_cuda.so`'s DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, ld.so.conf,
 the system directories), else from library file names, headers and wheels; Python from the interpreter; the
 OS from `os-release`. It also checks that torch is a CUDA build, lists the GPU code (SASS and PTX, see
-`factory.fatbin`) that torch, vLLM and FlashInfer carry, lists the pip CUDA distributions, and lists every
-shared object that needs a CUDA 12 library.
+`factory.fatbin`) that torch, vLLM and FlashInfer carry, lists the pip CUDA distributions, lists every
+shared object that needs a CUDA 12 library, every library a shared object needs that the dynamic loader would
+find nowhere in the image (`Loader`), the build toolchain outside site-packages (nvcc, CUDA headers, a C++
+compiler, make, cmake, ninja, git) and the C compiler Triton would use.
 
-`verify` compares those findings with the image's labels and returns one `Mismatch` per lie;
+`verify` compares those findings with the image's labels and returns one `Mismatch` per lie; an image whose
+`flavor` label is `runtime` must also have every library its shared objects need, no build toolchain and a
+C compiler;
 `measured_labels` gives the labels that only a measurement can set (`os`, `cuda_sass`, `cuda_ptx`).
 
 Symlinks inside the root (`/usr/local/cuda -> /usr/local/cuda-13.1`, often absolute) are resolved relative to
@@ -109,6 +113,63 @@ MAX_DEVICE_OBJECTS = 2000
 #: Where the image says its environment's CUDA_VERSION came from, in findings and messages.
 ENV_CUDA = "image env CUDA_VERSION"
 
+#: Libraries of the host's NVIDIA driver (fnmatch patterns of sonames). The NVIDIA Container Toolkit mounts
+#: them into the container when it starts with GPUs (`--gpus`, CDI), because they must match the host's kernel
+#: module; an image carries none of them, so a shared object that needs one finds nothing in the image, and
+#: that is expected, not a missing library.
+DRIVER_LIBRARIES = (
+    "libcuda.so.1",
+    "libcuda.so",
+    "libcudadebugger.so.1",
+    "libnvidia-ml.so.1",
+    "libnvidia-ptxjitcompiler.so.1",
+    "libnvidia-nvvm.so.4",
+    "libnvcuvid.so.1",
+    "libnvidia-encode.so.1",
+    "libnvidia-*.so.*",
+)
+
+#: The value of a `flavor` label for an image built on NVIDIA's small CUDA base image (no compilers, no
+#: headers): verify checks its libraries and its toolchain (`dev` images are not checked for either).
+RUNTIME_FLAVOR = "runtime"
+
+#: The directories searched for build tools (top-level bin/ too, when it is not a link to usr/bin).
+TOOL_DIRECTORIES = ("usr/bin", "usr/local/bin", "bin")
+
+#: Build tools a runtime image must not carry, by kind: fnmatch patterns of names in TOOL_DIRECTORIES. A C
+#: compiler (gcc, cc1) is allowed, and needed (C_COMPILER_REASON); pip wheels in site-packages (nvcc and ptxas
+#: of nvidia-cuda-nvcc, cmake, ninja) are governed by the image's lock, which verify compares.
+TOOLCHAIN_PROGRAMS = {
+    "nvcc": ("nvcc",),
+    "a C++ compiler": ("g++", "g++-*", "c++", "*-g++*", "clang++", "clang++-*"),
+    "make": ("make",),
+    "cmake": ("cmake",),
+    "ninja": ("ninja",),
+    "git": ("git",),
+}
+#: gcc's C++ compiler proper, where gcc installs it.
+CC1PLUS_PATTERNS = ("usr/lib/gcc/*/*/cc1plus", "usr/libexec/gcc/*/*/cc1plus")
+#: CUDA toolkit headers a runtime image must not carry outside site-packages, and where the toolkit puts them.
+CUDA_HEADERS = ("cuda_runtime.h", "cuda_runtime_api.h", "cuda.h")
+CUDA_HEADER_DIRECTORIES = ("usr/local/cuda*/include", "usr/local/cuda*/targets/*/include", "usr/include")
+#: gcc's C compiler proper: a gcc driver without it cannot compile.
+CC1_PATTERNS = ("usr/lib/gcc/*/*/cc1", "usr/libexec/gcc/*/*/cc1")
+
+#: Why a runtime image needs a C compiler (and may keep gcc and Python.h).
+C_COMPILER_REASON = ("Triton compiles its CUDA launcher stub, which includes Python.h, with the system C compiler "
+                     "(CC, else gcc or clang on PATH) the first time it runs a kernel; without one vLLM fails with "
+                     "\"Failed to find C compiler\"")
+
+#: The PATH of a container whose image sets none (Docker's default).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: At most this many objects are named in the message about one missing library, and this many paths of one
+#: kind of build tool are reported one mismatch each (more are one mismatch for the kind).
+MAX_LISTED = 3
+
+_SITE_DIRS = frozenset({"site-packages", "dist-packages"})
+_DRIVER_LIBRARY = re.compile("|".join(fnmatch.translate(p) for p in DRIVER_LIBRARIES))
+
 
 @dataclass(frozen=True)
 class Findings:
@@ -153,6 +214,14 @@ class Findings:
     #: every distribution of the environment torch is installed in (else /opt/venv's) -> version: what verify
     #: compares with the image's lock
     environment: dict[str, str] = field(default_factory=dict)
+    #: (image path of a shared object, a library it needs) for every library the dynamic loader would find
+    #: nowhere in the image, sorted; the driver's libraries (DRIVER_LIBRARIES) are left out
+    unresolved: tuple[tuple[str, str], ...] = ()
+    #: image paths of the build toolchain outside site-packages (nvcc, CUDA headers, a C++ compiler, make,
+    #: cmake, ninja, git), sorted
+    toolchain: tuple[str, ...] = ()
+    #: the image path of the C compiler Triton would use (CC, else gcc or clang on PATH), or None
+    c_compiler: str | None = None
 
     def as_dict(self) -> dict:
         """The findings as JSON-ready data."""
@@ -177,6 +246,9 @@ class Findings:
             "resolved": dict(self.resolved),
             "owners": dict(self.owners),
             "environment": dict(self.environment),
+            "unresolved": [list(pair) for pair in self.unresolved],
+            "toolchain": list(self.toolchain),
+            "c_compiler": self.c_compiler,
             "notes": list(self.notes),
         }
 
@@ -225,7 +297,7 @@ def _resolve(root: Path, path: str, max_links: int = 40) -> tuple[str, ...] | No
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
+        candidate = os.path.join(root, *resolved, part)
         try:
             mode = os.lstat(candidate).st_mode
         except OSError:
@@ -336,6 +408,9 @@ class _Scan:
     device_objects: dict[str, list[str]] = field(default_factory=dict)
     cuda_facts: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, str] = field(default_factory=dict)
+    unresolved: list[tuple[str, str]] = field(default_factory=list)
+    toolchain: set[str] = field(default_factory=set)
+    loader: Loader | None = None
 
     def found(self, component: str, version: str, where: str) -> None:
         self.components[component] = version
@@ -347,23 +422,24 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
 
     `env` is the image config's environment (`CUDA_VERSION`, `LD_LIBRARY_PATH`, ...), which the root
     filesystem does not hold: CUDA_VERSION is checked against the toolkit's files, LD_LIBRARY_PATH joins the
-    dynamic loader's search. `check_objects=False` skips reading every shared object (no `cuda12_objects`,
-    NCCL's other copies only from the usual library directories); the GPU code of torch, vLLM and FlashInfer
-    is read either way.
+    dynamic loader's search, PATH and CC where Triton looks for a C compiler. `check_objects=False` skips
+    reading every shared object (no `cuda12_objects`, no `unresolved`, NCCL's other copies only from the usual
+    library directories); the GPU code of torch, vLLM and FlashInfer and the toolchain are read either way.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory (expected an image's root filesystem)")
     s = _Scan(root, env=dict(env or {}))
+    s.loader = Loader(root, s.env)
     sites = _scan_dists(s)
     _scan_ubuntu(s)
     _scan_python(s, sites)
     _scan_cuda(s)
     torch_cuda = _scan_torch(s)
     _scan_device_code(s)
-    if check_objects:
-        _scan_objects(s)
-    else:
+    _scan_objects(s, read=check_objects)
+    _scan_toolchain(s)
+    if not check_objects:
         directories = [d for p in ("usr/lib", "usr/local/lib", "usr/lib/*-linux-gnu", "opt/nccl/lib")
                        for d in _glob(root, p)]
         directories += [d for site in sites for sub in ("nvidia/nccl/lib", "torch/lib")
@@ -372,6 +448,7 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
             _nccl_from_directory(s, directory)
     _scan_nccl(s, sites)
     _scan_ucx(s)
+    c_compiler = _c_compiler(s)
     return Findings(
         components=dict(s.components),
         locations=dict(s.locations),
@@ -393,6 +470,9 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
         resolved=dict(s.resolved),
         owners=_owners(s, sorted(s.cuda12)),
         environment=_environment(s),
+        unresolved=tuple(sorted(set(s.unresolved))),
+        toolchain=tuple(sorted(s.toolchain)),
+        c_compiler=c_compiler,
     )
 
 
@@ -732,8 +812,10 @@ def _scan_device_code(s: _Scan) -> None:
             s.device_objects.setdefault(component, []).append(where)
 
 
-def _scan_objects(s: _Scan) -> None:
-    """Read the dynamic section of every shared object under /usr and /opt; note NCCL libraries on the way."""
+def _scan_objects(s: _Scan, *, read: bool = True) -> None:
+    """Walk /usr and /opt: note every nvcc outside site-packages and, with `read`, read the dynamic section of
+    every shared object (CUDA 12 and CUDA runtime needs, libraries the loader cannot find) and note the NCCL
+    libraries on the way."""
     stack = [(top,) for top in ELF_TOPS if _is_real_dir(s.root / top)]
     while stack:
         parts = stack.pop()
@@ -748,7 +830,9 @@ def _scan_objects(s: _Scan) -> None:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((*parts, entry.name))
                     continue
-                if not _SHARED_OBJECT.search(entry.name):
+                if entry.name == "nvcc" and _SITE_DIRS.isdisjoint(parts):
+                    _tool(s, image_path((*parts, entry.name)))
+                if not read or not _SHARED_OBJECT.search(entry.name):
                     continue
                 if _NCCL_LIBRARY.match(entry.name):
                     _nccl_from_file(s, parts, entry.name)
@@ -776,16 +860,94 @@ def _check_object(s: _Scan, parts: tuple[str, ...], name: str) -> None:
         return  # a linker script (libc.so) or other text named *.so
     where = image_path((*parts, name))
     try:
-        needs = elf.needed(path)
+        info = elf.dynamic(path)
     except (elf.ElfError, OSError) as exc:
         s.notes.append(f"{where}: unreadable ELF ({exc})")
         return
+    needs = info.needed
+    for soname in needs:
+        if not is_driver_library(soname) and s.loader.find(where, soname, info).path is None:
+            s.unresolved.append((where, soname))
     cuda12 = tuple(lib for lib in needs if CUDA12_SONAME.match(lib))
     if cuda12:
         s.cuda12[where] = cuda12
     runtime = tuple(lib for lib in needs if CUDA_RUNTIME_SONAME.match(lib))
     if runtime:
         s.cuda_runtime[where] = runtime
+
+
+def is_driver_library(soname: str) -> bool:
+    """Whether `soname` is a library of the host's driver, which the container toolkit mounts at run time."""
+    return _DRIVER_LIBRARY.match(soname) is not None
+
+
+def _tool(s: _Scan, path: str) -> None:
+    """Record a toolchain path that exists in the image (a dangling link is nothing)."""
+    rel = _resolve(s.root, path)
+    if rel is not None and s.root.joinpath(*rel).is_file():
+        s.toolchain.add(path)
+
+
+def _scan_toolchain(s: _Scan) -> None:
+    """The build tools in the tool directories, gcc's cc1plus, and the CUDA toolkit's headers (nvcc elsewhere is
+    noted by the walk of /usr and /opt)."""
+    patterns = [p for ps in TOOLCHAIN_PROGRAMS.values() for p in ps]
+    seen: set[tuple[str, ...]] = set()
+    for directory in TOOL_DIRECTORIES:
+        rel = _resolve(s.root, directory)
+        if rel is None or rel in seen:
+            continue  # bin -> usr/bin: listed once, under its usr/bin name
+        seen.add(rel)
+        try:
+            names = sorted(os.listdir(s.root.joinpath(*rel)))
+        except OSError:
+            continue
+        for name in names:
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                _tool(s, f"/{directory}/{name}")
+    for pattern in CC1PLUS_PATTERNS:
+        for parts in _glob(s.root, pattern):
+            _tool(s, image_path(parts))
+    for directory in CUDA_HEADER_DIRECTORIES:
+        for header in CUDA_HEADERS:
+            for parts in _glob(s.root, f"{directory}/{header}"):
+                _tool(s, image_path(parts))
+
+
+def toolchain_kind(path: str) -> str:
+    """What a path in `Findings.toolchain` is: `nvcc`, `a CUDA toolkit header`, `a C++ compiler`, `make`, ..."""
+    name = PurePosixPath(path).name
+    if name in CUDA_HEADERS:
+        return "a CUDA toolkit header"
+    if name == "cc1plus":
+        return "a C++ compiler"
+    for kind, patterns in TOOLCHAIN_PROGRAMS.items():
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            return kind
+    return "a build tool"
+
+
+def _c_compiler(s: _Scan) -> str | None:
+    """The C compiler Triton would run, as it looks for one: the CC environment variable, else `gcc`, else
+    `clang` on PATH (`triton.runtime.build`). A gcc without its cc1 is noted."""
+    cc = (s.env.get("CC") or "").split()
+    names = cc[:1] or ["gcc", "clang"]
+    path = [d for d in (s.env.get("PATH") or DEFAULT_PATH).split(":") if d.startswith("/")]
+    for name in names:
+        if "/" in name and not name.startswith("/"):
+            continue  # relative to the process's working directory: unknowable here
+        candidates = [name] if "/" in name else [f"{d.rstrip('/')}/{name}" for d in path]
+        for candidate in candidates:
+            rel = _resolve(s.root, candidate)
+            if rel is None or not s.root.joinpath(*rel).is_file():
+                continue
+            if "gcc" in rel[-1] and not any(_glob(s.root, p) for p in CC1_PATTERNS):
+                s.notes.append(f"{candidate} is gcc, but the image has no cc1 (usr/lib/gcc/*/*/cc1): it cannot "
+                               "compile C")
+            return candidate
+    if cc:
+        s.notes.append(f"the image's env says CC={s.env['CC']}, which is not in the image")
+    return None
 
 
 def _scan_ucx(s: _Scan) -> None:
@@ -890,7 +1052,7 @@ def _nccl_from_loader(s: _Scan) -> tuple[str, str, str] | None:
         s.notes.append(f"{image_path(lib)} does not need libnccl (torch built without NCCL?)")
         return None
     soname = sonames[0]
-    found = find_library(s.root, image_path(lib), soname, env=s.env)
+    found = s.loader.find(image_path(lib), soname)
     s.notes.extend(found.skipped)
     if found.path is None:
         s.notes.append(f"the dynamic loader would find no {soname} for {image_path(lib)} (searched "
@@ -939,62 +1101,140 @@ def find_library(root: Path, needed_by: str, soname: str, *, env: dict[str, str]
     its DT_RUNPATH, the directories of /etc/ld.so.conf and its includes (the order ldconfig caches them in),
     then the system directories (Debian's multiarch ones, /lib, /usr/lib). `$ORIGIN` is the object's
     directory. A candidate that is not an ELF object of the same class and machine is passed by, as the
-    loader does. Not modelled: the DT_RPATH of the objects that loaded this one, and an /etc/ld.so.cache
-    that is out of date with ld.so.conf.
+    loader does. Not modelled: the DT_RPATH of the objects that loaded this one, libraries already loaded
+    under the same soname, and an /etc/ld.so.cache that is out of date with ld.so.conf. For many look-ups in
+    one root, use one `Loader`.
     """
-    root = Path(root)
-    rel = _resolve(root, needed_by)
-    if rel is None:
-        return Found(None)
-    obj = root.joinpath(*rel)
-    info = elf.dynamic(obj)
-    origin = image_path(rel[:-1])
-    triplet = MULTIARCH.get(info.machine)
+    return Loader(root, env).find(needed_by, soname)
 
-    def expand(directory: str) -> str:
-        for token, value in (("$ORIGIN", origin), ("${ORIGIN}", origin),
-                             ("$LIB", f"lib/{triplet}" if triplet else "lib"),
-                             ("${LIB}", f"lib/{triplet}" if triplet else "lib"),
-                             ("$PLATFORM", _PLATFORM.get(info.machine, "")),
-                             ("${PLATFORM}", _PLATFORM.get(info.machine, ""))):
-            directory = directory.replace(token, value)
-        return directory
 
-    order: list[tuple[str, str]] = []
-    if info.rpath and not info.runpath:
-        order += [(expand(d), f"DT_RPATH {d}") for d in info.rpath]
-    order += [(d, "LD_LIBRARY_PATH") for d in re.split(r"[:;]", (env or {}).get("LD_LIBRARY_PATH", "")) if d]
-    order += [(expand(d), f"DT_RUNPATH {d}") for d in info.runpath]
-    order += [(d, "/etc/ld.so.conf") for d in ld_so_conf(root)]
-    system = [f"/lib/{triplet}", f"/usr/lib/{triplet}"] if triplet else []
-    if not triplet and info.bits == 64:
-        system += ["/lib64", "/usr/lib64"]
-    order += [(d, "the system directories") for d in [*system, "/lib", "/usr/lib"]]
+class Loader:
+    """The dynamic loader's search (`find_library`) in one root filesystem, for many look-ups: ld.so.conf is read
+    once, and directories, their listings and the ELF headers of candidates are read once each."""
 
-    searched: list[str] = []
-    skipped: list[str] = []
-    for directory, via in order:
-        if not directory.startswith("/"):
-            continue  # relative to the process's working directory: unknowable here
-        directory = directory.rstrip("/") or "/"
-        if directory in searched:
-            continue
-        searched.append(directory)
-        candidate = f"{directory.rstrip('/')}/{soname}"
-        real = _resolve(root, candidate)
-        if real is None or not root.joinpath(*real).is_file():
-            continue
-        try:
-            header = elf.header(root.joinpath(*real))
-        except (elf.ElfError, OSError):
-            skipped.append(f"{candidate} is not an ELF object; the loader passes it by")
-            continue
-        if (header.machine, header.bits) != (info.machine, info.bits):
-            skipped.append(f"{candidate} is for another machine ({header.bits}-bit, e_machine {header.machine}); "
-                           "the loader passes it by")
-            continue
-        return Found(candidate, via, tuple(searched), tuple(skipped))
-    return Found(None, "", tuple(searched), tuple(skipped))
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = Path(root)
+        self.library_path = tuple(d for d in re.split(r"[:;]", (env or {}).get("LD_LIBRARY_PATH", "")) if d)
+        self._conf: tuple[str, ...] | None = None
+        self._orders: dict[tuple, tuple[tuple[str, str], ...]] = {}
+        self._dirs: dict[str, tuple[str, ...] | None] = {}
+        self._names: dict[tuple[str, ...], frozenset[str]] = {}
+        self._files: dict[tuple[tuple[str, ...], str], tuple[str, ...] | None] = {}
+        self._headers: dict[tuple[str, ...], tuple[int, int] | None] = {}
+
+    def find(self, needed_by: str, soname: str, info: elf.Dynamic | None = None) -> Found:
+        """Where the loader finds `soname` for the object at image path `needed_by`; `info` is that object's
+        dynamic section when the caller has read it (`needed_by` is then its real path, no link)."""
+        if info is None:
+            rel = _resolve(self.root, needed_by)
+            if rel is None:
+                return Found(None)
+            info = elf.dynamic(self.root.joinpath(*rel))
+            needed_by = image_path(rel)
+        if "/" in soname:  # a path, loaded as it is, never searched for (relative: from the working directory)
+            real = _resolve(self.root, soname) if soname.startswith("/") else None
+            found = real is not None and os.path.isfile(os.path.join(self.root, *real))
+            return Found(soname, "DT_NEEDED path") if found else Found(None)
+        searched: list[str] = []
+        skipped: list[str] = []
+        for directory, via in self._order(needed_by, info):
+            if not directory.startswith("/"):
+                continue  # relative to the process's working directory: unknowable here
+            directory = directory.rstrip("/") or "/"
+            if directory in searched:
+                continue
+            searched.append(directory)
+            real = self._file(directory, soname)
+            if real is None:
+                continue
+            candidate = f"{directory.rstrip('/')}/{soname}"
+            kind = self._header(real)
+            if kind is None:
+                skipped.append(f"{candidate} is not an ELF object; the loader passes it by")
+                continue
+            if kind != (info.machine, info.bits):
+                skipped.append(f"{candidate} is for another machine ({kind[1]}-bit, e_machine {kind[0]}); "
+                               "the loader passes it by")
+                continue
+            return Found(candidate, via, tuple(searched), tuple(skipped))
+        return Found(None, "", tuple(searched), tuple(skipped))
+
+    def _order(self, needed_by: str, info: elf.Dynamic) -> tuple[tuple[str, str], ...]:
+        """(directory, why it is searched) in the loader's order, tokens expanded."""
+        origin = needed_by.rsplit("/", 1)[0] or "/"
+        key = (origin, info.rpath, info.runpath, info.machine, info.bits)
+        if key not in self._orders:
+            self._orders[key] = self._expand(origin, info)
+        return self._orders[key]
+
+    def _expand(self, origin: str, info: elf.Dynamic) -> tuple[tuple[str, str], ...]:
+        triplet = MULTIARCH.get(info.machine)
+        lib = f"lib/{triplet}" if triplet else "lib"
+        platform = _PLATFORM.get(info.machine, "")
+
+        def expand(directory: str) -> str:
+            if "$" not in directory:
+                return directory
+            for token, value in (("$ORIGIN", origin), ("${ORIGIN}", origin), ("$LIB", lib), ("${LIB}", lib),
+                                 ("$PLATFORM", platform), ("${PLATFORM}", platform)):
+                directory = directory.replace(token, value)
+            return directory
+
+        if self._conf is None:
+            self._conf = tuple(ld_so_conf(self.root))
+        order: list[tuple[str, str]] = []
+        if info.rpath and not info.runpath:
+            order += [(expand(d), f"DT_RPATH {d}") for d in info.rpath]
+        order += [(d, "LD_LIBRARY_PATH") for d in self.library_path]
+        order += [(expand(d), f"DT_RUNPATH {d}") for d in info.runpath]
+        order += [(d, "/etc/ld.so.conf") for d in self._conf]
+        system = [f"/lib/{triplet}", f"/usr/lib/{triplet}"] if triplet else []
+        if not triplet and info.bits == 64:
+            system += ["/lib64", "/usr/lib64"]
+        order += [(d, "the system directories") for d in [*system, "/lib", "/usr/lib"]]
+        return tuple(order)
+
+    def _file(self, directory: str, soname: str) -> tuple[str, ...] | None:
+        """The real path (parts) of the regular file `soname` in `directory` (an image path), or None."""
+        if directory not in self._dirs:
+            self._dirs[directory] = _resolve(self.root, directory)
+        rel = self._dirs[directory]
+        if rel is None:
+            return None
+        names = self._names.get(rel)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(self.root.joinpath(*rel)))
+            except OSError:  # not a directory, or unreadable
+                names = frozenset()
+            self._names[rel] = names
+        if soname not in names:
+            return None
+        key = (rel, soname)
+        if key not in self._files:
+            real: tuple[str, ...] | None = (*rel, soname)
+            try:
+                mode = os.lstat(os.path.join(self.root, *real)).st_mode
+            except OSError:
+                mode = 0
+            if stat.S_ISLNK(mode):
+                real = _resolve(self.root, image_path(real))
+                if real is not None and not os.path.isfile(os.path.join(self.root, *real)):
+                    real = None
+            elif not stat.S_ISREG(mode):
+                real = None
+            self._files[key] = real
+        return self._files[key]
+
+    def _header(self, real: tuple[str, ...]) -> tuple[int, int] | None:
+        """(e_machine, class bits) of an ELF file, None for one that is not ELF."""
+        if real not in self._headers:
+            try:
+                header = elf.header(os.path.join(self.root, *real))
+                self._headers[real] = (header.machine, header.bits)
+            except (elf.ElfError, OSError):
+                self._headers[real] = None
+        return self._headers[real]
 
 
 def ld_so_conf(root: Path) -> list[str]:
@@ -1042,7 +1282,9 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
     Each component label is compared with the version found (PEP 440 public versions; NCCL without its
     Debian revision; Python by major.minor). A label for something the image lacks, a component the kind
     must carry without a label, copies of a labelled distribution at other versions, a CPU-only torch and,
-    in a CUDA 13 (or later) image, every shared object that needs a CUDA 12 library are mismatches too.
+    in a CUDA 13 (or later) image, every shared object that needs a CUDA 12 library are mismatches too. An
+    image labelled `flavor` `runtime` must also have every library its shared objects need, no build toolchain
+    and a C compiler (`verify_runtime`).
     """
     if kind not in ("base", "vllm", "extra"):
         raise ValueError(f"unknown image kind {kind!r} (expected 'base', 'vllm' or 'extra')")
@@ -1097,7 +1339,49 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
     mismatches.extend(verify_pip_cuda(findings, labels, namespace))
     mismatches.extend(_verify_device_code(findings, labels, namespace))
     mismatches.extend(_verify_measured(findings, labels, namespace))
+    mismatches.extend(verify_runtime(findings, labels, namespace))
     return mismatches
+
+
+def verify_runtime(findings: Findings, labels: dict[str, str], namespace: str) -> list[Mismatch]:
+    """What a runtime image (label `<ns>.flavor` = `runtime`) must be; [] for any other flavor.
+
+    One mismatch per library that shared objects need and the loader would find nowhere (naming the first
+    MAX_LISTED objects that need it); one per toolchain path outside site-packages (one per kind when a kind
+    has more than MAX_LISTED); and one when there is no C compiler, which Triton needs (C_COMPILER_REASON).
+    """
+    key = factory_key(namespace, "flavor")
+    if (labels or {}).get(key) != RUNTIME_FLAVOR:
+        return []
+    out = []
+    needing: dict[str, list[str]] = {}
+    for path, soname in findings.unresolved:
+        needing.setdefault(soname, []).append(path)
+    for soname, paths in sorted(needing.items()):
+        out.append(Mismatch("runtime-libraries", key, RUNTIME_FLAVOR, soname, paths[0],
+                            f"runtime-libraries: {soname} is needed by {_listed(paths)}, but the dynamic loader "
+                            "would find it nowhere in the image (DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, "
+                            "ld.so.conf, the system directories)"))
+    kinds: dict[str, list[str]] = {}
+    for path in findings.toolchain:
+        kinds.setdefault(toolchain_kind(path), []).append(path)
+    for kind, paths in kinds.items():
+        groups = [paths] if len(paths) > MAX_LISTED else [[path] for path in paths]
+        for group in groups:
+            out.append(Mismatch("runtime-toolchain", key, RUNTIME_FLAVOR, group[0], group[0],
+                                f"runtime-toolchain: a runtime image carries no build toolchain outside its "
+                                f"Python environment's site-packages, but it has {kind} at {_listed(group)}"))
+    if findings.c_compiler is None:
+        out.append(Mismatch("runtime-toolchain", key, RUNTIME_FLAVOR, "", "",
+                            "runtime-toolchain: a runtime image needs a C compiler, and it has none (no CC, gcc "
+                            f"or clang on PATH): {C_COMPILER_REASON}"))
+    return out
+
+
+def _listed(paths: list[str]) -> str:
+    """The first MAX_LISTED paths, and how many more there are."""
+    shown = ", ".join(paths[:MAX_LISTED])
+    return f"{shown} and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else shown
 
 
 def torch_device_object(findings: Findings) -> str | None:

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from factory.errors import WorkFailed
 
@@ -225,7 +226,9 @@ def tag(source: str, target: str) -> None:
 
 
 #: What verify reads of a file that export_rootfs keeps whole: every shared object (ELF headers, dynamic
-#: section, fatbin headers), package metadata, /etc, nvcc (its version banner) and every small file.
+#: section, fatbin headers), package metadata, /etc, nvcc (its version banner) and every small file (headers
+#: among them). Of the rest verify needs only the path (a runtime image's compilers, make, cmake, git: the
+#: toolchain check), which the empty placeholder keeps.
 _KEEP_SUFFIXES = (".dist-info", ".egg-info")
 _KEEP_SIZE = 2 * 1024 * 1024
 
@@ -245,7 +248,6 @@ def export_rootfs(ref: str, dest: Path) -> None:
     fraction of that on disk, and every path still exists.
     """
     import subprocess
-    import tarfile
 
     docker = _docker()
     exc = _exceptions()
@@ -257,12 +259,7 @@ def export_rootfs(ref: str, dest: Path) -> None:
     try:
         with subprocess.Popen(["docker", "export", container.id], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) as proc:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-                for member in archive:
-                    if member.isfile() and not _kept(member.name, member.size):
-                        _placeholder(dest, member.name)
-                        continue
-                    archive.extract(member, dest, filter=_inside)
+            unpack_rootfs(proc.stdout, dest)
             error = proc.stderr.read().decode(errors="replace")
         if proc.returncode:
             raise EngineError(f"docker export of {ref} failed: {error.strip() or f'exit {proc.returncode}'}")
@@ -270,6 +267,19 @@ def export_rootfs(ref: str, dest: Path) -> None:
         raise EngineError(f"cannot unpack {ref} into {dest}: {error.strerror or error}") from None
     finally:
         container.remove(force=True)
+
+
+def unpack_rootfs(stream: BinaryIO, dest: Path) -> None:
+    """Unpack a root filesystem tar stream (`docker export`) into `dest`, as export_rootfs does: files verify does
+    not read (`_kept`) become empty placeholders, links and directories are kept, devices are skipped."""
+    import tarfile
+
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            if member.isfile() and not _kept(member.name, member.size):
+                _placeholder(dest, member.name)
+                continue
+            archive.extract(member, dest, filter=_inside)
 
 
 def _placeholder(dest: Path, name: str) -> None:

@@ -89,15 +89,28 @@ def image_table(resolution: Resolution) -> str:
     matrix = resolution.matrix
     columns = ["cuda", "nccl", "torch", "torchvision", "torchaudio", "triton", "flashinfer", "vllm",
                "transformers", "ray", "python"]
-    head = ["tag", "base", "mode", *columns, "vLLM released"]
+    from factory.matrix import RUNTIME_CUDA_FLAVOR, runtime_name
+
+    head = ["tag", "ships on", "mode", *columns, "vLLM released"]
     rows = []
     for tag in sorted(matrix.image, key=tag_sort_key, reverse=True):
         image, facts = matrix.image[tag], resolution.tags[tag]
         name = f"`{tag}`" + (" (`latest`)" if image.default else "")
-        rows.append([name, f"`{image.base}`", image.mode, *(facts.components[c] for c in columns),
+        on = runtime_name(image.base) if (image.ship_on or matrix.defaults.ship_on) == "runtime" else image.base
+        rows.append([name, f"`{on}`", image.mode, *(facts.components[c] for c in columns),
                      str(image.vllm_released or "")])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    d = matrix.defaults
+    lines += ["", "Bases: each PyTorch-dev base (compilers, CUDA toolkit and headers: where things are built) and "
+                  "its runtime image `<base>-runtime` (the same Python environment, copied, on a small CUDA "
+                  "image without compilers: what vLLM images ship on):", ""]
+    for name, base in sorted(matrix.base.items()):
+        ubuntu = base.ubuntu or d.ubuntu
+        dev = d.cuda_image.format(cuda=base.cuda, ubuntu=ubuntu)
+        runtime = d.runtime_cuda_image.format(cuda=base.cuda, ubuntu=ubuntu, flavor=RUNTIME_CUDA_FLAVOR[base.mode])
+        lines.append(f"- `{name}` ({base.mode}: torch {base.torch}, NCCL {base.nccl}) FROM `{dev}`; "
+                     f"`{runtime_name(name)}` FROM `{runtime}`")
     layers = extra_images(matrix)
     if layers:
         lines += ["", "Extra layers (an image on the tag, built with its own Dockerfile):", ""]
@@ -106,7 +119,8 @@ def image_table(resolution: Resolution) -> str:
             versions = ", ".join(f"{c} {v}" for c, v in sorted(extra.versions.items(), reverse=True))
             lines.append(f"- `-{extra.suffix}` ({versions}): {names}. {extra.description}")
     repos = matrix.defaults.repositories
-    intro = (f"Images: `{repos.vllm}:<tag>`, on bases `{repos.base}:<base>`, for `{matrix.defaults.platform}`. "
+    intro = (f"Images: `{repos.vllm}:<tag>`, on the runtime images `{repos.base}:<base>-runtime` (or, with "
+             f"`ship_on = \"dev\"`, the dev bases `{repos.base}:<base>`), for `{matrix.defaults.platform}`. "
              "Waived deviations from upstream's pins: `factory check`.")
     return "\n".join([README_BEGIN, intro, "", *lines, README_END])
 

@@ -16,6 +16,8 @@ OCI_BUILD_KEYS = ("created", "revision", "base.digest")
 #: Keys in the factory's namespace besides the component versions.
 FACTORY_KEYS = {
     "build_mode": "how the image was made: source (compiled) or wheels (installed from an index)",
+    "flavor": "dev: on the PyTorch-dev base (CUDA toolkit, compilers, headers); runtime: on the base's slim runtime "
+              "image (`<base>-runtime`: no CUDA compiler, headers or C++ toolchain)",
     "cuda_arch": "the GPU architecture the image's CUDA code targets (sm_121 for GB10)",
     "revision": "the tag's revision; bumped when a published tag must be rebuilt with other content",
     "input_digest": "sha256 over everything that determines the image; equal digests mean nothing changed",
@@ -71,7 +73,7 @@ def components_for(kind: str) -> tuple[str, ...]:
 
     An extra layer also carries the extra components it declares (EXTRA_COMPONENTS), which vary per layer.
     """
-    chosen = BASE_COMPONENTS if kind == "base" else COMPONENTS
+    chosen = BASE_COMPONENTS if kind in ("base", "runtime") else COMPONENTS
     return tuple(c for c in chosen if c not in MEASURED_COMPONENTS)
 
 
@@ -91,7 +93,7 @@ def contract(namespace: str) -> dict:
         "namespace": namespace,
         "components": {
             component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c],
-                                          "images": ["base", "vllm"] if c in BASE_COMPONENTS else ["vllm"]}
+                                          "images": ["base", "runtime", "vllm"] if c in BASE_COMPONENTS else ["vllm"]}
             for c in COMPONENTS if c not in MEASURED_COMPONENTS
         } | {
             component_key(namespace, c): {"component": c, "meaning": COMPONENT_MEANING[c], "images": ["extra"]}

@@ -668,7 +668,7 @@ def lock(loaded: LoadedMatrix, plan: Plan, *, names: list[str] | None = None, re
             return resolve_image(specs[name], parent=parent_of(name), index=index, root=loaded.root,
                                  matrix=loaded.matrix, digest=digests[name], previous=previous, offline=offline)
 
-    for kind in ("base", "vllm", "extra"):
+    for kind in ("base", "vllm", "extra"):  # a runtime image has no lock of its own (its dev base's)
         members = [n for n in specs if specs[n].kind == kind]
         wave = {n for n in members if needs(n)}
         for name in list(wave):  # a sibling of a relocked image is relocked with it (their layers are shared)

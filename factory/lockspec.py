@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from factory.labels import factory_key
 from factory.matrix import LoadedMatrix, Matrix
 from factory.plan import ImageSpec, Plan
 
@@ -29,6 +30,9 @@ CUDA12_OFF = ("cupy-cuda12x; sys_platform == 'never'", "nvidia-cutlass-dsl-libs-
 
 #: The layer files each image kind's Dockerfile mounts from the build context `lock` (written empty when its
 #: lock has no such layer): the groups below, by kind.
+#: The pip distribution with CUDA's ptxas (and nvcc): Triton's ptxas on a runtime image (TRITON_PTXAS_PATH).
+PTXAS_DIST = "nvidia-cuda-nvcc"
+
 LAYER_FILES = {"base": ("tools", "torch"), "vllm": ("vllm", "build", "flashinfer", "transformers"),
                "extra": ("nixl",)}
 
@@ -138,8 +142,8 @@ def lock_specs(loaded: LoadedMatrix, plan: Plan) -> dict[str, LockSpec]:
     matrix = loaded.matrix
     out: dict[str, LockSpec] = {}
     for spec in plan.images:
-        if spec.lock is None:  # its Dockerfile installs from no lock (a fixture, a custom image)
-            continue
+        if spec.lock is None or spec.kind == "runtime":
+            continue  # installs from no lock (a fixture, a custom image), or copies its dev base's (a runtime image)
         if spec.kind == "base":
             lock_spec = _base(matrix, spec)
         elif spec.kind == "vllm":
@@ -213,9 +217,14 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
                   siblings=_siblings(plan, spec),
                   # the matrix's Transformers wins over vLLM's declared range: a -t5 is a waived override
                   overrides=(*CUDA12_OFF, f"transformers=={image.transformers}"))
+    # on a runtime image (no CUDA toolkit) Triton's ptxas comes from the venv: CUDA's nvcc wheel, held to the
+    # image's CUDA by the cuda-toolkit constraints like every pip CUDA component
+    ptxas = (PTXAS_DIST if int(major) >= 13 else f"{PTXAS_DIST}-cu{major}",) \
+        if spec.labels.get(factory_key(matrix.defaults.label_namespace, "flavor")) == "runtime" else ()
     if spec.mode == "wheels":
         vllm = Group(layer="vllm", requirements=(f"triton=={args['TRITON_VERSION']}",
-                                                 f"flashinfer-python=={flashinfer}", f"vllm=={image.vllm}", ray))
+                                                 f"flashinfer-python=={flashinfer}", f"vllm=={image.vllm}", ray,
+                                                 *ptxas))
         return LockSpec(**common, groups=(vllm, *groups), files=(spec.dockerfile,))
     # source: vLLM is compiled; its requirements/cuda.txt (as the Dockerfile edits it) and the matrix's pins
     built = tuple(f"{n}=={base.build_args[a]}" for n, a in
@@ -223,7 +232,8 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
                    ("torchaudio", "TORCHAUDIO_VERSION")))
     pins = (args["FLASHINFER_REQUIREMENT"], f"ray=={args['RAY_VERSION']}")
     vllm = Group(layer="vllm", requirements=("-r requirements/cuda.txt", "-r requirements/common.txt",
-                                             args["TRITON_REQUIREMENT"], args["FLASHINFER_REQUIREMENT"], ray))
+                                             args["TRITON_REQUIREMENT"], args["FLASHINFER_REQUIREMENT"], ray,
+                                             *ptxas))
     # vLLM's build requirements, resolved with the rest (grpcio-tools pins protobuf<7, so the run-time set must
     # agree with them), installed only in the Dockerfile's discarded deps/build stages
     build = Group(layer="build", requirements=("-r requirements/build.txt",))

@@ -51,6 +51,14 @@ ExtraComponent = Literal["ucx", "nixl"]
 FACTS = ("platform", "mode", "base_mode")
 
 BuildMode = Literal["source", "wheels"]
+#: What a vLLM image is built FROM: its base's slim runtime image, or the PyTorch-dev base itself.
+ShipOn = Literal["runtime", "dev"]
+#: The tag a base's runtime image gets: `<base>` + this, in the base's repository.
+RUNTIME_SUFFIX = "-runtime"
+
+
+def runtime_name(base: str) -> str:
+    return f"{base}{RUNTIME_SUFFIX}"
 
 _PACKAGE_REVISION = re.compile(r"-\d+$")
 
@@ -226,6 +234,20 @@ def _check_cuda_image(text: str) -> str:
 CudaImage = Annotated[str, AfterValidator(_check_cuda_image)]
 
 
+def _check_runtime_cuda_image(text: str) -> str:
+    _template(text, ("cuda", "ubuntu", "flavor"), "runtime_cuda_image")
+    if not _REFERENCE.fullmatch(text.format(cuda="13.1.0", ubuntu="24.04", flavor="base")):
+        raise ValueError(f"{text!r} is not an image reference like nvidia/cuda:{{cuda}}-{{flavor}}-ubuntu{{ubuntu}} "
+                         "(no digest: set the base's runtime_cuda_image_digest)")
+    return text
+
+
+RuntimeCudaImage = Annotated[str, AfterValidator(_check_runtime_cuda_image)]
+
+#: The NVIDIA CUDA image flavor a runtime image is built FROM, by the base's build mode.
+RUNTIME_CUDA_FLAVOR = {"wheels": "base", "source": "runtime"}
+
+
 def _check_relative_path(text: str) -> str:
     """A path relative to the matrix's folder that cannot leave it: not absolute, no `..`, `/` separators."""
     parts = text.split("/")
@@ -269,6 +291,7 @@ class Dockerfiles(_Model):
     vllm: RelativePath = "dockerfiles/vllm.Dockerfile"
     base_wheels: RelativePath = "dockerfiles/pytorch-dev-wheels.Dockerfile"
     vllm_wheels: RelativePath = "dockerfiles/vllm-wheels.Dockerfile"
+    runtime: RelativePath = "dockerfiles/pytorch-runtime.Dockerfile"
 
 
 class BuildKnobs(_Model):
@@ -290,6 +313,20 @@ class Defaults(_Model):
     cuda_image: CudaImage = Field(
         "nvidia/cuda:{cuda}-devel-ubuntu{ubuntu}",
         description="CUDA devel image for a base; {cuda} and {ubuntu} are filled in",
+    )
+    runtime_cuda_image: RuntimeCudaImage = Field(
+        "nvidia/cuda:{cuda}-{flavor}-ubuntu{ubuntu}",
+        description="CUDA image a base's runtime image (`<base>-runtime`) is built FROM; {cuda}, {ubuntu} and "
+                    "{flavor} are filled in. {flavor} is `base` for a wheel-mode base (libcudart and the "
+                    "driver's forward compatibility: torch's pip wheels carry every other CUDA library it loads, "
+                    "so NVIDIA's `runtime` flavor would only add unused copies) and `runtime` for a source-mode "
+                    "base (its compiled torch links the toolkit's cuBLAS, cuFFT, ... in /usr/local/cuda)",
+    )
+    ship_on: ShipOn = Field(
+        "runtime",
+        description="what vLLM images are built FROM: `runtime`, the base's slim runtime image (no compilers, "
+                    "what users pull), or `dev`, the PyTorch-dev base itself (nvcc and headers, for users who "
+                    "compile extensions inside the image)",
     )
     source_url: WebURL = Field(
         "https://github.com/scitrera/spark-image-factory",
@@ -336,6 +373,8 @@ class Base(_Model):
                     "torch wheel pins",
     )
     cuda_image_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
+    runtime_cuda_image_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$",
+                                                  description="digest of the runtime image's CUDA image")
     revision: StrictInt = Field(0, ge=0)
     sources: dict[Literal["nccl", "torch", "torchvision", "torchaudio"], Source] = {}
 
@@ -350,6 +389,7 @@ class Image(_Model):
     transformers: VersionText
     ray: VersionText | None = None
     mode: BuildMode = "source"
+    ship_on: ShipOn | None = Field(None, description="`runtime` or `dev` (default: defaults.ship_on)")
     vllm_released: date | None = Field(None, description="when upstream released this vLLM version")
     revision: StrictInt = Field(0, ge=0, description="bump to republish a tag whose content changed")
     default: StrictBool = Field(False, description="the tag `latest` points at")
@@ -616,6 +656,11 @@ def _composed_names(matrix: Matrix) -> list[_Problem]:
             if item.revision and not NAME.fullmatch(f"{name}-r{item.revision}"):
                 out.append(_Problem((kind, name, "revision"),
                                     f"the revision's tag {name}-r{item.revision} is longer than 128 characters"))
+    for name in matrix.base:
+        made = runtime_name(name)
+        if made in matrix.base or not NAME.fullmatch(made):
+            why = "is also a base's name" if made in matrix.base else f"is not valid: {NAME_RULE}"
+            out.append(_Problem(("base", name, "(its name)"), f"its runtime image's tag {made!r} {why}"))
     for image_name, (layer, _) in extra_images(matrix).items():
         revision = matrix.extra[layer].revision
         for made in (image_name, f"{image_name}-r{revision}" if revision else image_name):

@@ -18,7 +18,7 @@ from pathlib import Path
 from factory import labels as L
 from factory.dockerfile import dockerfile_inputs
 from factory.errors import InputError
-from factory.matrix import Base, Extra, Image, Matrix, extra_images
+from factory.matrix import RUNTIME_CUDA_FLAVOR, Base, Extra, Image, Matrix, extra_images, runtime_name
 from factory.resolve import Resolution, tag_facts, tag_sort_key
 
 #: Default upstream sources, used when the matrix names no fork: (git URL, ref template).
@@ -40,8 +40,8 @@ DISTRIBUTIONS = {"triton": "triton", "flashinfer": "flashinfer-python"}
 class ImageSpec:
     """One image to build: what it is called, how it is built and what it promises."""
 
-    kind: str  # "base", "vllm" or "extra" (an optional layer on a vLLM image)
-    name: str  # the tag (vLLM), base name, or <tag>-<suffix> of an extra layer
+    kind: str  # "base", "runtime" (a base's slim runtime image), "vllm" or "extra" (an optional layer on a vLLM image)
+    name: str  # the tag (vLLM), base name, <base>-runtime, or <tag>-<suffix> of an extra layer
     mode: str  # "source" or "wheels"
     refs: tuple[str, ...]
     dockerfile: str  # relative to the matrix folder
@@ -58,6 +58,9 @@ class ImageSpec:
     #: the OS the CUDA image promises (`ubuntu 24.04`), checked against the image's os-release; None when the
     #: matrix's `cuda_image` does not name an Ubuntu release (a stand-in such as the CUDA twin)
     os: str | None = None
+    #: the lock the image's Python environment must equal (verify, SBOM): its own lock, or for a runtime image
+    #: its dev base's (it copies that environment; it installs nothing)
+    env_lock: str | None = None
 
     @property
     def ref(self) -> str:
@@ -83,6 +86,10 @@ class Plan:
         return tuple(s for s in self.images if s.kind == "base")
 
     @property
+    def runtimes(self) -> tuple[ImageSpec, ...]:
+        return tuple(s for s in self.images if s.kind == "runtime")
+
+    @property
     def vllm_images(self) -> tuple[ImageSpec, ...]:
         return tuple(s for s in self.images if s.kind == "vllm")
 
@@ -97,7 +104,8 @@ class Plan:
 def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bool = False) -> list[str]:
     """Names (vLLM tags, extra layers, base names) matching tags or shell globs; no pattern means everything."""
     extras = sorted(extra_images(matrix), key=tag_sort_key)
-    names = sorted(matrix.image, key=tag_sort_key) + extras + sorted(matrix.base)
+    names = (sorted(matrix.image, key=tag_sort_key) + extras + sorted(matrix.base)
+             + sorted(runtime_name(b) for b in matrix.base))
     if everything or not patterns:
         return sorted(matrix.image, key=tag_sort_key) + extras
     chosen: list[str] = []
@@ -112,25 +120,39 @@ def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bo
 
 
 def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
-    """The images needed for `names` (all when None): bases, then the vLLM images on them, then extra layers."""
+    """The images needed for `names` (all when None): bases, their runtime images, then the vLLM images on them,
+    then extra layers. A vLLM image shipped on a runtime image needs both: the runtime image is built from (and
+    copies) its dev base, and source-mode stages compile on the dev base."""
     loaded = resolution.loaded
     matrix = loaded.matrix
     layers = extra_images(matrix)
+    runtimes_by_name = {runtime_name(b): b for b in matrix.base}
     names = names if names is not None else select(matrix, (), True)
     chosen_layers = [n for n in names if n in layers]
     tags = list(dict.fromkeys([n for n in names if n in matrix.image] + [layers[n][1] for n in chosen_layers]))
-    base_names = sorted({n for n in names if n in matrix.base} | {matrix.image[t].base for t in tags})
-    missing = [b for b in base_names if b not in matrix.base]
+    missing = [matrix.image[t].base for t in tags if matrix.image[t].base not in matrix.base]
     if missing:
         raise InputError(f"base {missing[0]!r} is not defined under [base] (run `factory check`)")
+    runtime_bases = {runtimes_by_name[n] for n in names if n in runtimes_by_name}
+    runtime_bases |= {matrix.image[t].base for t in tags if ships_on(matrix, matrix.image[t]) == "runtime"}
+    base_names = sorted({n for n in names if n in matrix.base} | {matrix.image[t].base for t in tags}
+                        | runtime_bases)
     bases = {name: _base_spec(matrix, loaded.root, name, matrix.base[name]) for name in base_names}
-    images = {tag: _image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base])
+    runtimes = {name: _runtime_spec(matrix, loaded.root, name, matrix.base[name], bases[name])
+                for name in sorted(runtime_bases)}
+    images = {tag: _image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base],
+                               runtimes.get(matrix.image[tag].base))
               for tag in sorted(tags, key=tag_sort_key)}
     extras = [_extra_spec(matrix, loaded.root, name, layers[name][0], images[layers[name][1]],
                           bases[matrix.image[layers[name][1]].base])
               for name in sorted(chosen_layers, key=tag_sort_key)]
-    return Plan(images=tuple(bases.values()) + tuple(images.values()) + tuple(extras),
+    return Plan(images=tuple(bases.values()) + tuple(runtimes.values()) + tuple(images.values()) + tuple(extras),
                 namespace=matrix.defaults.label_namespace)
+
+
+def ships_on(matrix: Matrix, image: Image) -> str:
+    """`runtime` or `dev`: what a vLLM image is built FROM (the image's `ship_on`, else the matrix default)."""
+    return image.ship_on or matrix.defaults.ship_on
 
 
 def _source(component: str, version: str, override) -> tuple[str, str]:
@@ -140,10 +162,12 @@ def _source(component: str, version: str, override) -> tuple[str, str]:
     return repo, ref.format(version=version)
 
 
-def _cuda_image(matrix: Matrix, base: Base) -> str:
+def _cuda_image(matrix: Matrix, base: Base, *, runtime: bool = False) -> str:
     ubuntu = base.ubuntu or matrix.defaults.ubuntu
-    ref = matrix.defaults.cuda_image.format(cuda=base.cuda, ubuntu=ubuntu)
-    return f"{ref}@{base.cuda_image_digest}" if base.cuda_image_digest else ref
+    template = matrix.defaults.runtime_cuda_image if runtime else matrix.defaults.cuda_image
+    digest = base.runtime_cuda_image_digest if runtime else base.cuda_image_digest
+    ref = template.format(cuda=base.cuda, ubuntu=ubuntu, flavor=RUNTIME_CUDA_FLAVOR[base.mode])
+    return f"{ref}@{digest}" if digest else ref
 
 
 def _expected_os(matrix: Matrix, base: Base) -> str | None:
@@ -192,7 +216,7 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
     repo = d.repositories.base
     labels = _labels(matrix, "base", name, base.mode, base.revision, components, cuda_image,
                      description="PyTorch development base for NVIDIA DGX Spark (GB10, sm_121)",
-                     title=repo.rsplit("/", 1)[-1])
+                     title=repo.rsplit("/", 1)[-1], flavor="dev")
     return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="base", name=name, mode=base.mode, repo=repo,
                    revision=base.revision,
                    dockerfile=_dockerfile(matrix, "base", base.mode), platform=d.platform, args=args,
@@ -200,9 +224,45 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
                    os=_expected_os(matrix, base))
 
 
-def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageSpec) -> ImageSpec:
+def _runtime_spec(matrix: Matrix, root: Path, name: str, base: Base, dev: ImageSpec) -> ImageSpec:
+    """A base's slim runtime image `<base>-runtime`: NVIDIA's small CUDA image plus exactly the dev base's Python
+    environment (copied from the built dev base, never re-resolved), so it is built after, and changes with, it."""
+    d = matrix.defaults
+    cuda_image = _cuda_image(matrix, base, runtime=True)
+    components = {c: dev.labels[L.component_key(d.label_namespace, c)] for c in L.components_for("runtime")}
+    args = {
+        "CUDA_IMAGE": cuda_image,
+        "DEV_IMAGE": dev.ref,
+        "CUDA_VERSION": base.cuda,
+        "PYTHON_VERSION": base.python or d.python,
+        "NCCL_VERSION": base.nccl,
+        "TORCH_VERSION": base.torch,
+        "TORCHVISION_VERSION": base.torchvision,
+        "TORCHAUDIO_VERSION": base.torchaudio,
+    }
+    repo = d.repositories.base
+    runtime = runtime_name(name)
+    labels = _labels(matrix, "runtime", runtime, base.mode, base.revision, components, cuda_image,
+                     description="PyTorch runtime base for NVIDIA DGX Spark (GB10, sm_121): the dev base's torch "
+                                 "and NCCL without its toolchain",
+                     title=repo.rsplit("/", 1)[-1], flavor="runtime")
+    spec = _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="runtime", name=runtime, mode=base.mode,
+                   repo=repo, revision=base.revision, dockerfile=d.dockerfiles.runtime, platform=d.platform,
+                   args=args, labels=labels, parent_digest=dev.input_digest, depends_on=dev.name,
+                   from_ref=cuda_image, os=dev.os)
+    from dataclasses import replace
+
+    return replace(spec, lock=None, env_lock=dev.lock)
+
+
+def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, dev: ImageSpec,
+                runtime: ImageSpec | None) -> ImageSpec:
+    """A vLLM image, FROM its base's runtime image (`ship_on = "runtime"`) or the dev base itself; source-mode
+    stages always compile on the dev base (BUILD_IMAGE)."""
     d = matrix.defaults
     components = tag_facts(matrix, tag).components
+    flavor = ships_on(matrix, image)
+    base = runtime if flavor == "runtime" and runtime is not None else dev
     args = {
         "BASE_IMAGE": base.ref,
         "VLLM_VERSION": image.vllm,
@@ -215,8 +275,9 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
     }
     if image.mode == "source":
         repo, ref = _source("vllm", image.vllm, image.sources.get("vllm"))
-        args.update(VLLM_REPO=repo, VLLM_REF=ref, TORCH_CUDA_ARCH_LIST=d.build.torch_cuda_arch_list,
-                    MAX_JOBS=str(d.build.max_jobs), NVCC_THREADS=str(d.build.nvcc_threads))
+        args.update(BUILD_IMAGE=dev.ref, VLLM_REPO=repo, VLLM_REF=ref,
+                    TORCH_CUDA_ARCH_LIST=d.build.torch_cuda_arch_list, MAX_JOBS=str(d.build.max_jobs),
+                    NVCC_THREADS=str(d.build.nvcc_threads))
         for component, dist in DISTRIBUTIONS.items():
             source = image.sources.get(component)
             version = getattr(image, component)
@@ -227,7 +288,7 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, base: ImageS
     repo = d.repositories.vllm
     labels = _labels(matrix, "vllm", tag, image.mode, image.revision, components, base.ref,
                      description=f"vLLM {image.vllm} with Transformers {image.transformers} for NVIDIA DGX Spark",
-                     title=repo.rsplit("/", 1)[-1])
+                     title=repo.rsplit("/", 1)[-1], flavor=flavor)
     return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="vllm", name=tag, mode=image.mode, repo=repo,
                    revision=image.revision,
                    dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
@@ -239,14 +300,15 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
     """The extra layer `layer` on a vLLM image: its labels are the image's plus its own components.
 
     A wheel-mode layer clones nothing, so its *_REPO/*_REF args are empty, and it is built from the Dockerfile's
-    stage `wheels` (the target); a source-mode layer is the Dockerfile's last stage.
+    stage `wheels` (the target); a source-mode layer is the Dockerfile's last stage, compiled in a stage on the
+    dev base (BUILD_IMAGE: a runtime-based vLLM image has no compiler).
     """
     extra: Extra = matrix.extra[layer]
     d = matrix.defaults
     ns = d.label_namespace
     cuda = matrix.base[base.name].cuda
     args = {"BASE_IMAGE": image.ref, "CUDA_VERSION": cuda, "MAX_JOBS": str(d.build.max_jobs),
-            "INDEX_URL": d.index_url}
+            "INDEX_URL": d.index_url, "BUILD_IMAGE": base.ref}
     for component, version in sorted(extra.versions.items()):
         repo, ref = ("", "") if extra.mode == "wheels" else _source(component, version, extra.sources.get(component))
         args.update({f"{component.upper()}_VERSION": version, f"{component.upper()}_REPO": repo,
@@ -276,11 +338,12 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
 
 
 def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, components: dict[str, str],
-            from_ref: str, *, description: str, title: str) -> dict[str, str]:
+            from_ref: str, *, description: str, title: str, flavor: str) -> dict[str, str]:
     d = matrix.defaults
     ns = d.label_namespace
     out = {L.component_key(ns, c): components[c] for c in L.components_for(kind)}
     out[L.factory_key(ns, "build_mode")] = mode
+    out[L.factory_key(ns, "flavor")] = flavor
     out[L.factory_key(ns, "cuda_arch")] = d.build.cuda_arch
     out[L.factory_key(ns, "revision")] = str(revision)
     out.update({
@@ -310,7 +373,7 @@ def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, 
     return ImageSpec(kind=kind, name=name, mode=mode, refs=tuple(refs), dockerfile=dockerfile,
                      context=context, platform=platform, build_args=dict(sorted(args.items())),
                      labels=dict(sorted(labels.items())), input_digest=digest, depends_on=depends_on,
-                     from_ref=from_ref, os=os, lock=lock)
+                     from_ref=from_ref, os=os, lock=lock, env_lock=lock)
 
 
 _LOCK_MOUNT = re.compile(r"--mount=\S*\bfrom=lock\b")

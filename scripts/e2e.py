@@ -1,19 +1,28 @@
 """End-to-end: build the shipped wheel-mode release for real on the CUDA twin, then check it as a user would.
 
     python scripts/e2e.py --arch amd64 [--build-ca FILE] [--report-dir docs/e2e] [--clean]
+                          [--ship-on runtime|dev] [--with-sibling]
 
-1. the CUDA twin for the platform (scripts/twin.sh: cached; imported when missing);
+1. the CUDA twin for the platform, both flavors (scripts/twin.sh: devel for the dev bases, base for their
+   runtime images; cached; imported when missing);
 2. a matrix for the twin, generated from matrix.toml: every wheel-mode base and the tags on it, with the
    twin as CUDA image, Python 3.13 (the twin's one deviation), a local registry as the repositories and no
    FlashInfer index (unreachable here, so no flashinfer-jit-cache); wheel-mode extra layers on those tags
-   come along (source-mode ones would clone from git hosts); its locks in .factory/e2e/<arch>/locks;
+   come along (source-mode ones would clone from git hosts); its locks in .factory/e2e/<arch>/locks.
+   vLLM images ship on the runtime images (the matrix's default); `--ship-on dev` builds them on the dev
+   bases instead (repositories e2e-<arch>-dev, report <arch>-dev.*), for the size benchmark's comparison;
+   `--with-sibling` adds to every wheel-mode tag a sibling `<tag>alt` that differs only in its Transformers
+   (the shipped matrix has no wheel-mode -t4/-t5 pair: vLLM 0.33.0 needs tokenizers>=0.23.2, Transformers
+   4.57.6 tokenizers<=0.23.0), for the benchmark's bytes-a-sibling-adds figure;
 3. `factory lock` for that matrix (the twin's platform and Python), then `factory release` of those images:
    real Dockerfiles installing exactly their locks, verify (labels and installed set == lock), stamped
    measured labels, push, aliases;
 4. per image: verify's findings (saved by the release beside its build log, or `factory verify --json` for an
    image an earlier run built), `factory smoke --gpus none` (natively only:
    under QEMU `import torch` crashes), `factory inspect --remote` (labels read back from the registry),
-   layer sizes (uncompressed from the engine, compressed from the registry) and build steps with times;
+   image and layer sizes (uncompressed from the engine, compressed and digests from the registry), the floor
+   (bytes of the installed site-packages plus the CUDA/NCCL libraries outside it that torch loads) and build
+   steps with times;
 5. a second `factory release`, which must find everything published and build nothing;
 6. a report, `<report-dir>/<arch>.json` and `<arch>.md`.
 
@@ -36,6 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TWIN_CUDA = "13.0.3"  # the CUDA of the shipped wheel-mode base; the twin script builds exactly this
 REGISTRY = "127.0.0.1:5000"
+#: vLLM -> the Transformers of its sibling (--with-sibling): the lowest release inside its declared range
+SIBLING_TRANSFORMERS = {"0.33.0": "5.16.1"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-ca", type=Path, default=_default_ca(), help="CA for the builds' downloads")
     p.add_argument("--report-dir", type=Path, default=REPO / "docs" / "e2e")
     p.add_argument("--clean", action="store_true", help="remove the built images from the engine at the end")
+    p.add_argument("--ship-on", choices=("runtime", "dev"), default="runtime",
+                   help="what the vLLM images are built FROM (default: runtime, the matrix's default)")
+    p.add_argument("--with-sibling", action="store_true",
+                   help="add to every tag a sibling that differs only in Transformers (SIBLING_TRANSFORMERS)")
     args = p.parse_args(argv)
-    e2e = E2E(args.arch, args.build_ca, args.report_dir)
+    e2e = E2E(args.arch, args.build_ca, args.report_dir, ship_on=args.ship_on, with_sibling=args.with_sibling)
     try:
         ok = e2e.run()
     finally:
@@ -69,14 +84,18 @@ def _egress_ca(found: list[Path]) -> Path | None:
 
 
 class E2E:
-    def __init__(self, arch: str, build_ca: Path | None, report_dir: Path) -> None:
+    def __init__(self, arch: str, build_ca: Path | None, report_dir: Path, *, ship_on: str = "runtime",
+                 with_sibling: bool = False) -> None:
         self.arch = arch
+        self.ship_on = ship_on
+        self.with_sibling = with_sibling
+        self.name = arch if ship_on == "runtime" else f"{arch}-dev"  # report, repositories and work folder
         self.platform = f"linux/{arch}"
         self.native = _host_arch() == arch
         self.build_ca = build_ca
         self.report_dir = report_dir
-        self.work = REPO / ".factory" / "e2e" / arch
-        self.matrix = REPO / f".e2e-{arch}.toml"  # beside matrix.toml: its dockerfile paths stay valid
+        self.work = REPO / ".factory" / "e2e" / self.name
+        self.matrix = REPO / f".e2e-{self.name}.toml"  # beside matrix.toml: its dockerfile paths stay valid
         self.steps: list[dict] = []
         self.images: list[dict] = []
         self.ok = True
@@ -86,11 +105,12 @@ class E2E:
     def run(self) -> bool:
         self.work.mkdir(parents=True, exist_ok=True)
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        twin = self.step("twin", ["bash", "scripts/twin.sh", "build", "--arch", self.arch])
+        twin = self.step("twin", ["bash", "scripts/twin.sh", "build", "--arch", self.arch, "--flavor", "all"])
         twin_ref = _run(["bash", "scripts/twin.sh", "ref", "--arch", self.arch]).stdout.strip()
-        if not twin["ok"] or not twin_ref:
+        runtime_ref = _run(["bash", "scripts/twin.sh", "ref", "--arch", self.arch, "--flavor", "base"]).stdout.strip()
+        if not twin["ok"] or not twin_ref or not runtime_ref:
             return self.write(started)
-        names = self.write_matrix(twin_ref)
+        names = self.write_matrix(twin_ref, runtime_ref)
         # a fresh registry for every run: a copy from a run of other content would be, rightly, immutable
         self.forget(local=False)
         factory = [sys.executable, "-m", "factory"]
@@ -137,7 +157,7 @@ class E2E:
               f"in {result['seconds']}s", flush=True)
         return result
 
-    def write_matrix(self, twin_ref: str) -> list[str]:
+    def write_matrix(self, twin_ref: str, runtime_ref: str) -> list[str]:
         """The twin's matrix: the shipped wheel-mode bases and their tags, nothing else changed but the
         CUDA image, Python, the platform and the repositories. Returns the names to release."""
         import tomlkit
@@ -148,6 +168,19 @@ class E2E:
         for table, keep in (("base", bases), ("image", tags)):
             for name in [n for n in doc[table] if n not in keep]:
                 del doc[table][name]
+        if self.with_sibling:
+            for tag in [t for t in tags if str(doc["image"][t]["vllm"]) in SIBLING_TRANSFORMERS]:
+                sibling = tomlkit.table()
+                for key, value in doc["image"][tag].items():
+                    if key != "default":
+                        sibling[key] = value
+                sibling["transformers"] = SIBLING_TRANSFORMERS[str(sibling["vllm"])]
+                waiver = tomlkit.inline_table()
+                waiver.update({"rule": "builtin/tag-name",
+                               "reason": "a size-benchmark sibling of its tag: only its Transformers layer differs"})
+                sibling["allow"] = [*sibling.get("allow", []), waiver]
+                doc["image"][f"{tag}alt"] = sibling
+                tags.append(f"{tag}alt")
         import fnmatch
 
         extras = []
@@ -162,12 +195,15 @@ class E2E:
         defaults["platform"] = self.platform
         defaults["python"] = "3.13"  # Debian trixie has no 3.12: the twin's one deviation
         defaults["cuda_image"] = twin_ref.replace(TWIN_CUDA, "{cuda}")
+        # the twin's flavors are named like NVIDIA's: factory-twin/cuda:<cuda>-<flavor>-<arch>
+        defaults["runtime_cuda_image"] = runtime_ref.replace(TWIN_CUDA, "{cuda}").replace("-base-", "-{flavor}-")
+        defaults["ship_on"] = self.ship_on
         # FlashInfer's own index cannot be reached from here (only the package index can): no jit-cache
         defaults["flashinfer_index_url"] = ""
         defaults["lock_dir"] = str((self.work / "locks").relative_to(REPO))
         for kind in ("base", "vllm"):
             name = defaults["repositories"][kind].rsplit("/", 1)[-1]
-            defaults["repositories"][kind] = f"{REGISTRY}/e2e-{self.arch}/{name}"
+            defaults["repositories"][kind] = f"{REGISTRY}/e2e-{self.name}/{name}"
         header = ("# Generated by scripts/e2e.py from matrix.toml for the CUDA twin; do not edit.\n")
         self.matrix.write_text(header + tomlkit.dumps(doc), encoding="utf-8")
         return bases + tags + extras
@@ -207,9 +243,12 @@ class E2E:
                        "components": len(components), "pypi": len(pypi), "format": doc.get("bomFormat"),
                        "error": sbom.stderr.strip()[-300:] if sbom.returncode else None}
         self.ok &= out["sbom"]["ok"]
-        if image["kind"] != "base":
+        if image["kind"] in ("vllm", "extra"):
             out["smoke"] = self.smoke(ref, factory)
         out["layers"] = _layers(ref, self.platform)
+        out["bytes"] = {"uncompressed": _image_bytes(ref),
+                        "compressed": sum(layer["compressed_bytes"] or 0 for layer in out["layers"]) or None}
+        out["floor"] = _floor(ref, self.platform)
         out["steps"] = _build_steps(REPO / (image.get("log") or ""))
         return out
 
@@ -234,13 +273,14 @@ class E2E:
 
     def write(self, started: str) -> bool:
         self.report_dir.mkdir(parents=True, exist_ok=True)
-        data = {"arch": self.arch, "platform": self.platform, "native": self.native, "started": started,
+        data = {"arch": self.arch, "platform": self.platform, "native": self.native, "ship_on": self.ship_on,
+                "started": started,
                 "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ok": self.ok,
                 "host": {"cpus": os.cpu_count(), "machine": host_platform.machine()},
                 "steps": self.steps, "images": self.images}
-        (self.report_dir / f"{self.arch}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        (self.report_dir / f"{self.arch}.md").write_text(_markdown(data), encoding="utf-8")
-        print(f"\ne2e {self.arch}: {'PASSED' if self.ok else 'FAILED'}; report {self.report_dir}/{self.arch}.md")
+        (self.report_dir / f"{self.name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (self.report_dir / f"{self.name}.md").write_text(_markdown(data), encoding="utf-8")
+        print(f"\ne2e {self.name}: {'PASSED' if self.ok else 'FAILED'}; report {self.report_dir}/{self.name}.md")
         return self.ok
 
     def clean(self) -> None:
@@ -248,17 +288,17 @@ class E2E:
         self.forget()
         self.collect_garbage()
         _run(["docker", "buildx", "prune", "--all", "--force"])
-        print(f"e2e {self.arch}: cleaned up the images, the build cache and the registry's e2e-{self.arch} copies")
+        print(f"e2e {self.name}: cleaned up the images, the build cache and the registry's e2e-{self.name} copies")
 
     def forget(self, *, local: bool = True) -> None:
         """Untag what this arch's runs published in the local registry (through its API: the blobs stay, so a
         later push stays consistent) and, with `local`, remove the images from the engine. The build cache
         stays."""
         listed = _run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
-        refs = [ref for ref in listed if ref.startswith(f"{REGISTRY}/e2e-{self.arch}/")]
+        refs = [ref for ref in listed if ref.startswith(f"{REGISTRY}/e2e-{self.name}/")]
         if refs and local:
             _run(["docker", "image", "rm", "--force", *refs])
-        _untag_registry(f"e2e-{self.arch}/")
+        _untag_registry(f"e2e-{self.name}/")
 
     def collect_garbage(self) -> None:
         """Free the registry's disk: garbage collection needs the registry stopped (its blob cache would
@@ -340,24 +380,55 @@ def _layers(ref: str, platform: str) -> list[dict]:
     entries.reverse()  # oldest first, like the manifest's layers
     sized = [e for e in entries if e.get("Size") not in ("0B", "0")]
     compressed: list[int] = []
+    digests: list[str] = []
     try:
         from factory.registry import RegistryClient
 
         with RegistryClient(allow_http=True) as client:
             manifest = client.manifest(ref, platform)
         compressed = [int(layer.get("size", 0)) for layer in manifest.document.get("layers", [])]
+        digests = [str(layer.get("digest", "")) for layer in manifest.document.get("layers", [])]
     except Exception as error:  # the report says it, the run goes on
         compressed = []
         print(f"e2e: could not read the manifest of {ref}: {error}", file=sys.stderr)
     out = []
+    paired = len(compressed) == len(sized)
     for i, entry in enumerate(sized):
         out.append({"created_by": entry.get("CreatedBy", "")[:300], "size": entry.get("Size"),
-                    "compressed_bytes": compressed[i] if i < len(compressed) and len(compressed) == len(sized)
-                    else None})
+                    "compressed_bytes": compressed[i] if paired else None,
+                    "digest": digests[i] if paired else None})
     if compressed and len(compressed) != len(sized):
         out.append({"created_by": "(registry layers do not pair with history entries)", "size": "",
                     "compressed_bytes": sum(compressed)})
     return out
+
+
+def _image_bytes(ref: str) -> int | None:
+    """The image's uncompressed size in the engine."""
+    done = _run(["docker", "image", "inspect", "-f", "{{.Size}}", ref])
+    return int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+
+#: Run in the image: the bytes of its site-packages, then the bytes of the libraries outside /opt/venv under
+#: /usr/local that libtorch_cuda.so loads (a source-built torch's cuBLAS, ..., NCCL; none for torch's wheels).
+_FLOOR = r"""
+site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+du -sb "$site" | cut -f1
+ldd "$site/torch/lib/libtorch_cuda.so" | awk '$3 ~ /^\/usr\/local\// {print $3}' > /tmp/libs
+xargs -r readlink -f < /tmp/libs | sort -u | xargs -r du -cb | tail -n 1 | cut -f1
+"""
+
+
+def _floor(ref: str, platform: str) -> dict:
+    """What the image cannot do without: its installed Python packages and the CUDA/NCCL libraries outside
+    them that torch loads."""
+    done = _run(["docker", "run", "--rm", "--platform", platform, "--network", "none", "--entrypoint", "/bin/sh",
+                 ref, "-c", _FLOOR])
+    numbers = [int(n) for n in done.stdout.split() if n.isdigit()]
+    if done.returncode or not numbers:
+        return {"bytes": None, "error": (done.stderr or done.stdout).strip()[-300:]}
+    site, libs = numbers[0], (numbers[1] if len(numbers) > 1 else 0)
+    return {"bytes": site + libs, "site_packages": site, "libraries": libs}
 
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
@@ -425,6 +496,13 @@ def _markdown(data: dict) -> str:
                                  if smoke["failed_needing_gpu"] else "")]
             else:
                 lines += ["", f"Smoke: {smoke['why']}"]
+        size, floor = image.get("bytes") or {}, image.get("floor") or {}
+        if size.get("uncompressed"):
+            ratio = (f"; {size['uncompressed'] / floor['bytes']:.2f}x its floor {_gb(floor['bytes'])} "
+                     f"(site-packages {_gb(floor['site_packages'])}, libraries outside it {_gb(floor['libraries'])})"
+                     if floor.get("bytes") else f"; floor not measured: {floor.get('error')}")
+            lines += ["", f"Size: {_gb(size['uncompressed'])} uncompressed, {_gb(size.get('compressed'))} "
+                          f"compressed{ratio}"]
         layers = image.get("layers", [])
         if layers:
             total = sum(layer["compressed_bytes"] or 0 for layer in layers)

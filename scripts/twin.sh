@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # scripts/twin.sh - a faithful local "CUDA twin": a stand-in for NVIDIA's
-# CUDA devel image (13.0.3-devel-ubuntu24.04), for linux/amd64 and linux/arm64,
-# so the project's real Dockerfiles can be built here, where no NVIDIA image
-# can be pulled. docs/twin.md says what the twin holds, where each property
-# comes from, and where it differs from NVIDIA's image.
+# CUDA images (13.0.3-devel-ubuntu24.04 and 13.0.3-base-ubuntu24.04), for
+# linux/amd64 and linux/arm64, so the project's real Dockerfiles can be built
+# here, where no NVIDIA image can be pulled. docs/twin.md says what the twin
+# holds, where each property comes from, and where it differs from NVIDIA's
+# image.
 #
-# Usage: scripts/twin.sh build [--arch amd64|arm64|all] [--cuda 13.0.3]
-#        scripts/twin.sh ref --arch amd64|arm64 [--cuda 13.0.3]
-#        scripts/twin.sh status [--cuda 13.0.3]
+# Usage: scripts/twin.sh build [--arch amd64|arm64|all] [--cuda 13.0.3] [--flavor devel|base|all]
+#        scripts/twin.sh ref --arch amd64|arm64 [--cuda 13.0.3] [--flavor devel|base]
+#        scripts/twin.sh status [--cuda 13.0.3] [--flavor devel|base|all]
 #   build   (root) make the twin image(s) and import them into the engine on
-#           /var/run/docker.sock as factory-twin/cuda:<cuda>-devel-<arch>
-#   ref     print the image reference of one architecture
-#   status  print what is imported and what is cached (no root needed)
+#           /var/run/docker.sock as factory-twin/cuda:<cuda>-<flavor>-<arch>
+#   ref     print the image reference of one architecture and flavor
+#   status  print what is imported and what is cached (no root needed;
+#           both flavors unless --flavor says one)
+#   --flavor  devel (the default for build and ref): NVIDIA's devel image, the
+#             whole toolkit, NCCL, build-essential; base: NVIDIA's base image,
+#             only the CUDA runtime library (libcudart) and NVIDIA's base
+#             environment, no compiler, headers or NCCL.
 #
-# What a build does, per architecture (every step is cached, see below):
+# What a build does, per architecture and flavor (every step is cached):
 #   1. OS:    a Debian trixie root filesystem from `mmdebstrap --variant=minbase`
 #             (Ubuntu 24.04 cannot be fetched here; trixie is the documented
 #             deviation), with the packages NVIDIA's image carries;
 #   2. CUDA:  NVIDIA's own wheels on PyPI at the pins of cuda-toolkit==13.0.3.0,
-#             plus nvidia-nccl-cu13 at the NCCL of NVIDIA's image;
+#             plus nvidia-nccl-cu13 at the NCCL of NVIDIA's image (devel); only
+#             nvidia-cuda-runtime (base), taken from the devel wheel cache when
+#             it holds it;
 #   3. twin:  the wheels laid out as NVIDIA's .deb packages lay them out
 #             (/usr/local/cuda-13.0/..., alternatives links, ld.so.conf.d, apt's
-#             libnccl2/libnccl-dev with a held dpkg status), the entrypoint,
-#             then one root filesystem tar;
+#             libnccl2/libnccl-dev with a held dpkg status; base: cuda-cudart's
+#             files only), the entrypoint (devel), then one root filesystem tar;
 #   4. image: `docker import --platform linux/<arch>` with --change lines for
-#             NVIDIA's environment, entrypoint and label.
+#             NVIDIA's environment, entrypoint (devel) or command (base) and label.
 #
 # Cache: ${FACTORY_ENGINE_CACHE:-/var/cache/spark-image-factory-engine}/twin/
 #   rootfs/  the mmdebstrap tarballs      wheels/  the downloaded wheels
@@ -34,7 +42,8 @@
 # entry and an unchanged one is reused: a second build only runs `docker
 # import` when the image is missing (about a minute), and nothing when it is
 # present (under a second).
-# Entries of older hashes are removed once a newer one is complete.
+# Entries of older hashes are removed once a newer one is complete; the two
+# flavors' entries are named apart and never remove each other.
 #
 # Environment knobs:
 #   FACTORY_ENGINE_CACHE  cache root (default /var/cache/spark-image-factory-engine)
@@ -53,6 +62,13 @@ SUITE=trixie
 # ca-certificates and gnupg from the base layer, build-essential because the
 # devel layer's cuda-nvcc-13-0 depends on it.
 ROOTFS_PACKAGES=(ca-certificates gnupg build-essential)
+FLAVORS=(devel base)
+# The flavor being worked on; flavor_profile sets it (and ROOTFS_PACKAGES).
+FLAVOR=devel
+# NVIDIA's base image: only the base layer's packages (build-essential comes
+# with the devel layer's cuda-nvcc).
+DEVEL_ROOTFS_PACKAGES=("${ROOTFS_PACKAGES[@]}")
+BASE_ROOTFS_PACKAGES=(ca-certificates gnupg)
 
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 unset DOCKER_HOST DOCKER_CONTEXT
@@ -162,6 +178,8 @@ cuda_profile() {
       nvidia-npp==13.0.1.2 nvidia-nvjpeg==13.0.1.86 nvidia-cufile==1.15.1.6
     )
     WHEELS_AMD64=(nvidia-cuda-opencl==13.0.85) # x86_64 only in the METADATA
+    # The base flavor: cuda-cudart-13-0's library only, from the same wheel.
+    BASE_WHEELS=(nvidia-cuda-runtime==13.0.96)
     # apt's NCCL in NVIDIA's image: libnccl2/libnccl-dev 2.28.3-1+cuda13.0.
     NCCL_WHEEL=nvidia-nccl-cu13==2.28.3
     NCCL_SO_VERSION=2.28.3
@@ -201,7 +219,16 @@ arch_profile() {
   esac
 }
 
-image_ref() { echo "$REPO:$CUDA_VERSION-devel-$1"; }
+# flavor_profile FLAVOR - select the flavor the functions below work on.
+flavor_profile() {
+  case "$1" in
+  devel) FLAVOR=devel ROOTFS_PACKAGES=("${DEVEL_ROOTFS_PACKAGES[@]}") ;;
+  base) FLAVOR=base ROOTFS_PACKAGES=("${BASE_ROOTFS_PACKAGES[@]}") ;;
+  *) die "unknown flavor '$1' (devel or base)" ;;
+  esac
+}
+
+image_ref() { echo "$REPO:$CUDA_VERSION-$FLAVOR-$1"; }
 
 nvidia_require_cuda() {
   local out="cuda>=$REQUIRE_CUDA_MIN" d b
@@ -256,7 +283,35 @@ LIBRARY_PATH=/usr/local/cuda/lib64/stubs
 EOF
 }
 
+# The base flavor's config: the lines of NVIDIA's base Dockerfile, in its
+# order (image_env, the devel flavor's, starts with the same lines). No
+# NVIDIA_PRODUCT_NAME, LIBRARY_PATH or NV_* package variables: the runtime
+# and devel Dockerfiles add those.
+base_image_env() {
+  cat <<EOF
+PATH=/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+NVARCH=$NVARCH
+NVIDIA_REQUIRE_CUDA=$(nvidia_require_cuda)
+NV_CUDA_CUDART_VERSION=$DEB_CUDART
+CUDA_VERSION=$CUDA_VERSION
+LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64:/usr/local/cuda/lib64
+NVIDIA_VISIBLE_DEVICES=all
+NVIDIA_DRIVER_CAPABILITIES=compute,utility
+EOF
+}
+
+# flavor_env - the environment of the flavor being worked on.
+flavor_env() {
+  case "$FLAVOR" in
+  devel) image_env ;;
+  base) base_image_env ;;
+  esac
+}
+
 IMAGE_ENTRYPOINT='["/opt/nvidia/nvidia_entrypoint.sh"]'
+# NVIDIA's base Dockerfile sets no ENTRYPOINT (its runtime Dockerfile does):
+# the command stays that of Ubuntu's image.
+BASE_IMAGE_CMD='["/bin/bash"]'
 IMAGE_LABEL_MAINTAINER='NVIDIA CORPORATION <cudatools@nvidia.com>'
 
 # ----------------------------------------------------------------------------
@@ -288,12 +343,24 @@ make_rootfs() { # make_rootfs ARCH OUT.tar
 rootfs_key() { # rootfs_key ARCH
   key rootfs "$SUITE" "$1" "${ROOTFS_PACKAGES[*]}" "$(apt_source_lines)" "$(declare -f make_rootfs)"
 }
-rootfs_tar() { echo "$TWIN/rootfs/$SUITE-$1-$(rootfs_key "$1").tar"; }
+# The cache entries of the two flavors are named apart (PREFIX<key>...), so
+# that pruning one flavor's older entries never touches the other's.
+rootfs_prefix() { # rootfs_prefix ARCH
+  case "$FLAVOR" in
+  devel) echo "$SUITE-$1-" ;;
+  base) echo "$SUITE-base-$1-" ;;
+  esac
+}
+rootfs_tar() { echo "$TWIN/rootfs/$(rootfs_prefix "$1")$(rootfs_key "$1").tar"; }
 
 # ----------------------------------------------------------------------------
 # 2. CUDA: NVIDIA's wheels from PyPI
 # ----------------------------------------------------------------------------
 wheel_pins() { # wheel_pins ARCH
+  if [ "$FLAVOR" = base ]; then
+    printf '%s\n' "${BASE_WHEELS[@]}"
+    return 0
+  fi
   printf '%s\n' "${WHEELS[@]}" "$NCCL_WHEEL"
   [ "$1" != amd64 ] || printf '%s\n' "${WHEELS_AMD64[@]}"
 }
@@ -323,7 +390,34 @@ download_wheels() { # download_wheels ARCH DIR
 }
 
 wheels_key() { key wheels "$1" "$(wheel_pins "$1")" "$(declare -f download_wheels)"; }
-wheels_dir() { echo "$TWIN/wheels/$1-$(wheels_key "$1")"; }
+wheels_prefix() { # wheels_prefix ARCH
+  case "$FLAVOR" in
+  devel) echo "$1-" ;;
+  base) echo "base-$1-" ;;
+  esac
+}
+wheels_dir() { echo "$TWIN/wheels/$(wheels_prefix "$1")$(wheels_key "$1")"; }
+
+# base_wheels_from_cache ARCH DIR - the base flavor's wheels, hard-linked (or
+# copied) from a complete devel cache entry of ARCH that holds the same files
+# (the same pins from PyPI), so the base flavor downloads nothing when the
+# devel one is cached. Fails when one of them is in no such entry.
+base_wheels_from_cache() {
+  local arch=$1 dir=$2 pin name f found=()
+  while IFS= read -r pin; do
+    name=${pin%%==*}
+    f=$(compgen -G "$TWIN/wheels/$arch-*/${name//-/_}-${pin#*==}-*.whl" | grep -v '\.partial/' | head -n1) || return 1
+    [ -n "$f" ] || return 1
+    found+=("$f")
+  done < <(wheel_pins "$arch")
+  rm -rf "$dir.partial"
+  mkdir -p "$dir.partial"
+  for f in "${found[@]}"; do
+    ln "$f" "$dir.partial/" 2>/dev/null || cp "$f" "$dir.partial/"
+  done
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+}
 
 # ----------------------------------------------------------------------------
 # 3. The twin's root filesystem: OS + CUDA laid out as NVIDIA's .debs do
@@ -659,7 +753,84 @@ image_key() { # image_key ARCH
   key image "$1" "$CUDA_VERSION" "$(rootfs_key "$1")" "$(wheels_key "$1")" "$(image_env)" \
     "$(declare -f assemble place_lib install_cuda dpkg_register install_nccl configure_os install_entrypoint run_ldconfig)"
 }
-image_tar() { echo "$TWIN/image/cuda-$CUDA_VERSION-devel-$1-$(image_key "$1").tar.gz"; }
+
+# ----------------------------------------------------------------------------
+# 3b. The base flavor's root filesystem: OS + NVIDIA's base layer
+# ----------------------------------------------------------------------------
+# install_cudart ROOT WHEELS_DIR STAGE - what NVIDIA's base Dockerfile puts
+# in with cuda-cudart-X-Y: the CUDA runtime library as the .deb names it,
+# /usr/local/cuda-X.Y/targets/<t>/lib/libcudart.so.X.Y.Z with its SONAME link
+# (no libcudart.so, headers or static libraries: those are cuda-cudart-dev's,
+# a devel package), the lib64 link, and what its dependencies, the
+# cuda-toolkit config packages, add: the alternatives links and the
+# ld.so.conf.d entries (no gds-X-Y.conf: libcufile is a runtime package).
+install_cudart() {
+  local root=$1 wheels=$2 stage=$3 whl ver so
+  local cuda=$root/usr/local/cuda-$CUDA_MM
+  local lib=$cuda/targets/$TARGET/lib
+  whl=$(compgen -G "$wheels/nvidia_cuda_runtime-*.whl" | head -n1) || die "no nvidia-cuda-runtime wheel in $wheels"
+  ver=$(basename "$whl" | cut -d- -f2)
+  so=libcudart.so.$CUDA_MAJOR
+  rm -rf "$stage"
+  mkdir -p "$stage" "$lib"
+  unzip -q -o "$whl" "nvidia/cu$CUDA_MAJOR/lib/$so" -d "$stage"
+  install -m 644 "$stage/nvidia/cu$CUDA_MAJOR/lib/$so" "$lib/$so.${ver#"$CUDA_MAJOR".}"
+  ln -sfn "$so.${ver#"$CUDA_MAJOR".}" "$lib/$so"
+  rm -rf "$stage"
+  find "$cuda" -type d -exec chmod 755 {} +
+  ln -sfn "targets/$TARGET/lib" "$cuda/lib64"
+  local alt
+  mkdir -p "$root/etc/alternatives" "$root/var/lib/dpkg/alternatives"
+  for alt in cuda "cuda-$CUDA_MAJOR"; do
+    ln -sfn "/usr/local/cuda-$CUDA_MM" "$root/etc/alternatives/$alt"
+    ln -sfn "/etc/alternatives/$alt" "$root/usr/local/$alt"
+    printf 'auto\n/usr/local/%s\n\n/usr/local/cuda-%s\n%s\n\n' "$alt" "$CUDA_MM" "$ALTERNATIVES_PRIORITY" \
+      >"$root/var/lib/dpkg/alternatives/$alt"
+  done
+  mkdir -p "$root/etc/ld.so.conf.d"
+  echo "/usr/local/cuda/lib64" >"$root/etc/ld.so.conf.d/nvidia.conf"
+  echo "/usr/local/cuda/targets/$TARGET/lib" >"$root/etc/ld.so.conf.d/000_cuda.conf"
+  echo "/usr/local/cuda-$CUDA_MAJOR/targets/$TARGET/lib" >"$root/etc/ld.so.conf.d/987_cuda-$CUDA_MAJOR.conf"
+}
+
+assemble_base() { # assemble_base ARCH ROOTFS_TAR WHEELS_DIR OUT.tar
+  local arch=$1 rootfs=$2 wheels=$3 out=$4 work
+  work=$(mktemp -d "$TWIN/tmp/assemble-base-$arch.XXXXXX")
+  # shellcheck disable=SC2064  # expand now: the trap must remove this very dir
+  trap "rm -rf '$work'" EXIT
+  mkdir "$work/root"
+  tar -C "$work/root" --numeric-owner -xpf "$rootfs"
+  install_cudart "$work/root" "$wheels" "$work/stage"
+  configure_os "$work/root"
+  run_ldconfig "$work/root"
+  rm -f "$out.tmp"
+  tar -C "$work/root" --numeric-owner --sort=name -cf - . | pigz -p "$(nproc)" -6 >"$out.tmp"
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  trap - EXIT
+}
+
+base_image_key() { # base_image_key ARCH
+  key image-base "$1" "$CUDA_VERSION" "$(rootfs_key "$1")" "$(wheels_key "$1")" "$(base_image_env)" \
+    "$BASE_IMAGE_CMD" "$IMAGE_LABEL_MAINTAINER" \
+    "$(declare -f assemble_base install_cudart configure_os run_ldconfig)"
+}
+
+# The flavor being worked on: its image key, its assembly, its tar.
+flavor_image_key() {
+  case "$FLAVOR" in
+  devel) image_key "$1" ;;
+  base) base_image_key "$1" ;;
+  esac
+}
+flavor_assemble() {
+  case "$FLAVOR" in
+  devel) assemble "$@" ;;
+  base) assemble_base "$@" ;;
+  esac
+}
+image_prefix() { echo "cuda-$CUDA_VERSION-$FLAVOR-$1-"; } # image_prefix ARCH
+image_tar() { echo "$TWIN/image/$(image_prefix "$1")$(flavor_image_key "$1").tar.gz"; }
 
 # ----------------------------------------------------------------------------
 # 4. The image: docker import
@@ -685,8 +856,12 @@ import_image() { # import_image ARCH TAR KEY
     else
       changes+=(--change "ENV $line")
     fi
-  done < <(image_env)
-  changes+=(--change "ENTRYPOINT $IMAGE_ENTRYPOINT")
+  done < <(flavor_env)
+  if [ "$FLAVOR" = base ]; then
+    changes+=(--change "CMD $BASE_IMAGE_CMD")
+  else
+    changes+=(--change "ENTRYPOINT $IMAGE_ENTRYPOINT")
+  fi
   changes+=(--change "LABEL maintainer=\"$IMAGE_LABEL_MAINTAINER\"")
   docker import --platform "linux/$arch" "${changes[@]}" "$tar" "$ref" >/dev/null
   id=$(docker image inspect -f '{{.Id}}' "$ref")
@@ -714,12 +889,12 @@ prune_old() {
 # ----------------------------------------------------------------------------
 # Commands
 # ----------------------------------------------------------------------------
-build_arch() { # build_arch ARCH
+build_arch() { # build_arch ARCH  (of the flavor flavor_profile selected)
   ARCH=$1
   arch_profile "$ARCH"
   local ref k tar rootfs wheels
   ref=$(image_ref "$ARCH")
-  k=$(image_key "$ARCH")
+  k=$(flavor_image_key "$ARCH")
   tar=$(image_tar "$ARCH")
   if image_current "$ARCH" "$k"; then
     log "$ref is present and current (key $k): nothing to do"
@@ -734,42 +909,66 @@ build_arch() { # build_arch ARCH
     if [ -s "$rootfs" ]; then
       log "Debian rootfs cached: $rootfs"
     else
-      step "mmdebstrap $SUITE $ARCH" make_rootfs "$ARCH" "$rootfs"
-      prune_old "$TWIN/rootfs" "$SUITE-$ARCH-" "$rootfs"
+      step "mmdebstrap $SUITE $ARCH ($FLAVOR)" make_rootfs "$ARCH" "$rootfs"
+      prune_old "$TWIN/rootfs" "$(rootfs_prefix "$ARCH")" "$rootfs"
     fi
     if [ -d "$wheels" ]; then
       log "wheels cached: $wheels"
+    elif [ "$FLAVOR" = base ] && base_wheels_from_cache "$ARCH" "$wheels"; then
+      log "wheels taken from the devel flavor's cache: $wheels"
+      prune_old "$TWIN/wheels" "$(wheels_prefix "$ARCH")" "$wheels"
     else
-      step "wheels $ARCH (pip download)" download_wheels "$ARCH" "$wheels"
-      prune_old "$TWIN/wheels" "$ARCH-" "$wheels"
+      step "wheels $ARCH $FLAVOR (pip download)" download_wheels "$ARCH" "$wheels"
+      prune_old "$TWIN/wheels" "$(wheels_prefix "$ARCH")" "$wheels"
     fi
-    step "twin rootfs tar $ARCH" assemble "$ARCH" "$rootfs" "$wheels" "$tar"
-    prune_old "$TWIN/image" "cuda-$CUDA_VERSION-devel-$ARCH-" "$tar"
+    step "twin rootfs tar $FLAVOR $ARCH" flavor_assemble "$ARCH" "$rootfs" "$wheels" "$tar"
+    prune_old "$TWIN/image" "$(image_prefix "$ARCH")" "$tar"
     log "twin rootfs tar: $tar ($(human_size "$tar"))"
   fi
   step "docker import $ref" import_image "$ARCH" "$tar" "$k"
   log "$ref: $(docker image inspect -f '{{.Os}}/{{.Architecture}}, {{.Size}} bytes' "$ref")"
 }
 
+# selected_flavors DEFAULT - the flavors --flavor names (DEFAULT when not given).
+selected_flavors() {
+  case "${OPT_FLAVOR:-$1}" in
+  all) echo "${FLAVORS[@]}" ;;
+  devel | base) echo "${OPT_FLAVOR:-$1}" ;;
+  *) die "--flavor must be devel, base or all (got '$OPT_FLAVOR')" ;;
+  esac
+}
+
 cmd_build() {
   need_root build
-  command -v docker >/dev/null || die "no docker CLI on PATH"
-  docker info >/dev/null 2>&1 || die "no engine answers on /var/run/docker.sock (start one: scripts/engine.sh up)"
-  local arch arches=() t0=$SECONDS
+  local arch flavor fl arches=() flavors=() refs=() t0=$SECONDS
+  fl=$(selected_flavors devel)
+  read -r -a flavors <<<"$fl"
   case "$OPT_ARCH" in
   all) arches=("${ARCHES[@]}") ;;
   amd64 | arm64) arches=("$OPT_ARCH") ;;
   *) die "--arch must be amd64, arm64 or all (got '$OPT_ARCH')" ;;
   esac
+  command -v docker >/dev/null || die "no docker CLI on PATH"
+  docker info >/dev/null 2>&1 || die "no engine answers on /var/run/docker.sock (start one: scripts/engine.sh up)"
   take_lock
   step "host tools" need_host_tools
-  for arch in "${arches[@]}"; do
-    build_arch "$arch"
+  for flavor in "${flavors[@]}"; do
+    flavor_profile "$flavor"
+    for arch in "${arches[@]}"; do
+      build_arch "$arch"
+      refs+=("$(image_ref "$arch")")
+    done
   done
-  log "build done in $((SECONDS - t0))s: $(for arch in "${arches[@]}"; do printf '%s ' "$(image_ref "$arch")"; done)"
+  log "build done in $((SECONDS - t0))s: ${refs[*]}"
 }
 
 cmd_ref() {
+  local flavor
+  flavor=$(selected_flavors devel)
+  case "$flavor" in
+  devel | base) flavor_profile "$flavor" ;;
+  *) die "ref needs one flavor: --flavor devel or --flavor base" ;;
+  esac
   case "$OPT_ARCH" in
   amd64 | arm64) image_ref "$OPT_ARCH" ;;
   *) die "ref needs --arch amd64 or --arch arm64" ;;
@@ -777,32 +976,37 @@ cmd_ref() {
 }
 
 cmd_status() {
-  local arch ref id k rec engine=1
+  local arch flavor fl flavors=() ref id k rec engine=1
+  fl=$(selected_flavors all)
+  read -r -a flavors <<<"$fl"
   echo "cache:      $TWIN"
   if ! docker info >/dev/null 2>&1; then
     engine=0
     echo "engine:     not reachable on /var/run/docker.sock (not running, or no permission)"
   fi
-  for arch in "${ARCHES[@]}"; do
-    ARCH=$arch
-    arch_profile "$arch"
-    ref=$(image_ref "$arch")
-    k=$(image_key "$arch")
-    if [ "$engine" -eq 0 ]; then
-      echo "$ref: unknown (no engine)"
-    elif id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null); then
-      rec=$(imported_record "$arch")
-      if [ -f "$rec" ] && [ "$(cat "$rec")" = "$k $id" ]; then
-        echo "$ref: present, current (key $k, ${id:7:12})"
+  for flavor in "${flavors[@]}"; do
+    flavor_profile "$flavor"
+    for arch in "${ARCHES[@]}"; do
+      ARCH=$arch
+      arch_profile "$arch"
+      ref=$(image_ref "$arch")
+      k=$(flavor_image_key "$arch")
+      if [ "$engine" -eq 0 ]; then
+        echo "$ref: unknown (no engine)"
+      elif id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null); then
+        rec=$(imported_record "$arch")
+        if [ -f "$rec" ] && [ "$(cat "$rec")" = "$k $id" ]; then
+          echo "$ref: present, current (key $k, ${id:7:12})"
+        else
+          echo "$ref: present, NOT from the current inputs (key $k): 'build' re-imports it"
+        fi
       else
-        echo "$ref: present, NOT from the current inputs (key $k): 'build' re-imports it"
+        echo "$ref: not in the engine"
       fi
-    else
-      echo "$ref: not in the engine"
-    fi
-    printf '  %-8s %s\n' "rootfs" "$(if [ -s "$(rootfs_tar "$arch")" ]; then echo "cached $(rootfs_tar "$arch")"; else echo "missing"; fi)"
-    printf '  %-8s %s\n' "wheels" "$(if [ -d "$(wheels_dir "$arch")" ]; then echo "cached $(wheels_dir "$arch")"; else echo "missing"; fi)"
-    printf '  %-8s %s\n' "image" "$(if [ -s "$(image_tar "$arch")" ]; then echo "cached $(image_tar "$arch") ($(human_size "$(image_tar "$arch")"))"; else echo "missing"; fi)"
+      printf '  %-8s %s\n' "rootfs" "$(if [ -s "$(rootfs_tar "$arch")" ]; then echo "cached $(rootfs_tar "$arch")"; else echo "missing"; fi)"
+      printf '  %-8s %s\n' "wheels" "$(if [ -d "$(wheels_dir "$arch")" ]; then echo "cached $(wheels_dir "$arch")"; else echo "missing"; fi)"
+      printf '  %-8s %s\n' "image" "$(if [ -s "$(image_tar "$arch")" ]; then echo "cached $(image_tar "$arch") ($(human_size "$(image_tar "$arch")"))"; else echo "missing"; fi)"
+    done
   done
 }
 
@@ -814,6 +1018,7 @@ main() {
   local cmd=${1:-}
   [ $# -eq 0 ] || shift
   OPT_ARCH=all
+  OPT_FLAVOR=""
   local cuda=$DEFAULT_CUDA
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -821,6 +1026,8 @@ main() {
     --arch=*) OPT_ARCH=${1#*=}; shift ;;
     --cuda) cuda=${2:?--cuda needs a value}; shift 2 ;;
     --cuda=*) cuda=${1#*=}; shift ;;
+    --flavor) OPT_FLAVOR=${2:?--flavor needs a value}; shift 2 ;;
+    --flavor=*) OPT_FLAVOR=${1#*=}; shift ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
   done

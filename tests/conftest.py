@@ -69,7 +69,7 @@ def write_matrix(tmp_path: Path):
 
     def write(text: str = SMALL) -> Path:
         (tmp_path / "dockerfiles").mkdir(exist_ok=True)
-        for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels"):
+        for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels", "pytorch-runtime"):
             path = tmp_path / "dockerfiles" / f"{name}.Dockerfile"
             if not path.exists():
                 path.write_text(f"# {name}\nARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\n")

@@ -54,16 +54,20 @@ def test_list_rules(capsys):
 def test_plan_json_and_text(capsys):
     code, out, _ = run(capsys, "plan", "0.15.0-t5", "--json", "--matrix", str(SHIPPED))
     data = json.loads(out)
-    assert code == 0 and [i["name"] for i in data["images"]] == ["2.10.0-cu131", "0.15.0-t5"]
+    assert code == 0 and [i["name"] for i in data["images"]] == ["2.10.0-cu131", "2.10.0-cu131-runtime", "0.15.0-t5"]
     code, out, _ = run(capsys, "plan", "0.15.*", "--matrix", str(SHIPPED))
-    assert code == 0 and "[1] base 2.10.0-cu131" in out and "[5] vllm 0.15.1-t5 on 2.10.0-cu131" in out
+    assert code == 0 and "[1] base 2.10.0-cu131" in out and "[6] vllm 0.15.1-t5 on 2.10.0-cu131-runtime" in out
+    assert "[2] runtime 2.10.0-cu131-runtime on 2.10.0-cu131" in out and "1 base(s) and 1 runtime image(s)" in out
+    assert "lock        locks/2.10.0-cu131.txt  (its dev base's environment, copied)" in out
 
 
 def test_plan_github_matrix(capsys):
     code, out, _ = run(capsys, "plan", "0.16.*", "--format", "github", "--matrix", str(SHIPPED))
     data = json.loads(out)
     assert [j["name"] for j in data["bases"]["include"]] == ["2.10.0-v2-cu131"]
-    assert {j["depends_on"] for j in data["images"]["include"]} == {"2.10.0-v2-cu131"}
+    assert [(j["name"], j["depends_on"]) for j in data["runtimes"]["include"]] == \
+        [("2.10.0-v2-cu131-runtime", "2.10.0-v2-cu131")]
+    assert {j["depends_on"] for j in data["images"]["include"]} == {"2.10.0-v2-cu131-runtime"}
     assert data["extras"] == {"include": []}
     code, out, _ = run(capsys, "plan", "0.17.0-t5-nixl", "--format", "github", "--matrix", str(SHIPPED))
     data = json.loads(out)
@@ -134,7 +138,7 @@ def test_build_ca_is_a_buildkit_secret_never_an_arg_or_label(capsys, tmp_path):
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     code, out, _ = run(capsys, "build", "0.33.0-t5", "--dry-run", "--build-ca", str(ca), "--matrix", str(SHIPPED))
     builds = [line for line in out.splitlines() if line.startswith("docker buildx build")]
-    assert code == 0 and len(builds) == 2
+    assert code == 0 and len(builds) == 3  # the dev base, its runtime image, the vLLM image
     for line in builds:
         assert f"--secret id=build-ca,src={ca}" in line
         args = [w for w in line.split() if w.startswith(("--build-arg", "--label"))]

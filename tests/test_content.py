@@ -808,3 +808,269 @@ def test_pip_cuda_components_of_another_cuda_minor_are_mismatches():
         ("nvidia-cuda-runtime", "13.0.96", "same CUDA"),
         ("nvidia-nvjitlink", "13.5.37", "CUDA 13.5, not the image's 13.0")]
     assert verify_pip_cuda(findings, {}, "dev.scitrera") == []  # no CUDA label (an extra's own check): nothing
+
+
+# --- runtime images: every library found, no build toolchain, a C compiler ---------------------------------
+
+FLAVOR = f"{NS}.flavor"  # factory_key(NS, "flavor")
+MULTIARCH_LIB = "usr/lib/aarch64-linux-gnu"
+
+
+def runtime_labels(flavor: str | None = "runtime") -> dict[str, str]:
+    return {**labels(), **({FLAVOR: flavor} if flavor else {})}
+
+
+def make_runtime_image(root: Path) -> Path:
+    """`make_image` completed the way a runtime image is: every library its objects need is where the loader
+    looks (Ubuntu's and the CUDA image's ld.so.conf, the multiarch directory) and gcc is there."""
+    make_image(root)
+    ubuntu_ld_so_conf(root)
+    put(root, "etc/ld.so.conf.d/988_cuda-13.conf", "/usr/local/cuda-13.1/lib64\n")
+    for soname in ("libc.so.6", "libstdc++.so.6"):
+        write_elf(root / MULTIARCH_LIB / soname, [], soname=soname)
+    write_elf(root / "usr/local/cuda-13.1/lib64/libcusparse.so.12", ["libc.so.6"], soname="libcusparse.so.12")
+    write_elf(root / "usr/bin/aarch64-linux-gnu-gcc-13", ["libc.so.6"])
+    link(root, "usr/bin/gcc-13", "aarch64-linux-gnu-gcc-13")
+    link(root, "usr/bin/gcc", "gcc-13")
+    put(root, "usr/lib/gcc/aarch64-linux-gnu/13/cc1")
+    return root
+
+
+@pytest.fixture
+def runtime(tmp_path) -> Path:
+    return make_runtime_image(tmp_path / "runtime")
+
+
+def runtime_mismatches(root: Path, **scan_kwargs) -> list[Mismatch]:
+    return verify(scan(root, **scan_kwargs), runtime_labels(), NS, "vllm")
+
+
+def test_runtime_image_with_every_library_and_a_c_compiler_passes(runtime):
+    findings = scan(runtime)
+    assert (findings.unresolved, findings.toolchain, findings.c_compiler) == ((), (), "/usr/bin/gcc")
+    assert verify(findings, runtime_labels(), NS, "vllm") == []
+    data = json.loads(json.dumps(findings.as_dict()))
+    assert (data["unresolved"], data["toolchain"], data["c_compiler"]) == ([], [], "/usr/bin/gcc")
+
+
+def lone_object(root: Path, rel: str = "opt/app/lib/plugins/libplugin.so", **kwargs) -> str:
+    """A root with one shared object that needs libx.so.1 (and nothing else); returns its image path."""
+    write_elf(root / rel, ["libx.so.1"], **kwargs)
+    return f"/{rel}"
+
+
+@pytest.mark.parametrize("how", ["runpath-origin", "rpath-origin", "ld-library-path", "ld.so.conf.d",
+                                 "multiarch", "lib"])
+def test_a_library_is_found_the_way_the_loader_finds_it(tmp_path, how):
+    root = tmp_path / "r"
+    runpath = "$ORIGIN/..:/nonexistent" if how == "runpath-origin" else None
+    rpath = "${ORIGIN}/../../x" if how == "rpath-origin" else None
+    where = lone_object(root, runpath=runpath, rpath=rpath)
+    env = {"LD_LIBRARY_PATH": "/nowhere:/opt/x/lib"} if how == "ld-library-path" else {}
+    place = {"runpath-origin": "opt/app/lib", "rpath-origin": "opt/app/x", "ld-library-path": "opt/x/lib",
+             "ld.so.conf.d": "opt/x/lib", "multiarch": MULTIARCH_LIB, "lib": "usr/lib"}[how]
+    assert scan(root, env=env).unresolved == ((where, "libx.so.1"),)  # not there yet
+    write_elf(root / place / "libx.so.1.2.3", [], soname="libx.so.1")
+    link(root, f"{place}/libx.so.1", "libx.so.1.2.3")
+    if how == "ld.so.conf.d":
+        assert scan(root).unresolved == ((where, "libx.so.1"),)  # /opt/x/lib is searched only once listed
+        put(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")
+        put(root, "etc/ld.so.conf.d/x.conf", "# x\n/opt/x/lib\n")
+    assert scan(root, env=env).unresolved == ()
+    if how == "ld-library-path":
+        assert scan(root).unresolved == ((where, "libx.so.1"),)  # the image's env is what finds it
+
+
+def test_a_library_for_another_machine_or_in_another_multiarch_directory_is_not_found(tmp_path):
+    root = tmp_path / "r"
+    where = lone_object(root, machine=62)  # x86-64: its system directory is /usr/lib/x86_64-linux-gnu
+    write_elf(root / MULTIARCH_LIB / "libx.so.1", [])  # aarch64's: not searched for an x86-64 object
+    write_elf(root / "usr/lib/libx.so.1", [])  # searched, but aarch64: passed by
+    assert scan(root).unresolved == ((where, "libx.so.1"),)
+    write_elf(root / "usr/lib/x86_64-linux-gnu/libx.so.1", [], machine=62)
+    assert scan(root).unresolved == ()
+
+
+def test_a_needed_path_is_loaded_as_it_is(tmp_path):
+    root = tmp_path / "r"
+    write_elf(root / "opt/app/libapp.so", ["/opt/dep/libdep.so", "dep/librel.so"])
+    assert scan(root).unresolved == (("/opt/app/libapp.so", "/opt/dep/libdep.so"),
+                                     ("/opt/app/libapp.so", "dep/librel.so"))
+    write_elf(root / "opt/dep/libdep.so", [])
+    assert scan(root).unresolved == (("/opt/app/libapp.so", "dep/librel.so"),)  # from the working directory
+
+
+def test_unresolved_libraries_fail_a_runtime_image_only(runtime):
+    lost = [f"/{SITE}/pkg/_ext{i}.so" for i in range(5)]
+    for path in lost:
+        write_elf(runtime / path.lstrip("/"), ["libc.so.6", "libgomp.so.1"])
+    write_elf(runtime / "usr/local/lib/libone.so.1", ["libnuma.so.1", "libc.so.6"])
+    findings = scan(runtime)
+    assert findings.unresolved == (*((p, "libgomp.so.1") for p in lost), ("/usr/local/lib/libone.so.1", "libnuma.so.1"))
+    mismatches = verify(findings, runtime_labels(), NS, "vllm")
+    assert [(m.component, m.label, m.found, m.where) for m in mismatches] == [
+        ("runtime-libraries", FLAVOR, "libgomp.so.1", lost[0]),
+        ("runtime-libraries", FLAVOR, "libnuma.so.1", "/usr/local/lib/libone.so.1")]
+    assert mismatches[0].message == (
+        f"runtime-libraries: libgomp.so.1 is needed by {lost[0]}, {lost[1]}, {lost[2]} and 2 more, but the "
+        "dynamic loader would find it nowhere in the image (DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, ld.so.conf, "
+        "the system directories)")
+    assert verify(findings, runtime_labels("dev"), NS, "vllm") == []
+    assert verify(findings, runtime_labels(None), NS, "vllm") == []
+    assert scan(runtime, check_objects=False).unresolved == ()
+
+
+def test_the_drivers_libraries_are_expected_to_be_missing(runtime):
+    driver = ["libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1",
+              "libnvidia-nvvm.so.4", "libnvcuvid.so.1", "libnvidia-encode.so.1", "libnvidia-gpucomp.so.580.95.05"]
+    write_elf(runtime / SITE / "vllm/cumem_allocator.abi3.so", [*driver, "libc.so.6"])
+    assert all(content.is_driver_library(soname) for soname in driver)
+    assert not content.is_driver_library("libcudart.so.13") and not content.is_driver_library("libnvrtc.so.13")
+    assert runtime_mismatches(runtime) == []
+
+
+def test_the_loader_lists_each_directory_once(runtime, monkeypatch):
+    for i in range(50):
+        write_elf(runtime / SITE / f"pkg/_m{i}.so", ["libc.so.6", "libstdc++.so.6", "libmissing.so.1"])
+    listed: list[str] = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(str(path)) or real(path))
+    loader = content.Loader(runtime)
+    for i in range(50):
+        where = f"/{SITE}/pkg/_m{i}.so"
+        assert loader.find(where, "libc.so.6").path == "/usr/lib/aarch64-linux-gnu/libc.so.6"
+        assert loader.find(where, "libmissing.so.1").path is None
+    assert listed and len(listed) == len(set(listed))
+
+
+def test_nvcc_outside_site_packages_fails_a_runtime_image(runtime):
+    (runtime / "usr/local/cuda-13.1/bin").mkdir()
+    put(runtime, "usr/local/cuda-13.1/bin/nvcc")
+    link(runtime, "usr/bin/nvcc", "/usr/local/cuda/bin/nvcc")
+    link(runtime, "usr/local/bin/nvcc", "/usr/local/cuda-12.8/bin/nvcc")  # dangling: nothing
+    put(runtime, f"{SITE}/nvidia/cu13/bin/nvcc")  # pip's nvidia-cuda-nvcc: the lock's business
+    put(runtime, f"{SITE}/nvidia/cu13/bin/ptxas")
+    findings = scan(runtime)
+    assert findings.toolchain == ("/usr/bin/nvcc", "/usr/local/cuda-13.1/bin/nvcc")
+    assert [m.message for m in verify(findings, runtime_labels(), NS, "vllm")] == [
+        f"runtime-toolchain: a runtime image carries no build toolchain outside its Python environment's "
+        f"site-packages, but it has nvcc at {path}" for path in findings.toolchain]
+    assert verify(findings, runtime_labels("dev"), NS, "vllm") == []
+
+
+def test_nvcc_in_site_packages_only_passes(runtime):
+    put(runtime, f"{SITE}/nvidia/cu13/bin/nvcc")
+    put(runtime, f"{SITE}/triton/backends/nvidia/include/cuda.h")
+    assert scan(runtime).toolchain == ()
+    assert runtime_mismatches(runtime) == []
+
+
+def test_cuda_headers_outside_site_packages_fail_a_runtime_image(runtime):
+    put(runtime, "usr/local/cuda-13.1/include/cuda_runtime.h", "/* CUDA runtime API */\n")
+    put(runtime, "usr/include/hwloc/cuda.h")  # hwloc's, not the toolkit's
+    put(runtime, f"{SITE}/nvidia/cu13/include/cuda_runtime_api.h")
+    findings = scan(runtime)
+    assert findings.toolchain == ("/usr/local/cuda-13.1/include/cuda_runtime.h",)  # also /usr/local/cuda/include
+    [mismatch] = verify(findings, runtime_labels(), NS, "vllm")
+    assert (mismatch.component, mismatch.found) == ("runtime-toolchain", "/usr/local/cuda-13.1/include/cuda_runtime.h")
+    assert "it has a CUDA toolkit header at /usr/local/cuda-13.1/include/cuda_runtime.h" in mismatch.message
+
+
+def test_a_cpp_compiler_and_build_tools_fail_a_runtime_image(runtime):
+    write_elf(runtime / "usr/bin/aarch64-linux-gnu-g++-13", ["libc.so.6"])
+    link(runtime, "usr/bin/g++-13", "aarch64-linux-gnu-g++-13")
+    link(runtime, "usr/bin/g++", "g++-13")
+    put(runtime, "usr/lib/gcc/aarch64-linux-gnu/13/cc1plus")
+    put(runtime, "usr/local/bin/cmake")
+    put(runtime, "usr/bin/git")
+    link(runtime, "bin", "usr/bin")  # merged /usr: listed once, as /usr/bin
+    findings = scan(runtime)
+    assert findings.toolchain == ("/usr/bin/aarch64-linux-gnu-g++-13", "/usr/bin/g++", "/usr/bin/g++-13",
+                                  "/usr/bin/git", "/usr/lib/gcc/aarch64-linux-gnu/13/cc1plus", "/usr/local/bin/cmake")
+    assert content.toolchain_kind("/usr/bin/c++") == "a C++ compiler"
+    messages = [m.message.split("but it has ", 1)[1] for m in verify(findings, runtime_labels(), NS, "vllm")]
+    assert messages == [  # four C++ compiler paths: one mismatch for the kind
+        "a C++ compiler at /usr/bin/aarch64-linux-gnu-g++-13, /usr/bin/g++, /usr/bin/g++-13 and 1 more",
+        "git at /usr/bin/git", "cmake at /usr/local/bin/cmake"]
+
+
+def test_make_ninja_and_a_real_bin_directory(runtime):
+    put(runtime, "bin/make")
+    put(runtime, "usr/local/bin/ninja")
+    put(runtime, "usr/bin/gcc-ar-13")  # gcc's, allowed
+    assert scan(runtime).toolchain == ("/bin/make", "/usr/local/bin/ninja")
+
+
+def test_gcc_alone_passes_and_gcc_without_cc1_is_noted(runtime):
+    assert runtime_mismatches(runtime) == []
+    (runtime / "usr/lib/gcc/aarch64-linux-gnu/13/cc1").unlink()
+    findings = scan(runtime)
+    assert findings.c_compiler == "/usr/bin/gcc"
+    assert any("/usr/bin/gcc is gcc, but the image has no cc1" in note for note in findings.notes)
+
+
+def test_no_c_compiler_fails_a_runtime_image_with_tritons_reason(runtime):
+    (runtime / "usr/bin/gcc").unlink()
+    findings = scan(runtime)
+    assert findings.c_compiler is None
+    [mismatch] = verify(findings, runtime_labels(), NS, "vllm")
+    assert mismatch.component == "runtime-toolchain"
+    assert "needs a C compiler, and it has none" in mismatch.message
+    assert "Triton" in mismatch.message and '"Failed to find C compiler"' in mismatch.message
+    assert "Python.h" in mismatch.message
+    assert verify(findings, runtime_labels("dev"), NS, "vllm") == []
+
+
+def test_the_c_compiler_is_found_as_triton_finds_it(runtime):
+    assert scan(runtime, env={"PATH": "/opt/venv/bin:/usr/local/bin"}).c_compiler is None  # gcc not on PATH
+    put(runtime, "usr/local/bin/clang")
+    assert scan(runtime, env={"PATH": "/opt/venv/bin:/usr/local/bin"}).c_compiler == "/usr/local/bin/clang"
+    assert scan(runtime).c_compiler == "/usr/bin/gcc"  # gcc before clang
+    put(runtime, "opt/cc/bin/mycc")
+    assert scan(runtime, env={"CC": "/opt/cc/bin/mycc -O2"}).c_compiler == "/opt/cc/bin/mycc"
+    findings = scan(runtime, env={"CC": "tcc"})  # CC wins, found on PATH or not at all
+    assert findings.c_compiler is None
+    assert any("CC=tcc, which is not in the image" in note for note in findings.notes)
+
+
+def test_the_export_filter_keeps_what_the_runtime_checks_read(tmp_path):
+    import io
+    import tarfile
+
+    from factory.docker import unpack_rootfs
+
+    big = 3 * 1024 * 1024
+    so = write_elf(tmp_path / "lib.so", ["libc.so.6"])
+    files = {
+        "usr/bin/g++": b"\x7fELF" + bytes(big),
+        "usr/local/cuda-13.0/include/cuda_runtime.h": b"/* CUDA runtime API */\n",
+        "usr/lib/aarch64-linux-gnu/libbig.so.1": so.read_bytes() + bytes(big),
+        "usr/share/model/weights.bin": bytes(big),
+    }
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        for name, data in files.items():
+            tar.addfile(_member(name, len(data)), io.BytesIO(data))
+        info = tarfile.TarInfo("usr/local/cuda")
+        info.type, info.linkname = tarfile.SYMTYPE, "/usr/local/cuda-13.0"
+        tar.addfile(info)
+    stream.seek(0)
+    root = tmp_path / "rootfs"
+    unpack_rootfs(stream, root)
+    assert (root / "usr/bin/g++").stat().st_size == 0  # only its path is needed: a placeholder
+    assert (root / "usr/local/cuda/include/cuda_runtime.h").read_bytes() == files[
+        "usr/local/cuda-13.0/include/cuda_runtime.h"]
+    assert (root / "usr/lib/aarch64-linux-gnu/libbig.so.1").stat().st_size == len(files[
+        "usr/lib/aarch64-linux-gnu/libbig.so.1"])
+    assert (root / "usr/share/model/weights.bin").stat().st_size == 0  # dropped
+    findings = scan(root)
+    assert findings.toolchain == ("/usr/bin/g++", "/usr/local/cuda-13.0/include/cuda_runtime.h")
+    assert findings.unresolved == (("/usr/lib/aarch64-linux-gnu/libbig.so.1", "libc.so.6"),)
+
+
+def _member(name: str, size: int):
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o755
+    return info

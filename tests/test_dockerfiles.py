@@ -22,6 +22,7 @@ DOCKERFILES = sorted({spec.dockerfile for spec in PLAN.images})
 def test_every_dockerfile_kind_is_planned():
     assert DOCKERFILES == ["dockerfiles/nixl.Dockerfile",
                            "dockerfiles/pytorch-dev-wheels.Dockerfile", "dockerfiles/pytorch-dev.Dockerfile",
+                           "dockerfiles/pytorch-runtime.Dockerfile",
                            "dockerfiles/vllm-wheels.Dockerfile", "dockerfiles/vllm.Dockerfile"]
 
 
@@ -57,9 +58,15 @@ def test_source_base_guards_against_cpu_only_torch():
     text = (ROOT / "dockerfiles/pytorch-dev.Dockerfile").read_text()
     assert "USE_SYSTEM_NCCL=1" in text and "PIP_CONSTRAINT=" in text and "UV_CONSTRAINT=" in text
     assert "libtorch_cuda.so" in (ROOT / "dockerfiles/check-torch-cuda.sh").read_text()
+    for name in ("pytorch-dev.Dockerfile", "pytorch-dev-wheels.Dockerfile"):
+        assert "TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in (ROOT / "dockerfiles" / name).read_text()
+    runtime = (ROOT / "dockerfiles/pytorch-runtime.Dockerfile").read_text()
+    assert "TRITON_PTXAS_PATH=/opt/venv/bin/ptxas" in runtime and "nvidia/cu${CUDA_VERSION%%.*}/bin/ptxas" in runtime
     for name in ("vllm.Dockerfile", "vllm-wheels.Dockerfile"):
         vllm = (ROOT / "dockerfiles" / name).read_text()
-        assert "TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas" in vllm
+        # Triton's ptxas is the base's (the toolkit's, or the venv's nvidia-cuda-nvcc one on a runtime base),
+        # proven CUDA's after the lock is installed
+        assert "TRITON_PTXAS_PATH=" not in vllm and "&& check-ptxas" in vllm
         last_run = vllm[vllm.rindex("\nRUN"):]
         assert "transformers==${TRANSFORMERS_VERSION}" in last_run, "Transformers must be the last layer"
         assert vllm.rindex("ARG TRANSFORMERS_VERSION") > vllm.rindex("COPY"), "declared late: earlier layers shared"

@@ -42,12 +42,14 @@ def test_an_extra_layer_is_an_image_on_each_tag_it_names(with_nixl):
 def test_building_an_extra_layer_plans_its_base_and_tag_first(with_nixl):
     plan = _plan(with_nixl(), ["0.17.0-t5-nixl"])
     assert [(s.kind, s.name) for s in plan.images] == [
-        ("base", "2.10.0-cu131"), ("vllm", "0.17.0-t5"), ("extra", "0.17.0-t5-nixl")]
-    image, layer = plan.images[1:]
+        ("base", "2.10.0-cu131"), ("runtime", "2.10.0-cu131-runtime"), ("vllm", "0.17.0-t5"),
+        ("extra", "0.17.0-t5-nixl")]
+    image, layer = plan.images[2:]
     assert layer.depends_on == "0.17.0-t5" and layer.from_ref == image.ref
     assert layer.ref == "scitrera/dgx-spark-vllm:0.17.0-t5-nixl"
     assert layer.build_args == {
-        "BASE_IMAGE": image.ref, "CUDA_VERSION": "13.1.0", "INDEX_URL": "https://pypi.org/simple", "MAX_JOBS": "8",
+        "BASE_IMAGE": image.ref, "BUILD_IMAGE": plan.images[0].ref,
+        "CUDA_VERSION": "13.1.0", "INDEX_URL": "https://pypi.org/simple", "MAX_JOBS": "8",
         "NIXL_REF": "v1.5.1", "NIXL_REPO": "https://github.com/ai-dynamo/nixl.git", "NIXL_VERSION": "1.5.1",
         "UCX_REF": "v1.19.0", "UCX_REPO": "https://github.com/openucx/ucx.git", "UCX_VERSION": "1.19.0"}
     assert layer.mode == "source" and layer.target is None, "source: the Dockerfile's last stage"
@@ -73,7 +75,7 @@ def test_the_nixl_tag_template_is_v_prefixed_and_a_source_table_overrides_it(wit
 
 def test_an_extra_layer_carries_the_tag_labels_and_its_own(with_nixl):
     plan = _plan(with_nixl(), ["0.17.0-t5-nixl"])
-    image, layer = plan.images[1:]
+    image, layer = plan.images[2:]
     inherited = {k: v for k, v in image.labels.items()
                  if k.endswith("_version") and k != "org.opencontainers.image.version"}
     assert inherited.items() <= layer.labels.items()
@@ -98,9 +100,10 @@ def test_the_input_digest_follows_the_extra_versions_and_the_tag_below(with_nixl
 def test_everything_and_globs_include_the_extra_layers_last(with_nixl):
     path = with_nixl()
     kinds = [s.kind for s in _plan(path, []).images]
-    assert kinds == ["base", "vllm", "vllm", "extra", "extra"]
+    assert kinds == ["base", "runtime", "vllm", "vllm", "extra", "extra"]
     assert [s.name for s in _plan(path, ["*-nixl"]).extras] == ["0.17.0-t4-nixl", "0.17.0-t5-nixl"]
-    assert [s.kind for s in _plan(path, ["0.17.0-t4"]).images] == ["base", "vllm"], "a tag alone has no layer"
+    assert [s.kind for s in _plan(path, ["0.17.0-t4"]).images] == ["base", "runtime", "vllm"], \
+        "a tag alone has no layer"
 
 
 def test_an_on_pattern_matching_no_tag_is_an_error_with_a_hint(with_nixl):
@@ -181,7 +184,13 @@ def test_the_nixl_dockerfile_has_both_modes_and_their_safeguards():
     for stage in (wheels, source):
         assert 'nixl_agent("probe", nixl_agent_config(backends=["UCX"]))' in stage
     assert "version.json" not in text.replace("no /usr/local/cuda/version.json", "")
-    assert text.count('nvcc --version | grep -q "release ${CUDA_VERSION%.*},"') == 2
+    # the build stage (on the dev base) asks nvcc; the wheels stage, on a runtime image without nvcc, the CUDA
+    # runtime library's versioned file
+    assert build.count('nvcc --version | grep -q "release ${CUDA_VERSION%.*},"') == 1
+    assert 'compgen -G "/usr/local/cuda/lib64/libcudart.so.${CUDA_VERSION%.*}.*"' in wheels
+    assert "FROM ${BUILD_IMAGE} AS build" in text, "compiled on the dev base: a runtime image has no compiler"
+    assert "/opt/wheels" not in text and "--mount=type=bind,from=build,source=/wheels" in source, \
+        "the wheels are bind-mounted, never copied into the image"
     for line in re.findall(r"^RUN .*?(?<!\\)$", text, re.MULTILINE | re.DOTALL):
         downloads = re.search(r"git fetch|git clone|uv pip install --index-url|uv pip install \"|meson setup", line)
         if downloads:

@@ -113,8 +113,8 @@ def test_example_workflow_passes_matrix_values_through_env_and_quotes_them():
     runs = [line for line in text.splitlines() if re.match(r"\s*(- )?run:", line)]
     assert runs and not any("${{" in line for line in runs), "no ${{ }} pasted into a run: script"
     builds = [line for line in runs if "factory build" in line]
-    assert len(builds) == 3 and all('"$NAME"' in line for line in builds)
-    assert text.count("NAME: ${{ matrix.name }}") == 3
+    assert len(builds) == 4 and all('"$NAME"' in line for line in builds)
+    assert text.count("NAME: ${{ matrix.name }}") == 4  # base, runtime, image, extra jobs
 
 
 # -- 2. no credentials in any URL of the matrix, none in any message ------------------------------------------

@@ -629,7 +629,9 @@ TINY_INDEX = {
     "nvidia-nccl-cu13": [("2.30.7", ())],
     "nvidia-nvjitlink": [("13.0.88", ()), ("13.1.80", ())],
     "cuda-toolkit": [("13.0.3", ("nvidia-nvjitlink>=13.0.88,<14; extra == 'all'",
-                                 "nvidia-cuda-runtime==13.0.96; extra == 'all'"))],
+                                 "nvidia-cuda-runtime==13.0.96; extra == 'all'",
+                                 "nvidia-cuda-nvcc==13.0.88; extra == 'all'"))],
+    "nvidia-cuda-nvcc": [("13.0.88", ()), ("13.1.115", ())],
     "filelock": [("3.20.0", ())],
     "triton": [("3.8.0", ())],
     "flashinfer-python": [("0.7.2", ("torch", "numpy")), ("0.7.3", ("torch", "nvidia-cublas-cu12"))],
@@ -649,7 +651,7 @@ TINY_INDEX = {
 
 def tiny_matrix(root: Path, index_url: str, flashinfer: str = "0.7.2") -> Path:
     (root / "dockerfiles").mkdir(parents=True, exist_ok=True)
-    for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels"):
+    for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels", "pytorch-runtime"):
         # an image needs a lock when its Dockerfile installs from the build context `lock`
         (root / "dockerfiles" / f"{name}.Dockerfile").write_text(
             f"# {name}\nARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\n"
@@ -725,8 +727,10 @@ def test_factory_lock_end_to_end_against_the_test_index(tiny_index, tmp_path):
         assert "cupy-cuda12x" not in lock.installed()  # ray's cgraph CuPy for CUDA 12 is dropped
         assert lock.value("parent") == f"2.14.0-cu130 {lockfile.content_digest(base)}"
     # vLLM's own needs (tokenizers, ray[default]'s aiohttp) stay in its layer
+    # (and, shipped on a runtime image, CUDA's nvcc wheel for Triton's ptxas, held to the image's CUDA 13.0)
     assert {p.key for p in t5.layer("vllm")} == {"vllm", "triton", "flashinfer-python", "ray", "numpy", "aiohttp",
-                                                 "tokenizers"}
+                                                 "tokenizers", "nvidia-cuda-nvcc"}
+    assert t5.installed()["nvidia-cuda-nvcc"] == "13.0.88"
     assert lockfile.install_text(t4.layer("vllm")) == lockfile.install_text(t5.layer("vllm"))  # shared layer
     assert t4.installed()["huggingface-hub"] == "0.36.0" and t5.installed()["huggingface-hub"] == "1.1.0"
     assert t4.by_name()["huggingface-hub"].layer == t5.by_name()["huggingface-hub"].layer == "transformers"

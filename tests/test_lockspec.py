@@ -36,7 +36,9 @@ def shipped():
 
 def test_every_plan_image_has_a_spec_parents_first(shipped):
     loaded, plan, specs = shipped
-    assert list(specs) == [s.name for s in plan.images]
+    # every image but the runtime images, which copy their dev base's environment (its lock)
+    assert list(specs) == [s.name for s in plan.images if s.kind != "runtime"]
+    assert all(s.env_lock == plan.get(s.depends_on).lock for s in plan.runtimes)
     for name, spec in specs.items():
         assert spec.image == name and spec.kind == plan.get(name).kind and spec.mode == plan.get(name).mode
         if spec.parent:
@@ -105,8 +107,9 @@ def test_wheel_vllm_image_and_its_flashinfer_group(shipped):
     _, _, specs = shipped
     spec = specs["0.33.0-t5"]
     vllm = spec.groups[0]
+    # shipped on a runtime image: Triton's ptxas from CUDA's nvcc wheel (held to the image's CUDA)
     assert vllm.requirements == ("triton==3.8.0", "flashinfer-python==0.7.2.post1", "vllm==0.33.0",
-                                 "ray[default]==2.59.0")
+                                 "ray[default]==2.59.0", "nvidia-cuda-nvcc")
     flashinfer = next(g for g in spec.groups if g.layer == "flashinfer")
     assert flashinfer.no_deps and flashinfer.optional and flashinfer.extra_indexes
     assert spec.layers == ("base", "vllm", "flashinfer", "transformers")
@@ -360,6 +363,9 @@ def test_every_dockerfile_mounts_exactly_the_layer_files_factory_build_writes(sh
     for spec in plan.images:
         text = (ROOT / spec.dockerfile).read_text()
         mounted = set(re.findall(r"--mount=type=bind,from=lock,source=([a-z-]+)\.txt", text))
+        if spec.kind == "runtime":  # copies its dev base's environment: installs from no lock
+            assert not mounted and spec.lock is None and spec.name not in specs
+            continue
         seen.setdefault(spec.kind, set()).update(mounted - {"unlocked"})
         layers = {g.layer for g in specs[spec.name].groups}
         assert layers <= set(LAYER_FILES[spec.kind]), spec.name  # every layer of its lock has a file

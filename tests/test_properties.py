@@ -127,7 +127,7 @@ def bad_inputs(draw):
 def _folder(root: Path, dockerfile, readme: bool) -> Path:
     (root / "dockerfiles").mkdir()
     (root / "dockerfiles" / "smoke.py").write_text("print()\n")
-    for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels", "nixl"):
+    for name in ("pytorch-dev", "vllm", "pytorch-dev-wheels", "vllm-wheels", "nixl", "pytorch-runtime"):
         (root / "dockerfiles" / f"{name}.Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
     target = root / "dockerfiles" / "vllm.Dockerfile"
     if dockerfile == "FOLDER":
