@@ -27,11 +27,13 @@ ARG PYTHON_VERSION
 ARG CUDA_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Only files move (mv within the stage): nothing is installed or resolved. A source-mode base's compiled NCCL
-# (/usr/local/lib/libnccl*) and cuDNN (/opt/cudnn) live outside the venv and go along.
+# (/usr/local/lib/libnccl*) and cuDNN (/opt/cudnn, with the loader configuration that finds it) live outside the
+# venv and go along.
 RUN site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" \
  && test -d "/${site}" \
  && mkdir -p "/split/cuda/${site}/nvidia" "/split/nvidia/${site}" "/split/torch/${site}" /split/rest/opt \
       /split/rest/etc/factory /split/rest/usr/local/bin /split/system/usr/local/lib /split/system/opt \
+      /split/system/etc/ld.so.conf.d \
  && cuda_libs="nvidia/cu${CUDA_VERSION%%.*}" \
  && if [ -d "/${site}/${cuda_libs}" ]; then mv "/${site}/${cuda_libs}" "/split/cuda/${site}/nvidia/"; fi \
  && if [ -d "/${site}/nvidia" ]; then mv "/${site}/nvidia" "/split/nvidia/${site}/"; fi \
@@ -41,6 +43,8 @@ RUN site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" \
  && cp -a /usr/local/bin/check-torch-cuda /usr/local/bin/with-build-ca /split/rest/usr/local/bin/ \
  && if compgen -G "/usr/local/lib/libnccl.so*" >/dev/null; then cp -a /usr/local/lib/libnccl.so* /split/system/usr/local/lib/; fi \
  && if [ -d /opt/cudnn ]; then cp -a /opt/cudnn /split/system/opt/; fi \
+ && if compgen -G "/etc/ld.so.conf.d/000-factory-*.conf" >/dev/null; then \
+      cp -a /etc/ld.so.conf.d/000-factory-*.conf /split/system/etc/ld.so.conf.d/; fi \
  && du -sh /split/*
 
 # ---- the runtime image ------------------------------------------------------------------------------------------
@@ -64,6 +68,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     NCCL_VERSION=${NCCL_VERSION}
 # The CUDA image must be the matrix's CUDA (its runtime library's versioned file) and must hold no compiler.
 # NVIDIA's runtime flavor carries an apt NCCL: purged (unhold first), so the loader finds only the dev base's.
+# hadolint ignore=SC2086
 RUN compgen -G "/usr/local/cuda/lib64/libcudart.so.${CUDA_VERSION%.*}.*" >/dev/null \
       || { echo "the CUDA image has no libcudart.so.${CUDA_VERSION%.*}.*: it is not CUDA ${CUDA_VERSION}" >&2; exit 1; } \
  && { [ ! -e /usr/local/cuda/bin/nvcc ] || { echo "the runtime CUDA image has nvcc: use a base or runtime flavor" >&2; exit 1; }; } \

@@ -1,8 +1,9 @@
 """`factory bake`: the build graph as a Buildx bake file, so one BuildKit solve builds it on any builder.
 
-Each vLLM image gets its base through a named context keyed by the base's image reference
+Each image gets every image of the plan that it names in a build arg (BASE_IMAGE, a runtime image's DEV_IMAGE,
+the dev base as BUILD_IMAGE of source stages) through a named context keyed by that image's reference
 (`contexts = {"<base ref>" = "target:<base target>"}`): the Dockerfile's `FROM ${BASE_IMAGE}` then resolves
-to the base built in the same solve, while BASE_IMAGE keeps the value the plan fingerprinted.
+to the image built in the same solve, while the arg keeps the value the plan fingerprinted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
     """`lock_dirs`: image -> its `lock` build context (`factory.build.lock_context`), which every
     Dockerfile installs from."""
     targets: dict[str, dict] = {}
-    by_name = {spec.name: spec for spec in plan.images}
+    by_ref = {spec.ref: spec for spec in plan.images}
     for spec in plan.images:
         problem = confined_file(root, spec.dockerfile)  # the context is its folder: never one outside the matrix's
         if problem or not (root / spec.dockerfile).is_file():
@@ -42,9 +43,9 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
         if spec.target:
             target["target"] = spec.target
         contexts = {}
-        if spec.depends_on:
-            base = by_name[spec.depends_on]
-            contexts[base.ref] = f"target:{target_name(base)}"
+        for value in spec.build_args.values():
+            if value in by_ref and by_ref[value] is not spec:
+                contexts[value] = f"target:{target_name(by_ref[value])}"
         if lock_dirs and spec.name in lock_dirs:
             contexts["lock"] = str(lock_dirs[spec.name])
         if contexts:
@@ -57,6 +58,7 @@ def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from
     groups = {
         "default": {"targets": list(targets)},
         "bases": {"targets": [target_name(s) for s in plan.bases]},
+        "runtimes": {"targets": [target_name(s) for s in plan.runtimes]},
         "images": {"targets": [target_name(s) for s in plan.vllm_images]},
     }
     if plan.extras:

@@ -40,7 +40,7 @@ from factory import elf, fatbin
 from factory.labels import component_key, components_for, factory_key
 from factory.matrix import COMPONENTS, EXTRA_COMPONENTS, version_of
 
-Kind = Literal["base", "vllm", "extra"]
+Kind = Literal["base", "runtime", "vllm", "extra"]
 
 #: Python distributions (PEP 503 normalised names) that are components, and the component each one is.
 DIST_COMPONENTS = {
@@ -1286,8 +1286,8 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: Kin
     image labelled `flavor` `runtime` must also have every library its shared objects need, no build toolchain
     and a C compiler (`verify_runtime`).
     """
-    if kind not in ("base", "vllm", "extra"):
-        raise ValueError(f"unknown image kind {kind!r} (expected 'base', 'vllm' or 'extra')")
+    if kind not in ("base", "runtime", "vllm", "extra"):
+        raise ValueError(f"unknown image kind {kind!r} (expected 'base', 'runtime', 'vllm' or 'extra')")
     labels = labels or {}
     mismatches: list[Mismatch] = []
     required = set(components_for(kind))

@@ -120,10 +120,13 @@ def compare_lock(installed: dict[str, str], lock) -> list:
 
 
 def kind_of(labels: dict[str, str], namespace: str) -> str:
-    """An image's kind from its labels: an extra layer names its layer, a vLLM image its vLLM."""
+    """An image's kind from its labels: an extra layer names its layer, a vLLM image its vLLM, a base's runtime
+    image says it is of the runtime flavor."""
     if L.factory_key(namespace, "extra") in labels:
         return "extra"
-    return "vllm" if L.component_key(namespace, "vllm") in labels else "base"
+    if L.component_key(namespace, "vllm") in labels:
+        return "vllm"
+    return "runtime" if labels.get(L.factory_key(namespace, "flavor")) == "runtime" else "base"
 
 
 def is_stamped(labels: dict[str, str], namespace: str) -> bool:

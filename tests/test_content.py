@@ -1074,3 +1074,13 @@ def _member(name: str, size: int):
     info = tarfile.TarInfo(name)
     info.size, info.mode = size, 0o755
     return info
+
+
+def test_an_images_kind_follows_from_its_labels_a_runtime_image_included():
+    from factory.verify import kind_of
+
+    ns = "dev.scitrera"
+    assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "dev"}, ns) == "base"
+    assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "runtime"}, ns) == "runtime"
+    assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.flavor": "runtime"}, ns) == "vllm"
+    assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.extra": "nixl"}, ns) == "extra"

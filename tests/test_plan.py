@@ -177,3 +177,21 @@ def test_a_runtime_image_tag_may_not_collide_with_a_base(shipped_matrix):
     shipped_matrix.write_text(text)
     with pytest.raises(InputError, match=r"runtime image's tag '2.14.0-cu130-runtime' is also a base's name"):
         _plan(shipped_matrix, ["0.33.0-t5"])
+
+
+def test_bake_gives_every_image_the_plan_images_its_args_name_as_targets():
+    from factory.bake import bake_file, target_name
+
+    plan = _plan(SHIPPED, ["0.17.0-t5-nixl"])
+    bake = bake_file(plan, SHIPPED.parent, created="2026-12-01T00:00:00Z", revision="x")
+    base, runtime, image, layer = (plan.get(n) for n in ("2.10.0-v2-cu131", "2.10.0-v2-cu131-runtime",
+                                                          "0.17.0-t5", "0.17.0-t5-nixl"))
+    targets = bake["target"]
+    assert targets[target_name(runtime)]["contexts"] == {base.ref: f"target:{target_name(base)}"}
+    # a source-mode vLLM image ships on the runtime image and compiles on the dev base: both in the same solve
+    assert targets[target_name(image)]["contexts"] == {runtime.ref: f"target:{target_name(runtime)}",
+                                                       base.ref: f"target:{target_name(base)}"}
+    assert targets[target_name(layer)]["contexts"] == {image.ref: f"target:{target_name(image)}",
+                                                       base.ref: f"target:{target_name(base)}"}
+    assert bake["group"]["runtimes"] == {"targets": [target_name(runtime)]}
+    assert "contexts" not in targets[target_name(base)]
