@@ -118,6 +118,12 @@ def build_time_labels(spec: ImageSpec, *, created: str, revision: str, base_dige
     return out
 
 
+def _from_dependency(plan: Plan, spec: ImageSpec) -> bool:
+    """Whether the image is built FROM the plan image it depends on, so that image's digest is its
+    `base.digest`: a runtime image depends on its dev base but is FROM the CUDA image its `base.name` names."""
+    return spec.depends_on is not None and plan.get(spec.depends_on).ref == spec.from_ref
+
+
 def lock_context(spec: ImageSpec, root: Path, options: BuildOptions) -> Path | None:
     """The build context `lock`: one `<layer>.txt` per layer of the image's lock (pins and hashes only, so equal
     layers of two images are equal bytes and one BuildKit cache entry), plus `unlocked.txt`."""
@@ -195,7 +201,7 @@ def run_build(plan: Plan, root: Path, options: BuildOptions, out: Printer = prin
             result.digest = local_id
             say(f"{head}: up to date ({where}), input {spec.input_digest[:19]}")
         else:
-            base_digest = results[spec.depends_on].digest if spec.depends_on else None
+            base_digest = results[spec.depends_on].digest if _from_dependency(plan, spec) else None
             labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
             _build_one(spec, root, options, labels, result, head, say)
         # verify in the worker, so it overlaps the other builds; an up-to-date image carries the labels that
@@ -517,7 +523,7 @@ def _dry_run(plan: Plan, root: Path, options: BuildOptions, started: str, revisi
 
     results = []
     for spec in plan.images:
-        base_digest = f"<digest of {spec.depends_on}>" if spec.depends_on else None
+        base_digest = f"<digest of {spec.depends_on}>" if _from_dependency(plan, spec) else None
         labels = build_time_labels(spec, created=started, revision=revision, base_digest=base_digest)
         lock_dir = options.log_dir / "lock-context" / spec.name if spec.lock else None
         out(request_for(spec, root, options, labels, lock_dir=lock_dir).command_line())

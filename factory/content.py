@@ -129,6 +129,23 @@ DRIVER_LIBRARIES = (
     "libnvidia-*.so.*",
 )
 
+#: Optional integrations whose libraries no image of the factory carries, so a plugin that needs them cannot load,
+#: and nothing vLLM runs loads that plugin: (shared objects, fnmatch; needed sonames, fnmatch; why). Measured on
+#: the real vLLM 0.33.0 image, where these are every library absent from the whole image; a miss outside this
+#: table (a library the image lost, a plugin that vLLM does load) fails a runtime image's verify.
+OPTIONAL_LIBRARIES = (
+    ("*/site-packages/torchcodec/*", ("libav*.so.*", "libsw*.so.*", "libheif.so.*"),
+     "torchcodec loads the FFmpeg the user installs (any of FFmpeg 4 to 8); vLLM does not need it"),
+    ("*/site-packages/nvidia/nvshmem/lib/nvshmem_*",
+     ("libmpi.so.*", "liboshmem.so.*", "libpmix.so.*", "libfabric.so.*", "libibverbs.so.*", "libmlx5.so.*",
+      "librdmacm.so.*", "libucp.so.*", "libucs.so.*"),
+     "NVSHMEM's bootstrap and transport plugins for MPI, PMIx, OpenSHMEM, libfabric, InfiniBand and UCX, "
+     "loaded only when NVSHMEM is configured to use them"),
+    ("*/site-packages/nvidia/cu*/lib/libcufile_rdma.so.*", ("libibverbs.so.*", "libmlx5.so.*", "librdmacm.so.*"),
+     "cuFile's optional GPUDirect Storage RDMA plugin"),
+    ("*/site-packages/numba/*", ("libtbb.so.*",), "numba's optional TBB threading layer"),
+)
+
 #: The value of a `flavor` label for an image built on NVIDIA's small CUDA base image (no compilers, no
 #: headers): verify checks its libraries and its toolchain (`dev` images are not checked for either).
 RUNTIME_FLAVOR = "runtime"
@@ -215,8 +232,15 @@ class Findings:
     #: compares with the image's lock
     environment: dict[str, str] = field(default_factory=dict)
     #: (image path of a shared object, a library it needs) for every library the dynamic loader would find
-    #: nowhere in the image, sorted; the driver's libraries (DRIVER_LIBRARIES) are left out
+    #: nowhere in the image, sorted; the driver's libraries (DRIVER_LIBRARIES) are left out, and so are the two
+    #: kinds below
     unresolved: tuple[tuple[str, str], ...] = ()
+    #: the same for a library the object's own search path misses but the image holds under that name elsewhere:
+    #: found at run time because its owner loads it first (torch loads its CUDA wheels' libraries and libc10 /
+    #: libtorch before any extension; an auditwheel-bundled library through the RPATH of the extension loading it)
+    preloaded: tuple[tuple[str, str], ...] = ()
+    #: the same for an optional integration's library the image does not carry (OPTIONAL_LIBRARIES)
+    optional: tuple[tuple[str, str], ...] = ()
     #: image paths of the build toolchain outside site-packages (nvcc, CUDA headers, a C++ compiler, make,
     #: cmake, ninja, git), sorted
     toolchain: tuple[str, ...] = ()
@@ -247,6 +271,8 @@ class Findings:
             "owners": dict(self.owners),
             "environment": dict(self.environment),
             "unresolved": [list(pair) for pair in self.unresolved],
+            "preloaded": [list(pair) for pair in self.preloaded],
+            "optional": [list(pair) for pair in self.optional],
             "toolchain": list(self.toolchain),
             "c_compiler": self.c_compiler,
             "notes": list(self.notes),
@@ -409,6 +435,7 @@ class _Scan:
     cuda_facts: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, str] = field(default_factory=dict)
     unresolved: list[tuple[str, str]] = field(default_factory=list)
+    shared_names: set[str] = field(default_factory=set)  # the file name of every shared object under /usr, /opt
     toolchain: set[str] = field(default_factory=set)
     loader: Loader | None = None
 
@@ -449,6 +476,7 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
     _scan_nccl(s, sites)
     _scan_ucx(s)
     c_compiler = _c_compiler(s)
+    unresolved, preloaded, optional = _classify_misses(set(s.unresolved), s.shared_names)
     return Findings(
         components=dict(s.components),
         locations=dict(s.locations),
@@ -470,7 +498,9 @@ def scan(root: Path, *, check_objects: bool = True, env: dict[str, str] | None =
         resolved=dict(s.resolved),
         owners=_owners(s, sorted(s.cuda12)),
         environment=_environment(s),
-        unresolved=tuple(sorted(set(s.unresolved))),
+        unresolved=unresolved,
+        preloaded=preloaded,
+        optional=optional,
         toolchain=tuple(sorted(s.toolchain)),
         c_compiler=c_compiler,
     )
@@ -834,6 +864,7 @@ def _scan_objects(s: _Scan, *, read: bool = True) -> None:
                     _tool(s, image_path((*parts, entry.name)))
                 if not read or not _SHARED_OBJECT.search(entry.name):
                     continue
+                s.shared_names.add(entry.name)
                 if _NCCL_LIBRARY.match(entry.name):
                     _nccl_from_file(s, parts, entry.name)
                 if not entry.is_file(follow_symlinks=False):
@@ -874,6 +905,21 @@ def _check_object(s: _Scan, parts: tuple[str, ...], name: str) -> None:
     runtime = tuple(lib for lib in needs if CUDA_RUNTIME_SONAME.match(lib))
     if runtime:
         s.cuda_runtime[where] = runtime
+
+
+def _classify_misses(misses: set[tuple[str, str]], held: set[str]) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Split what the loader misses into (unresolved, preloaded, optional): held elsewhere in the image under
+    that name is found once its owner loaded it; an optional integration's library is OPTIONAL_LIBRARIES'."""
+    unresolved, preloaded, optional = [], [], []
+    for path, soname in sorted(misses):
+        if soname in held:
+            preloaded.append((path, soname))
+        elif any(fnmatch.fnmatchcase(path, objects) and any(fnmatch.fnmatchcase(soname, n) for n in names)
+                 for objects, names, _ in OPTIONAL_LIBRARIES):
+            optional.append((path, soname))
+        else:
+            unresolved.append((path, soname))
+    return tuple(unresolved), tuple(preloaded), tuple(optional)
 
 
 def is_driver_library(soname: str) -> bool:
@@ -1361,7 +1407,8 @@ def verify_runtime(findings: Findings, labels: dict[str, str], namespace: str) -
         out.append(Mismatch("runtime-libraries", key, RUNTIME_FLAVOR, soname, paths[0],
                             f"runtime-libraries: {soname} is needed by {_listed(paths)}, but the dynamic loader "
                             "would find it nowhere in the image (DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, "
-                            "ld.so.conf, the system directories)"))
+                            "ld.so.conf, the system directories; no library of that name anywhere in it, and it "
+                            "is not an optional integration's)"))
     kinds: dict[str, list[str]] = {}
     for path in findings.toolchain:
         kinds.setdefault(toolchain_kind(path), []).append(path)

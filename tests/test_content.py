@@ -873,12 +873,13 @@ def test_a_library_is_found_the_way_the_loader_finds_it(tmp_path, how):
     write_elf(root / place / "libx.so.1.2.3", [], soname="libx.so.1")
     link(root, f"{place}/libx.so.1", "libx.so.1.2.3")
     if how == "ld.so.conf.d":
-        assert scan(root).unresolved == ((where, "libx.so.1"),)  # /opt/x/lib is searched only once listed
+        # /opt/x/lib is searched only once listed; until then the library is only held elsewhere in the image
+        assert scan(root).preloaded == ((where, "libx.so.1"),) and scan(root).unresolved == ()
         put(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")
         put(root, "etc/ld.so.conf.d/x.conf", "# x\n/opt/x/lib\n")
     assert scan(root, env=env).unresolved == ()
     if how == "ld-library-path":
-        assert scan(root).unresolved == ((where, "libx.so.1"),)  # the image's env is what finds it
+        assert scan(root).preloaded == ((where, "libx.so.1"),)  # the image's env is what finds it
 
 
 def test_a_library_for_another_machine_or_in_another_multiarch_directory_is_not_found(tmp_path):
@@ -886,7 +887,8 @@ def test_a_library_for_another_machine_or_in_another_multiarch_directory_is_not_
     where = lone_object(root, machine=62)  # x86-64: its system directory is /usr/lib/x86_64-linux-gnu
     write_elf(root / MULTIARCH_LIB / "libx.so.1", [])  # aarch64's: not searched for an x86-64 object
     write_elf(root / "usr/lib/libx.so.1", [])  # searched, but aarch64: passed by
-    assert scan(root).unresolved == ((where, "libx.so.1"),)
+    # the loader misses it; a library of that name is in the image, so it counts as one its owner loads first
+    assert scan(root).preloaded == ((where, "libx.so.1"),) and scan(root).unresolved == ()
     write_elf(root / "usr/lib/x86_64-linux-gnu/libx.so.1", [], machine=62)
     assert scan(root).unresolved == ()
 
@@ -914,7 +916,7 @@ def test_unresolved_libraries_fail_a_runtime_image_only(runtime):
     assert mismatches[0].message == (
         f"runtime-libraries: libgomp.so.1 is needed by {lost[0]}, {lost[1]}, {lost[2]} and 2 more, but the "
         "dynamic loader would find it nowhere in the image (DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, ld.so.conf, "
-        "the system directories)")
+        "the system directories; no library of that name anywhere in it, and it is not an optional integration's)")
     assert verify(findings, runtime_labels("dev"), NS, "vllm") == []
     assert verify(findings, runtime_labels(None), NS, "vllm") == []
     assert scan(runtime, check_objects=False).unresolved == ()
@@ -1084,3 +1086,23 @@ def test_an_images_kind_follows_from_its_labels_a_runtime_image_included():
     assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "runtime"}, ns) == "runtime"
     assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.flavor": "runtime"}, ns) == "vllm"
     assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.extra": "nixl"}, ns) == "extra"
+
+
+def test_a_library_held_elsewhere_is_preloaded_and_an_optional_integrations_is_not_a_failure(runtime):
+    """What the real vLLM image showed: torchaudio's extensions need libc10.so, which only torch's own RUNPATH
+    finds (torch loads it first); torchcodec needs the FFmpeg a user installs; NVSHMEM's MPI bootstrap an MPI.
+    Neither fails a runtime image; a library absent from the image that no table excuses does."""
+    write_elf(runtime / SITE / "torch/lib/libc10.so", ["libc.so.6"], soname="libc10.so")
+    write_elf(runtime / SITE / "torchaudio/lib/libtorchaudio.so", ["libc10.so", "libc.so.6"])
+    write_elf(runtime / SITE / "torchcodec/libtorchcodec_core7.so", ["libavcodec.so.61", "libc.so.6"])
+    write_elf(runtime / SITE / "nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3", ["libmpi.so.40"])
+    findings = scan(runtime)
+    assert findings.preloaded == ((f"/{SITE}/torchaudio/lib/libtorchaudio.so", "libc10.so"),)
+    assert findings.optional == ((f"/{SITE}/nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3", "libmpi.so.40"),
+                                 (f"/{SITE}/torchcodec/libtorchcodec_core7.so", "libavcodec.so.61"))
+    assert findings.unresolved == () and runtime_mismatches(runtime) == []
+    assert findings.as_dict()["optional"][0] == [f"/{SITE}/nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3",
+                                                 "libmpi.so.40"]
+    # the same FFmpeg library needed by vLLM itself is not excused: only the listed package's plugins are
+    write_elf(runtime / SITE / "vllm/_C.abi3.so", ["libavcodec.so.61", "libc.so.6"])
+    assert [m.found for m in runtime_mismatches(runtime)] == ["libavcodec.so.61"]

@@ -42,16 +42,23 @@ def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys, tmp_path):
     code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
     assert code == 0, out
     assert [(i["kind"], i["name"], i["status"], i["verified"]) for i in report["images"]] == [
-        ("base", "2.10.0-cu131", "built", True), ("vllm", "0.17.0-t5", "built", True),
-        ("extra", "0.17.0-t5-nixl", "built", True)]
+        ("base", "2.10.0-cu131", "built", True), ("runtime", "2.10.0-cu131-runtime", "built", True),
+        ("vllm", "0.17.0-t5", "built", True), ("extra", "0.17.0-t5-nixl", "built", True)]
     assert "verify 0.17.0-t5-nixl: every label matches the image content" in out
-    ref = report["images"][2]["refs"][0]
+    ref = report["images"][3]["refs"][0]
     assert ref.endswith(":0.17.0-t5-nixl")
 
     assert main(["inspect", ref, "--json", "--matrix", str(matrix)]) == 0
-    components = json.loads(capsys.readouterr().out)["components"]
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["labels"]["dev.scitrera.flavor"] == "runtime", "the layer is on the runtime-based tag"
+    components = inspected["components"]
     assert components["ucx"] == "1.19.0" and components["nixl"] == "1.5.1" and components["extra"] == "nixl"
     assert components["vllm"] == "0.17.0" and components["cuda"] == "13.1.0"
+    # on a runtime-based tag the layer is of the runtime flavor too: every library its objects need is found
+    assert main(["verify", ref, "--json", "--matrix", str(matrix)]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert verified["ok"] is True and verified["kind"] == "extra"
+    assert verified["findings"]["unresolved"] == [] and verified["findings"]["c_compiler"] == "/usr/bin/gcc"
 
     code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
     assert code == 0 and {i["status"] for i in report["images"]} == {"up to date"}, out
@@ -64,6 +71,9 @@ def test_a_layer_linked_against_cuda_12_fails_verification_and_pushes_nothing(ca
     assert "verify 0.17.0-t5-nixl: FAILED" in out
     assert "/opt/nixl/lib/aarch64-linux-gnu/libnixl.so needs libcudart.so.12, but the image is CUDA 13" in out
     assert "no library under /opt/ucx/lib links a CUDA 13 runtime" in out
+    # and, the layer being of the runtime flavor, the loader finds no libcudart.so.12 anywhere in the image
+    assert "runtime-libraries: libcudart.so.12 is needed by /opt/nixl/lib/aarch64-linux-gnu/libnixl.so" in out
     assert "nothing pushed" in out
-    assert [i["verified"] for i in report["images"]] == [True, True, False]
+    assert [(i["name"], i["verified"]) for i in report["images"]] == [
+        ("2.10.0-cu131", True), ("2.10.0-cu131-runtime", True), ("0.17.0-t5", True), ("0.17.0-t5-nixl", False)]
     assert all(i["pushed"] == [] for i in report["images"])
