@@ -249,7 +249,7 @@ def cmd_lock(args) -> int:
                   f"{_platform_flag(args.platform)}")
             return 1
         if not args.json:
-            print(f"lock: {len(plan.images)} lock(s) current")
+            print(f"lock: {sum(1 for s in plan.images if s.lock)} lock(s) current")
         return 0
     import sys
 

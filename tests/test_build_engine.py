@@ -255,7 +255,7 @@ def test_a_vllm_tag_ships_on_its_base_s_runtime_image_which_must_have_a_c_compil
     assert docker_json("image", "inspect", runtime.ref)[0]["Config"]["Labels"]["dev.scitrera.flavor"] == "runtime"
     findings = report["findings"]
     assert findings["c_compiler"] == "/usr/bin/gcc" and findings["toolchain"] == []
-    assert findings["unresolved"] == []
+    assert findings["unresolved"] == [] and findings["preloaded"] == []
     assert findings["components"]["torch"] == "2.10.0" and "vllm" not in findings["components"]
 
     # the same release whose runtime image has no C compiler

@@ -59,6 +59,7 @@ def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys, tmp_path):
     verified = json.loads(capsys.readouterr().out)
     assert verified["ok"] is True and verified["kind"] == "extra"
     assert verified["findings"]["unresolved"] == [] and verified["findings"]["c_compiler"] == "/usr/bin/gcc"
+    assert verified["findings"]["preloaded"] == [], "found where the loader looks (ld.so.conf, multiarch)"
 
     code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
     assert code == 0 and {i["status"] for i in report["images"]} == {"up to date"}, out

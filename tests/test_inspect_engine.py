@@ -23,7 +23,10 @@ def test_inspect_from_the_registry_agrees_with_skopeo(capsys, tmp_path):
     matrix = fixture_release(tmp_path)
     assert main(["build", "0.17.*", "--push", "--matrix", str(matrix), "--log-dir", str(tmp_path / "l"),
                  "--report", str(tmp_path / "r.json")]) == 0, capsys.readouterr().out
-    ref = json.loads((tmp_path / "r.json").read_text())["images"][2]["refs"][0]
+    images = {i["name"]: i for i in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert list(images) == ["2.10.0-cu131", "2.10.0-cu131-runtime", "0.17.0-t4", "0.17.0-t5"]
+    assert {i["status"] for i in images.values()} == {"pushed"}
+    ref = images["0.17.0-t5"]["refs"][0]
     raw = subprocess.run(["skopeo", "--override-arch", "arm64", "--override-os", "linux", "inspect",
                           "--tls-verify=false", f"docker://{ref}"], capture_output=True, text=True, check=True)
     skopeo_labels = json.loads(raw.stdout)["Labels"]
@@ -33,9 +36,15 @@ def test_inspect_from_the_registry_agrees_with_skopeo(capsys, tmp_path):
     assert ours["source"] == "registry (linux/arm64)"
     assert ours["labels"] == skopeo_labels
     assert ours["components"]["transformers"] == "5.3.0" and ours["components"]["cuda"] == "13.1.0"
+    assert ours["labels"]["org.opencontainers.image.base.name"] == images["2.10.0-cu131-runtime"]["refs"][0]
 
     assert main(["inspect", "0.17.0-t5", "--remote", "--matrix", str(matrix)]) == 0, "a matrix tag works too"
     assert re.search(r"^torchvision +0\.25\.0$", capsys.readouterr().out, re.M)
+    runtime_ref = images["2.10.0-cu131-runtime"]["refs"][0]
+    assert main(["inspect", runtime_ref, "--remote", "--json", "--matrix", str(matrix)]) == 0, "the runtime image"
+    runtime = json.loads(capsys.readouterr().out)
+    assert runtime["labels"]["dev.scitrera.flavor"] == "runtime"
+    assert runtime["components"]["torch"] == "2.10.0" and "vllm" not in runtime["components"]
     assert main(["diff", "0.17.0-t4", "0.17.0-t5", "--remote", "--json", "--matrix", str(matrix)]) == 0
     diff = json.loads(capsys.readouterr().out)["differences"]
     assert {d["component"] for d in diff} >= {"transformers"} and "vllm" not in {d["component"] for d in diff}

@@ -80,6 +80,8 @@ def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_faul
     matrix.write_text(matrix.read_text().replace("127.0.0.1:5000", "127.0.0.1:5001"))
     repo = next(line.split('"')[1] for line in matrix.read_text().splitlines() if line.startswith("vllm = \"127"))
     repo_path = repo.split("/", 1)[1]
+    base_repo = next(line.split('"')[1] for line in matrix.read_text().splitlines() if line.startswith("base = \"127"))
+    base_repo_path = base_repo.split("/", 1)[1]
 
     # run the release and kill the registry as soon as the first push (the base) is done
     proc = subprocess.Popen(release_cmd(matrix, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -106,6 +108,9 @@ def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_faul
     report = json.loads((tmp_path / "report.json").read_text())
     assert {i["status"] for i in report["images"]} <= {"up to date"}, "the rerun rebuilds nothing"
     assert {"0.17.0-t4", "0.17.0-t5", "latest", "0.17-t4", "0.17-t5"} <= registry.tags(repo_path)
+    assert {"2.10.0-cu131", "2.10.0-cu131-runtime"} <= registry.tags(base_repo_path), "the runtime image ships too"
+    assert [i["name"] for i in report["images"]] == ["2.10.0-cu131", "2.10.0-cu131-runtime", "0.17.0-t4",
+                                                     "0.17.0-t5"]
 
 
 def test_bake_file_is_accepted_and_builds_the_graph(tmp_path):
@@ -117,7 +122,15 @@ def test_bake_file_is_accepted_and_builds_the_graph(tmp_path):
     data = json.loads(bake.read_text())
     image = data["target"]["vllm-0_17_0-t5"]
     base = data["target"]["base-2_10_0-cu131"]
-    assert image["contexts"] == {base["tags"][0]: "target:base-2_10_0-cu131"}
+    runtime = data["target"]["runtime-2_10_0-cu131-runtime"]
+    # the runtime image copies its dev base; the vLLM image is FROM the runtime image, its source stage on the base
+    assert runtime["contexts"] == {base["tags"][0]: "target:base-2_10_0-cu131"}
+    assert runtime["args"]["DEV_IMAGE"] == base["tags"][0]
+    assert image["contexts"] == {base["tags"][0]: "target:base-2_10_0-cu131",
+                                 runtime["tags"][0]: "target:runtime-2_10_0-cu131-runtime"}
+    assert image["args"]["BASE_IMAGE"] == runtime["tags"][0] and image["args"]["BUILD_IMAGE"] == base["tags"][0]
+    assert data["group"]["runtimes"] == {"targets": ["runtime-2_10_0-cu131-runtime"]}
+    assert "contexts" not in base
     printed = subprocess.run(["docker", "buildx", "bake", "-f", str(bake), "--print"], capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert set(json.loads(printed.stdout)["target"]) == set(data["target"])
@@ -127,3 +140,7 @@ def test_bake_file_is_accepted_and_builds_the_graph(tmp_path):
     labels = json.loads(subprocess.run(["docker", "image", "inspect", image["tags"][0]], capture_output=True,
                                        text=True, check=True).stdout)[0]["Config"]["Labels"]
     assert labels == {**labels, **image["labels"]}
+    assert labels["org.opencontainers.image.base.name"] == runtime["tags"][0]
+    labels = json.loads(subprocess.run(["docker", "image", "inspect", runtime["tags"][0]], capture_output=True,
+                                       text=True, check=True).stdout)[0]["Config"]["Labels"]
+    assert labels == {**labels, **runtime["labels"]} and labels["dev.scitrera.flavor"] == "runtime"

@@ -80,13 +80,19 @@ def test_wheel_mode_release_builds_from_the_local_index_and_verifies(capsys, tmp
     text = (FIXTURE / "wheels-matrix.toml").read_text().replace("INDEX_URL", index)
     wheels.write_text(text.replace("factory-test", matrix.read_text().split("127.0.0.1:5000/")[1].split("/")[0]))
     plan = build_plan(resolve(load(wheels)))
-    assert [s.mode for s in plan.images] == ["wheels", "wheels"]
+    assert [(s.kind, s.name, s.mode) for s in plan.images] == [
+        ("base", "2.14.0-cu130", "wheels"), ("runtime", "2.14.0-cu130-runtime", "wheels"),
+        ("vllm", "0.33.0-t5", "wheels")]
     assert all("MAX_JOBS" not in s.build_args for s in plan.images), "no compile stage"
+    assert "BUILD_IMAGE" not in plan.get("0.33.0-t5").build_args, "nothing compiled, so no dev base to build on"
+    assert plan.get("0.33.0-t5").build_args["BASE_IMAGE"] == plan.get("2.14.0-cu130-runtime").ref
     report = tmp_path / "report.json"
     code = main(["build", "0.33.0-t5", "--network", "host", "--matrix", str(wheels), "--log-dir",
                  str(tmp_path / "logs"), "--report", str(report)])
     out = capsys.readouterr().out
     assert code == 0, out
     data = json.loads(report.read_text())
-    assert [(i["status"], i["verified"]) for i in data["images"]] == [("built", True), ("built", True)]
+    assert [(i["name"], i["status"], i["verified"]) for i in data["images"]] == [
+        ("2.14.0-cu130", "built", True), ("2.14.0-cu130-runtime", "built", True), ("0.33.0-t5", "built", True)]
+    assert "verify 2.14.0-cu130-runtime: every label matches the image content" in out
     assert "verify 0.33.0-t5: every label matches the image content" in out
