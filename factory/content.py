@@ -144,6 +144,13 @@ OPTIONAL_LIBRARIES = (
     ("*/site-packages/nvidia/cu*/lib/libcufile_rdma.so.*", ("libibverbs.so.*", "libmlx5.so.*", "librdmacm.so.*"),
      "cuFile's optional GPUDirect Storage RDMA plugin"),
     ("*/site-packages/numba/*", ("libtbb.so.*",), "numba's optional TBB threading layer"),
+    ("*/site-packages/*nixl_cu*lib*/*",
+     ("libcuobjclient.so.*", "libdoca_*.so.*", "libfabric.so.*", "libhwloc.so.*", "libred_*.so*"),
+     "NIXL's backend plugins for object storage, DOCA GPUNetIO, libfabric and Infinia (and its DOCA telemetry "
+     "exporter), each loaded only when an agent asks for that backend; vLLM's connector uses UCX"),
+    ("*/site-packages/nixl_cu*.libs/ucx/*", ("libefa.so.*", "libflexio.so*", "libibmad.so.*", "libibumad.so.*"),
+     "UCX transport modules for AWS EFA and mlx5 DPA (FlexIO), and UCX's MAD perftest: UCX skips a module that "
+     "cannot load; the verbs and TCP transports have what they need"),
 )
 
 #: The value of a `flavor` label for an image built on NVIDIA's small CUDA base image (no compilers, no

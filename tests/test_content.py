@@ -1106,3 +1106,14 @@ def test_a_library_held_elsewhere_is_preloaded_and_an_optional_integrations_is_n
     # the same FFmpeg library needed by vLLM itself is not excused: only the listed package's plugins are
     write_elf(runtime / SITE / "vllm/_C.abi3.so", ["libavcodec.so.61", "libc.so.6"])
     assert [m.found for m in runtime_mismatches(runtime)] == ["libavcodec.so.61"]
+
+
+def test_nixls_optional_backends_and_ucx_modules_are_optional_its_ucx_core_is_not(runtime):
+    """What the real nixl-cu13 1.5.1 wheel showed: its OBJ/GPUNetIO/libfabric/Infinia plugins and UCX's EFA,
+    FlexIO and MAD modules need libraries no image carries; UCX's verbs core needing libibverbs would not be."""
+    nixl = f"{SITE}/nixl_cu13.libs"
+    write_elf(runtime / nixl / "nixl/libplugin_GPUNETIO.so", ["libdoca_gpunetio.so.2", "libc.so.6"])
+    write_elf(runtime / nixl / "ucx/libuct_ib_efa.so.0.0.0", ["libefa.so.1", "libc.so.6"])
+    assert runtime_mismatches(runtime) == [] and len(scan(runtime).optional) == 2
+    write_elf(runtime / nixl / "ucx/libuct_ib.so.0.0.0", ["libibverbs.so.1", "libc.so.6"])
+    assert [m.found for m in runtime_mismatches(runtime)] == ["libibverbs.so.1"]
