@@ -246,9 +246,11 @@ class E2E:
         if image["kind"] in ("vllm", "extra"):
             out["smoke"] = self.smoke(ref, factory)
         out["layers"] = _layers(ref, self.platform)
-        out["bytes"] = {"uncompressed": _image_bytes(ref),
-                        "compressed": sum(layer["compressed_bytes"] or 0 for layer in out["layers"]) or None}
         out["floor"] = _floor(ref, self.platform)
+        # uncompressed: the bytes of the image's files, measured in a container of it (the engine's own size
+        # figure is the compressed content with containerd's image store)
+        out["bytes"] = {"uncompressed": out["floor"].get("image_files"),
+                        "compressed": sum(layer["compressed_bytes"] or 0 for layer in out["layers"]) or None}
         out["steps"] = _build_steps(REPO / (image.get("log") or ""))
         return out
 
@@ -403,15 +405,11 @@ def _layers(ref: str, platform: str) -> list[dict]:
     return out
 
 
-def _image_bytes(ref: str) -> int | None:
-    """The image's uncompressed size in the engine."""
-    done = _run(["docker", "image", "inspect", "-f", "{{.Size}}", ref])
-    return int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else None
-
-
-#: Run in the image: the bytes of its site-packages, then the bytes of the libraries outside /opt/venv under
-#: /usr/local that libtorch_cuda.so loads (a source-built torch's cuBLAS, ..., NCCL; none for torch's wheels).
+#: Run in the image: the bytes of its whole file system (uncompressed), of its site-packages, then of the
+#: libraries outside it under /usr/local that libtorch_cuda.so loads (a source-built torch's cuBLAS, ..., NCCL;
+#: none for torch's wheels).
 _FLOOR = r"""
+du -sxb / | cut -f1
 site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 du -sb "$site" | cut -f1
 ldd "$site/torch/lib/libtorch_cuda.so" | awk '$3 ~ /^\/usr\/local\// {print $3}' > /tmp/libs
@@ -425,10 +423,10 @@ def _floor(ref: str, platform: str) -> dict:
     done = _run(["docker", "run", "--rm", "--platform", platform, "--network", "none", "--entrypoint", "/bin/sh",
                  ref, "-c", _FLOOR])
     numbers = [int(n) for n in done.stdout.split() if n.isdigit()]
-    if done.returncode or not numbers:
+    if done.returncode or len(numbers) < 2:
         return {"bytes": None, "error": (done.stderr or done.stdout).strip()[-300:]}
-    site, libs = numbers[0], (numbers[1] if len(numbers) > 1 else 0)
-    return {"bytes": site + libs, "site_packages": site, "libraries": libs}
+    files, site, libs = numbers[0], numbers[1], (numbers[2] if len(numbers) > 2 else 0)
+    return {"bytes": site + libs, "site_packages": site, "libraries": libs, "image_files": files}
 
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
