@@ -15,37 +15,14 @@
 #     (CUDA's ptxas: Triton's bundled one may not know sm_121a); vLLM images lock that wheel.
 #
 # Layers: the environment is copied in four layers so that none is larger than the registries' practical limit
-# the factory designs for (2 GiB compressed; README "Image sizes"): the CUDA libraries of torch's wheels
-# (nvidia/cu<major>), the rest of nvidia/ (cuDNN, NCCL, cuSPARSELt, ...), torch itself, and everything else.
+# the factory designs for (2 GiB compressed; README "Runtime images and sizes"): the CUDA libraries of torch's
+# wheels (nvidia/cu<major>), the rest of nvidia/ (cuDNN, NCCL, cuSPARSELt, ...), torch itself, everything else.
 
 ARG DEV_IMAGE
 ARG CUDA_IMAGE
 
-# ---- the dev base's environment, sorted into the layers this image ships -------------------------------------
-FROM ${DEV_IMAGE} AS split
-ARG PYTHON_VERSION
-ARG CUDA_VERSION
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Only files move (mv within the stage): nothing is installed or resolved. A source-mode base's compiled NCCL
-# (/usr/local/lib/libnccl*) and cuDNN (/opt/cudnn, with the loader configuration that finds it) live outside the
-# venv and go along.
-RUN site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" \
- && test -d "/${site}" \
- && mkdir -p "/split/cuda/${site}/nvidia" "/split/nvidia/${site}" "/split/torch/${site}" /split/rest/opt \
-      /split/rest/etc/factory /split/rest/usr/local/bin /split/system/usr/local/lib /split/system/opt \
-      /split/system/etc/ld.so.conf.d \
- && cuda_libs="nvidia/cu${CUDA_VERSION%%.*}" \
- && if [ -d "/${site}/${cuda_libs}" ]; then mv "/${site}/${cuda_libs}" "/split/cuda/${site}/nvidia/"; fi \
- && if [ -d "/${site}/nvidia" ]; then mv "/${site}/nvidia" "/split/nvidia/${site}/"; fi \
- && mv "/${site}/torch" "/split/torch/${site}/" \
- && mv /opt/venv /split/rest/opt/ \
- && cp -a /etc/factory/constraints.txt /split/rest/etc/factory/ \
- && cp -a /usr/local/bin/check-torch-cuda /usr/local/bin/with-build-ca /split/rest/usr/local/bin/ \
- && if compgen -G "/usr/local/lib/libnccl.so*" >/dev/null; then cp -a /usr/local/lib/libnccl.so* /split/system/usr/local/lib/; fi \
- && if [ -d /opt/cudnn ]; then cp -a /opt/cudnn /split/system/opt/; fi \
- && if compgen -G "/etc/ld.so.conf.d/000-factory-*.conf" >/dev/null; then \
-      cp -a /etc/ld.so.conf.d/000-factory-*.conf /split/system/etc/ld.so.conf.d/; fi \
- && du -sh /split/*
+# The dev base, read through bind mounts below (nothing of it is copied in a stage of its own).
+FROM ${DEV_IMAGE} AS dev
 
 # ---- the runtime image ------------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime
@@ -79,11 +56,30 @@ RUN compgen -G "/usr/local/cuda/lib64/libcudart.so.${CUDA_VERSION%.*}.*" >/dev/n
       python${PYTHON_VERSION} libpython${PYTHON_VERSION}-dev gcc libc6-dev ca-certificates \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=split /split/cuda/ /
-COPY --from=split /split/nvidia/ /
-COPY --from=split /split/torch/ /
-COPY --from=split /split/rest/ /
-COPY --from=split /split/system/ /
+# The dev base's environment, from a read-only bind mount of the dev image (no intermediate copy, nothing
+# installed or resolved), one layer per part: torch's CUDA libraries (nvidia/cu<major>), the rest of nvidia/
+# (cuDNN, NCCL, cuSPARSELt, ...), torch, then everything else: the venv, the constraints that hold torch, the
+# base's helper scripts and, for a source-mode base, its compiled NCCL and cuDNN with the loader configuration
+# that finds it.
+RUN --mount=type=bind,from=dev,source=/,target=/dev-base \
+    site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" cuda="nvidia/cu${CUDA_VERSION%%.*}" \
+ && test -d "/dev-base/${site}/torch" \
+ && if [ -d "/dev-base/${site}/${cuda}" ]; then tar -C /dev-base -cf - "${site}/${cuda}" | tar -C / -xf -; fi
+RUN --mount=type=bind,from=dev,source=/,target=/dev-base \
+    site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" cuda="nvidia/cu${CUDA_VERSION%%.*}" \
+ && if [ -d "/dev-base/${site}/nvidia" ]; then \
+      tar -C /dev-base -cf - --exclude="${site}/${cuda}" "${site}/nvidia" | tar -C / -xf -; fi
+RUN --mount=type=bind,from=dev,source=/,target=/dev-base \
+    site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" \
+ && tar -C /dev-base -cf - "${site}/torch" | tar -C / -xf -
+# hadolint ignore=SC2086
+RUN --mount=type=bind,from=dev,source=/,target=/dev-base \
+    site="opt/venv/lib/python${PYTHON_VERSION}/site-packages" \
+ && extra=$({ compgen -G "/dev-base/usr/local/lib/libnccl.so*" || true; \
+      compgen -G "/dev-base/etc/ld.so.conf.d/000-factory-*.conf" || true; \
+      [ ! -d /dev-base/opt/cudnn ] || echo /dev-base/opt/cudnn; } | sed 's|^/dev-base/||') \
+ && tar -C /dev-base -cf - --exclude="${site}/nvidia" --exclude="${site}/torch" opt/venv etc/factory/constraints.txt \
+      usr/local/bin/check-torch-cuda usr/local/bin/with-build-ca ${extra} | tar -C / -xf -
 # The copied environment must be the dev base's and complete here: the pins, torch a CUDA build, every library
 # libtorch_cuda.so needs found by the loader (libcuda.so.1 comes from the host's driver at run time).
 RUN ldconfig \

@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from factory import labels as L
@@ -250,8 +250,6 @@ def _runtime_spec(matrix: Matrix, root: Path, name: str, base: Base, dev: ImageS
                    repo=repo, revision=base.revision, dockerfile=d.dockerfiles.runtime, platform=d.platform,
                    args=args, labels=labels, parent_digest=dev.input_digest, depends_on=dev.name,
                    from_ref=cuda_image, os=dev.os)
-    from dataclasses import replace
-
     return replace(spec, lock=None, env_lock=dev.lock)
 
 
@@ -332,8 +330,6 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
                    labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,
                    os=image.os)
-    from dataclasses import replace
-
     return replace(spec, mode=extra.mode, target="wheels" if extra.mode == "wheels" else None)
 
 
