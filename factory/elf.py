@@ -381,3 +381,42 @@ def _string(f: BinaryIO, offset: int, limit: int, name: str) -> str:
     if end < 0:
         raise ElfError(f"{name}: dynamic string at {offset:#x} is not terminated")
     return data[:end].decode("utf-8", "surrogateescape")
+
+
+#: How much of an object's start `header_ranges` needs to see: the ELF header and its program header table.
+HEAD_BYTES = 64 * 1024
+#: The tail kept besides the section header table (the section name table sits just before it).
+TAIL_BYTES = 1024 * 1024
+
+
+def header_ranges(head: bytes, size: int) -> list[tuple[int, int]] | None:
+    """The byte ranges of an ELF object of `size` bytes that `dynamic`, `header` and `sections` read, from its
+    first bytes `head` (at least HEAD_BYTES, or the whole object): the first PT_LOAD segment (ELF and program
+    headers, .dynsym, .dynstr, where DT_STRTAB points), the PT_DYNAMIC segment, and the section header table
+    with the file's last TAIL_BYTES. None when `head` is not an ELF object whose program headers it holds (then
+    the caller keeps the whole file). The code and data in between (a CUDA library's fat binary: most of its
+    bytes) are not needed to know what the object links."""
+    if len(head) < 64 or head[:4] != MAGIC or head[4] not in _CLASSES or head[5] not in _ORDERS:
+        return None
+    layout = _Layout(_CLASSES[head[4]], _ORDERS[head[5]])
+    try:
+        fields = struct.unpack_from(layout.header, head, 16)
+    except struct.error:
+        return None
+    phoff, shoff = fields[4], fields[5]
+    phentsize, phnum, shentsize, shnum = fields[8], fields[9], fields[10], fields[11]
+    if not phnum or phentsize < struct.calcsize(layout.phdr) or phoff + phnum * phentsize > len(head):
+        return None
+    ranges = [(0, min(size, HEAD_BYTES)), (max(0, size - TAIL_BYTES), size)]
+    first_load = None
+    for i in range(phnum):
+        p_type, p_offset, _vaddr, p_filesz = layout.phdr_fields(head, phoff + i * phentsize)
+        if p_type == PT_LOAD and (first_load is None or p_offset < first_load[0]):
+            first_load = (p_offset, p_offset + p_filesz)
+        elif p_type == PT_DYNAMIC:
+            ranges.append((p_offset, p_offset + p_filesz))
+    if first_load is not None:
+        ranges.append(first_load)
+    if shoff and shnum:
+        ranges.append((shoff, shoff + shnum * shentsize))
+    return sorted((max(0, a), min(size, b)) for a, b in ranges if b > a)

@@ -127,6 +127,7 @@ class E2E:
         built = json.loads(report.read_text()) if report.exists() else {"images": []}
         for image in built["images"]:
             self.images.append(self.check_image(image, factory))
+        self.check_siblings()
         if release["ok"]:
             again = self.work / "release-again.json"
             self.step("release again (must build nothing)", [
@@ -253,6 +254,22 @@ class E2E:
                         "compressed": sum(layer["compressed_bytes"] or 0 for layer in out["layers"]) or None}
         out["steps"] = _build_steps(REPO / (image.get("log") or ""))
         return out
+
+    def check_siblings(self) -> None:
+        """A tag and its `<tag>alt` sibling share every layer but the last (Transformers): the sibling's other
+        layers are the tag's, by registry digest, or a user pulling both would pull the environment twice."""
+        by_name = {image["name"]: image for image in self.images}
+        for name, image in by_name.items():
+            tag = by_name.get(name.removesuffix("alt")) if name.endswith("alt") else None
+            if tag is None:
+                continue
+            theirs = [layer.get("digest") for layer in tag.get("layers", [])]
+            own = [layer.get("digest") for layer in image.get("layers", [])]
+            shared = bool(own) and None not in own and own[:-1] == theirs[:-1] and own[-1] != theirs[-1]
+            image["shares_all_but_transformers_with"] = tag["name"] if shared else None
+            self.ok &= shared
+            if not shared:
+                print(f"e2e: {name} does not share every layer but its last with {tag['name']}", file=sys.stderr)
 
     def smoke(self, ref: str, factory: list[str]) -> dict:
         if not self.native:
@@ -465,6 +482,10 @@ def _markdown(data: dict) -> str:
                   f"`{image['ref']}`; build {image.get('build_seconds') or 0:.0f} s; "
                   f"verify {'clean' if image.get('verify', {}).get('ok') else 'FAILED'}; "
                   f"`inspect --remote` equals the local labels: {image.get('inspect_remote_matches_local')}"]
+        if "shares_all_but_transformers_with" in image:
+            shared = image["shares_all_but_transformers_with"]
+            said = f"every one but Transformers, with {shared}" if shared else "NOT every one but Transformers"
+            lines += ["", f"Layers shared with its tag: {said}"]
         sbom = image.get("sbom")
         if sbom:
             lines += ["", f"SBOM read back from the registry (`inspect --sbom`): {sbom['format']}, "

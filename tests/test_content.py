@@ -1117,3 +1117,38 @@ def test_nixls_optional_backends_and_ucx_modules_are_optional_its_ucx_core_is_no
     assert runtime_mismatches(runtime) == [] and len(scan(runtime).optional) == 2
     write_elf(runtime / nixl / "ucx/libuct_ib.so.0.0.0", ["libibverbs.so.1", "libc.so.6"])
     assert [m.found for m in runtime_mismatches(runtime)] == ["libibverbs.so.1"]
+
+
+def test_a_large_shared_object_is_unpacked_sparse_with_everything_verify_reads_from_it(tmp_path):
+    """verify's export keeps only the headers of a big library whose GPU code it does not read: the dynamic
+    section, ELF header and section table read back exactly as from the whole file; torch's, vLLM's and
+    FlashInfer's objects and anything that is not ELF are written whole."""
+    import io
+    import tarfile
+
+    import pydantic_core._pydantic_core as real
+
+    from factory import elf
+    from factory.docker import unpack_rootfs
+
+    data = Path(real.__file__).read_bytes()  # a real ELF shared object of a few MB
+    junk = bytes(range(256)) * 8192
+    members = {f"{SITE}/pkg/libbig.so": data, f"{SITE}/vllm/_C.abi3.so": data, f"{SITE}/pkg/libjunk.so": junk}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    buffer.seek(0)
+    root = tmp_path / "r"
+    unpack_rootfs(buffer, root, sparse_min=0)
+    original = tmp_path / "original.so"
+    original.write_bytes(data)
+    sparse = root / SITE / "pkg/libbig.so"
+    assert sparse.stat().st_size == len(data)
+    assert elf.dynamic(sparse) == elf.dynamic(original) and elf.dynamic(sparse).needed
+    assert elf.header(sparse) == elf.header(original) and elf.sections(sparse) == elf.sections(original)
+    assert sparse.stat().st_blocks * 512 < len(data) // 2, "the code in between takes no disk"
+    assert (root / SITE / "vllm/_C.abi3.so").read_bytes() == data  # its GPU code is read: whole
+    assert (root / SITE / "pkg/libjunk.so").read_bytes() == junk  # not ELF: whole
