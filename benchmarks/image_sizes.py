@@ -11,7 +11,7 @@ Transformers layer. With `--dev`, a report of the same release built with `--shi
 images' figures are printed beside.
 
 Goals (issue "Slim runtime images"): a shipped image (runtime base, vLLM image, extra layer) within 1.15x its
-floor; a sibling adds at most its Transformers layer + 1 %; no layer over 2 GiB compressed. The script says
+floor and no layer of it over 2 GiB compressed; a sibling adds at most its Transformers layer + 1 %. The script says
 `met` or `NOT met` for each and always exits 0 (a benchmark, not a test).
 """
 
@@ -132,9 +132,12 @@ def _goals(report: dict) -> list[str]:
         if f["kind"] in SHIPPED_KINDS and f["ratio"]:
             met = "met" if f["ratio"] <= FLOOR_RATIO else "NOT met"
             out.append(f"{f['name']}: {f['ratio']:.2f}x its floor (goal <= {FLOOR_RATIO}x): {met}")
-        if f["largest_layer"] is not None:
+        if f["largest_layer"] is not None and f["kind"] in SHIPPED_KINDS:
             met = "met" if f["largest_layer"] <= LAYER_LIMIT else "NOT met"
             out.append(f"{f['name']}: largest layer {_gb(f['largest_layer'])} (goal <= {_gb(LAYER_LIMIT)}): {met}")
+        elif f["largest_layer"] is not None:
+            out.append(f"{f['name']}: largest layer {_gb(f['largest_layer'])} (a dev base: pulled by builders, "
+                       "not users; no goal)")
     for name, image in by_name.items():
         tag = by_name.get(name.removesuffix("alt")) if name.endswith("alt") else None
         if tag is None:
