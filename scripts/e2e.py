@@ -125,7 +125,9 @@ class E2E:
         # then the vLLM images and layers. Between them a runtime-shipped release no longer needs the dev base on
         # this machine (the registry has it; the vLLM images are built FROM the runtime image) nor the package
         # cache of its build: both go, which keeps the whole run within a CI machine's disk.
-        bases = self.bases
+        from factory.matrix import runtime_name
+
+        bases = self.bases + ([runtime_name(b) for b in self.bases] if self.ship_on == "runtime" else [])
         release = self.release_step("release the bases (cold or warm cache)", bases, "release-bases", factory, ca)
         if release["ok"] and self.ship_on == "runtime":
             self.free_dev_bases()
