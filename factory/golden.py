@@ -89,14 +89,14 @@ def image_table(resolution: Resolution) -> str:
     matrix = resolution.matrix
     columns = ["cuda", "nccl", "torch", "torchvision", "torchaudio", "triton", "flashinfer", "vllm",
                "transformers", "ray", "python"]
-    from factory.matrix import RUNTIME_CUDA_FLAVOR, runtime_name
+    from factory.matrix import RUNTIME_CUDA_FLAVOR, runtime_name, ships_on
 
     head = ["tag", "ships on", "mode", *columns, "vLLM released"]
     rows = []
     for tag in sorted(matrix.image, key=tag_sort_key, reverse=True):
         image, facts = matrix.image[tag], resolution.tags[tag]
         name = f"`{tag}`" + (" (`latest`)" if image.default else "")
-        on = runtime_name(image.base) if (image.ship_on or matrix.defaults.ship_on) == "runtime" else image.base
+        on = runtime_name(image.base) if ships_on(matrix, image) == "runtime" else image.base
         rows.append([name, f"`{on}`", image.mode, *(facts.components[c] for c in columns),
                      str(image.vllm_released or "")])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

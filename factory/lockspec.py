@@ -15,8 +15,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from factory.labels import factory_key
-from factory.matrix import LoadedMatrix, Matrix
+from factory.matrix import LoadedMatrix, Matrix, ships_on
 from factory.plan import ImageSpec, Plan
 
 #: The uv the bases install (and that every later install step runs); locked like everything else.
@@ -220,7 +219,7 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
     # on a runtime image (no CUDA toolkit) Triton's ptxas comes from the venv: CUDA's nvcc wheel, held to the
     # image's CUDA by the cuda-toolkit constraints like every pip CUDA component
     ptxas = (PTXAS_DIST if int(major) >= 13 else f"{PTXAS_DIST}-cu{major}",) \
-        if spec.labels.get(factory_key(matrix.defaults.label_namespace, "flavor")) == "runtime" else ()
+        if ships_on(matrix, image) == "runtime" else ()
     if spec.mode == "wheels":
         vllm = Group(layer="vllm", requirements=(f"triton=={args['TRITON_VERSION']}",
                                                  f"flashinfer-python=={flashinfer}", f"vllm=={image.vllm}", ray,

@@ -60,6 +60,11 @@ RUNTIME_SUFFIX = "-runtime"
 def runtime_name(base: str) -> str:
     return f"{base}{RUNTIME_SUFFIX}"
 
+
+def ships_on(matrix: Matrix, image: Image) -> str:
+    """`runtime` or `dev`: what a vLLM image is built FROM (the image's `ship_on`, else the matrix default)."""
+    return image.ship_on or matrix.defaults.ship_on
+
 _PACKAGE_REVISION = re.compile(r"-\d+$")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from factory import labels as L
 from factory.dockerfile import dockerfile_inputs
 from factory.errors import InputError
-from factory.matrix import RUNTIME_CUDA_FLAVOR, Base, Extra, Image, Matrix, extra_images, runtime_name
+from factory.matrix import RUNTIME_CUDA_FLAVOR, Base, Extra, Image, Matrix, extra_images, runtime_name, ships_on
 from factory.resolve import Resolution, tag_facts, tag_sort_key
 
 #: Default upstream sources, used when the matrix names no fork: (git URL, ref template).
@@ -149,10 +149,6 @@ def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
     return Plan(images=tuple(bases.values()) + tuple(runtimes.values()) + tuple(images.values()) + tuple(extras),
                 namespace=matrix.defaults.label_namespace)
 
-
-def ships_on(matrix: Matrix, image: Image) -> str:
-    """`runtime` or `dev`: what a vLLM image is built FROM (the image's `ship_on`, else the matrix default)."""
-    return image.ship_on or matrix.defaults.ship_on
 
 
 def _source(component: str, version: str, override) -> tuple[str, str]:
