@@ -511,23 +511,8 @@ install_cuda() {
   # The toolkit's include and lib64 are links into targets/.
   ln -sfn "targets/$TARGET/include" "$cuda/include"
   ln -sfn "targets/$TARGET/lib" "$cuda/lib64"
-  # update-alternatives as cuda-toolkit-*-config-common's postinst leaves it:
-  # /usr/local/cuda -> /etc/alternatives/cuda -> /usr/local/cuda-X.Y, and
-  # /usr/local/cuda-X likewise, with their entries in dpkg's database.
-  local alt
-  mkdir -p "$root/etc/alternatives" "$root/var/lib/dpkg/alternatives"
-  for alt in cuda "cuda-$CUDA_MAJOR"; do
-    ln -sfn "/usr/local/cuda-$CUDA_MM" "$root/etc/alternatives/$alt"
-    ln -sfn "/etc/alternatives/$alt" "$root/usr/local/$alt"
-    printf 'auto\n/usr/local/%s\n\n/usr/local/cuda-%s\n%s\n\n' "$alt" "$CUDA_MM" "$ALTERNATIVES_PRIORITY" \
-      >"$root/var/lib/dpkg/alternatives/$alt"
-  done
-  # The dynamic linker's paths: NVIDIA's base Dockerfile writes nvidia.conf;
-  # the cuda-toolkit config packages and libcufile write the others.
-  mkdir -p "$root/etc/ld.so.conf.d"
-  echo "/usr/local/cuda/lib64" >"$root/etc/ld.so.conf.d/nvidia.conf"
-  echo "/usr/local/cuda/targets/$TARGET/lib" >"$root/etc/ld.so.conf.d/000_cuda.conf"
-  echo "/usr/local/cuda-$CUDA_MAJOR/targets/$TARGET/lib" >"$root/etc/ld.so.conf.d/987_cuda-$CUDA_MAJOR.conf"
+  link_toolkit "$root"
+  # libcufile (a runtime-layer package) adds its own linker path.
   echo "/usr/local/cuda-$CUDA_MM/targets/$TARGET/lib" >"$root/etc/ld.so.conf.d/gds-$CUDA_DASH.conf"
 }
 
@@ -751,7 +736,8 @@ assemble() { # assemble ARCH ROOTFS_TAR WHEELS_DIR OUT.tar
 
 image_key() { # image_key ARCH
   key image "$1" "$CUDA_VERSION" "$(rootfs_key "$1")" "$(wheels_key "$1")" "$(image_env)" \
-    "$(declare -f assemble place_lib install_cuda dpkg_register install_nccl configure_os install_entrypoint run_ldconfig)"
+    "$(declare -f assemble place_lib install_cuda link_toolkit dpkg_register install_nccl configure_os install_entrypoint \
+      run_ldconfig)"
 }
 
 # ----------------------------------------------------------------------------
@@ -779,7 +765,17 @@ install_cudart() {
   rm -rf "$stage"
   find "$cuda" -type d -exec chmod 755 {} +
   ln -sfn "targets/$TARGET/lib" "$cuda/lib64"
-  local alt
+  link_toolkit "$root"
+}
+
+# link_toolkit ROOT - what the cuda-toolkit config packages leave, in both
+# flavors: update-alternatives as cuda-toolkit-*-config-common's postinst
+# leaves it (/usr/local/cuda -> /etc/alternatives/cuda -> /usr/local/cuda-X.Y,
+# and /usr/local/cuda-X likewise, with their entries in dpkg's database), and
+# the dynamic linker's paths (NVIDIA's base Dockerfile writes nvidia.conf, the
+# config packages the others).
+link_toolkit() {
+  local root=$1 alt
   mkdir -p "$root/etc/alternatives" "$root/var/lib/dpkg/alternatives"
   for alt in cuda "cuda-$CUDA_MAJOR"; do
     ln -sfn "/usr/local/cuda-$CUDA_MM" "$root/etc/alternatives/$alt"
@@ -813,7 +809,7 @@ assemble_base() { # assemble_base ARCH ROOTFS_TAR WHEELS_DIR OUT.tar
 base_image_key() { # base_image_key ARCH
   key image-base "$1" "$CUDA_VERSION" "$(rootfs_key "$1")" "$(wheels_key "$1")" "$(base_image_env)" \
     "$BASE_IMAGE_CMD" "$IMAGE_LABEL_MAINTAINER" \
-    "$(declare -f assemble_base install_cudart configure_os run_ldconfig)"
+    "$(declare -f assemble_base install_cudart link_toolkit configure_os run_ldconfig)"
 }
 
 # The flavor being worked on: its image key, its assembly, its tar.
