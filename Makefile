@@ -53,6 +53,7 @@ unit: setup            ## the fast tests that need no engine
 
 lint: setup
 	$(BIN)/ruff check factory tests benchmarks dockerfiles/smoke.py
+	$(BIN)/lint-imports
 	$(BIN)/hadolint --config .hadolint.yaml dockerfiles/*.Dockerfile
 
 lock: setup            ## resolve the missing or stale locks/ (needs the package index)

@@ -2,6 +2,6 @@
 
 import sys
 
-from factory.cli import main
+from factory.cli.main import main
 
 sys.exit(main())

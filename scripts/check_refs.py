@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/check_refs.py --mirror openucx/ucx=/path/to/ucx.git [--mirror-root DIR] [--json]
 
-The (repository, ref) pairs come from the plan itself (`factory.plan`: UPSTREAM_SOURCES and the matrix's
+The (repository, ref) pairs come from the plan itself (`factory.core.plan`: UPSTREAM_SOURCES and the matrix's
 `sources` tables, as the build args *_REPO/*_REF and `pkg @ git+URL@REF` requirements), never from a second
 list. Each ref is resolved with `git rev-parse --verify REF^{commit}` as refs/tags/REF, then refs/heads/REF,
 then (when it looks like a hex sha) as a commit. The report goes between markers in `--output`
@@ -102,9 +102,9 @@ def plan_of(matrix_path: Path):
     sys.path.insert(0, str(ROOT))
     from dataclasses import replace
 
-    from factory.matrix import load
-    from factory.plan import build_plan
-    from factory.resolve import resolve
+    from factory.core.matrix import load
+    from factory.core.plan import build_plan
+    from factory.core.resolve import resolve
 
     loaded = load(matrix_path)
     plan = build_plan(resolve(loaded))

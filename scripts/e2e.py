@@ -126,7 +126,7 @@ class E2E:
         # then the vLLM images and layers. Between them a runtime-shipped release no longer needs the dev base on
         # this machine (the registry has it; the vLLM images are built FROM the runtime image) nor the package
         # cache of its build: both go, which keeps the whole run within a CI machine's disk.
-        from factory.matrix import runtime_name
+        from factory.core.matrix import runtime_name
 
         bases = self.bases + ([runtime_name(b) for b in self.bases] if self.ship_on == "runtime" else [])
         release = self.release_step("release the bases (cold or warm cache)", bases, "release-bases", factory, ca)
@@ -434,7 +434,7 @@ def _layers(ref: str, platform: str) -> list[dict]:
     compressed: list[int] = []
     digests: list[str] = []
     try:
-        from factory.registry import RegistryClient
+        from factory.adapters.registry import RegistryClient
 
         with RegistryClient(allow_http=True) as client:
             manifest = client.manifest(ref, platform)

@@ -1,6 +1,6 @@
 """A real container registry for tests: ``http.server`` on 127.0.0.1 in a thread.
 
-It speaks enough of the OCI distribution API for :mod:`factory.registry`:
+It speaks enough of the OCI distribution API for :mod:`factory.adapters.registry`:
 
 * ``GET``/``HEAD /v2/<name>/manifests/<tag|digest>`` (honouring ``Accept`` like the
   reference registry: a manifest whose media type is not accepted is "unknown"), with

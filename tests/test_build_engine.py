@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.resolve import resolve
+from factory.cli.main import main
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
 from tests.engine_support import docker_json, fixture_release, require_engine
 
 pytestmark = pytest.mark.engine
@@ -185,8 +185,8 @@ def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_
 def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_itself(capsys, tmp_path):
     """Labels are inherited: a vLLM image built FROM a stamped base (its runtime image) carries the base's stamp,
     which must not count as its own (a real run pushed an unverified image that way)."""
-    from factory import docker
-    from factory.verify import is_stamped
+    from factory.adapters import docker
+    from factory.usecases.verify import is_stamped
 
     matrix = fixture_release(tmp_path)
     args = ["--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"), "--report", str(tmp_path / "r.json")]
@@ -218,7 +218,7 @@ def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_it
 def test_a_vllm_tag_ships_on_its_base_s_runtime_image_which_must_have_a_c_compiler(capsys, tmp_path):
     """A vLLM tag is planned and built base -> runtime image -> vLLM image FROM the runtime image; the runtime image
     verifies clean as flavor `runtime`, and one without a C compiler (Triton's) fails verify and pushes nothing."""
-    from factory.content import C_COMPILER_REASON
+    from factory.adapters.rootfs.content import C_COMPILER_REASON
 
     matrix = fixture_release(tmp_path)
     plan = build_plan(resolve(load(matrix)), ["0.17.0-t4"])

@@ -1,4 +1,4 @@
-"""factory.cache: the store itself, and PackageIndex's use of it (TTL, offline, refresh)."""
+"""factory.adapters.cache: the store itself, and PackageIndex's use of it (TTL, offline, refresh)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.cache import DEFAULT_TTL, Cache, default_cache_dir
-from factory.pypi import NotInCache, PackageIndex
+from factory.adapters.cache import DEFAULT_TTL, Cache, default_cache_dir
+from factory.adapters.pypi import NotInCache, PackageIndex
 from tests.pypi_server import PyPIServer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.conftest import ROOT, SHIPPED, SMALL
 
 
@@ -101,7 +101,7 @@ def test_bad_input_exits_2_with_one_clear_message(capsys, argv, needle):
 
 def test_light_commands_do_not_import_heavy_libraries():
     probe = (
-        "import sys\nfrom factory.cli import main\n"
+        "import sys\nfrom factory.cli.main import main\n"
         "for argv in (['plan', '--matrix', sys.argv[1]], ['check', '--matrix', sys.argv[1]],"
         " ['list', '--matrix', sys.argv[1]]):\n"
         "    assert main(argv) == 0\n"
@@ -203,8 +203,8 @@ def test_build_takes_names_after_double_dash_as_the_example_workflow_passes_them
 
 
 def test_error_messages_never_show_a_credential(capsys, monkeypatch):
-    from factory import cli
-    from factory.errors import WorkFailed
+    from factory.cli import main as cli
+    from factory.core.errors import WorkFailed
 
     def failing(args):
         raise WorkFailed("push to https://robot:hunter2-token@registry.example/v2/ failed")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from factory import content
-from factory.content import Findings, Mismatch, resolve_in_root, scan, verify, versions_equal
-from factory.fatbin import KIND_ELF, KIND_PTX
-from factory.labels import component_key
+from factory.adapters.rootfs import content
+from factory.adapters.rootfs.content import Findings, Mismatch, resolve_in_root, scan, verify, versions_equal
+from factory.adapters.rootfs.fatbin import KIND_ELF, KIND_PTX
+from factory.core.labels import component_key
 from tests.test_elf import gcc_library, needs_gcc, write_elf
 from tests.test_fatbin import container, fat_entry
 
@@ -793,7 +793,7 @@ def test_a_cuda_12_object_is_named_with_the_package_that_installed_it(image):
 
 
 def test_pip_cuda_components_of_another_cuda_minor_are_mismatches():
-    from factory.content import Findings, pip_cuda_report, verify_pip_cuda
+    from factory.adapters.rootfs.content import Findings, pip_cuda_report, verify_pip_cuda
 
     findings = Findings(cuda_dists={"nvidia-cuda-runtime": "13.0.96", "nvidia-nvjitlink": "13.5.37",
                                     "nvidia-cublas": "13.1.1.3", "cuda-bindings": "13.4.4"})
@@ -1039,7 +1039,7 @@ def test_the_export_filter_keeps_what_the_runtime_checks_read(tmp_path):
     import io
     import tarfile
 
-    from factory.docker import unpack_rootfs
+    from factory.adapters.docker import unpack_rootfs
 
     big = 3 * 1024 * 1024
     so = write_elf(tmp_path / "lib.so", ["libc.so.6"])
@@ -1079,7 +1079,7 @@ def _member(name: str, size: int):
 
 
 def test_an_images_kind_follows_from_its_labels_a_runtime_image_included():
-    from factory.verify import kind_of
+    from factory.usecases.verify import kind_of
 
     ns = "dev.scitrera"
     assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "dev"}, ns) == "base"
@@ -1128,8 +1128,8 @@ def test_a_large_shared_object_is_unpacked_sparse_with_everything_verify_reads_f
 
     import pydantic_core._pydantic_core as real
 
-    from factory import elf
-    from factory.docker import unpack_rootfs
+    from factory.adapters.docker import unpack_rootfs
+    from factory.adapters.rootfs import elf
 
     data = Path(real.__file__).read_bytes()  # a real ELF shared object of a few MB
     junk = bytes(range(256)) * 8192

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from factory.dockerfile import declared_args, used_args
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.resolve import resolve
+from factory.core.dockerfile import declared_args, used_args
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
 from tests.conftest import ROOT, SHIPPED
 
 PLAN = build_plan(resolve(load(SHIPPED)))
@@ -75,7 +75,7 @@ def test_source_base_guards_against_cpu_only_torch():
 # -- issue 16: valid Dockerfiles are read as BuildKit reads them, bad ones get one clear message ----------------
 
 def _inputs(tmp_path, text, files=("a.sh", "b.sh")):
-    from factory.dockerfile import dockerfile_inputs
+    from factory.core.dockerfile import dockerfile_inputs
 
     for name in files:
         (tmp_path / name).write_text(name)
@@ -119,20 +119,20 @@ def test_copied_folder_and_glob(tmp_path):
     ("FROM x\nCOPY a.sh\n", "needs a source and a destination"),
 ])
 def test_bad_copy_lines_are_input_errors(tmp_path, text, needle):
-    from factory.errors import InputError
+    from factory.core.errors import InputError
 
     with pytest.raises(InputError, match=needle):
         _inputs(tmp_path, text)
 
 
 def test_copied_symlink_escaping_the_context_is_refused(tmp_path):
-    from factory.errors import InputError
+    from factory.core.errors import InputError
 
     (tmp_path / "ctx").mkdir()
     (tmp_path / "secret").write_text("s")
     (tmp_path / "ctx" / "link").symlink_to(tmp_path / "secret")
     (tmp_path / "ctx" / "x.Dockerfile").write_text("FROM x\nCOPY link /x\n")
-    from factory.dockerfile import dockerfile_inputs
+    from factory.core.dockerfile import dockerfile_inputs
 
     with pytest.raises(InputError, match="resolves outside the build context"):
         dockerfile_inputs(tmp_path / "ctx" / "x.Dockerfile")
@@ -140,8 +140,8 @@ def test_copied_symlink_escaping_the_context_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kind", ["folder", "not-utf8"])
 def test_a_dockerfile_that_cannot_be_read_is_an_input_error(tmp_path, kind):
-    from factory.dockerfile import dockerfile_inputs
-    from factory.errors import InputError
+    from factory.core.dockerfile import dockerfile_inputs
+    from factory.core.errors import InputError
 
     path = tmp_path / "x.Dockerfile"
     path.mkdir() if kind == "folder" else path.write_bytes(b"FROM \xff\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factory import elf
+from factory.adapters.rootfs import elf
 
 # --- a minimal ELF writer (also used by tests/test_content.py) ----------------------------------------------
 

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from factory.errors import InputError
-from factory.matrix import extra_images, load
-from factory.plan import build_plan, select
-from factory.resolve import resolve
+from factory.core.errors import InputError
+from factory.core.matrix import extra_images, load
+from factory.core.plan import build_plan, select
+from factory.core.resolve import resolve
 from tests.conftest import NIXL as CONFTEST_NIXL
 from tests.conftest import ROOT, SHIPPED, SMALL
 

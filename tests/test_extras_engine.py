@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from factory.cli import main
-from factory.content import CUDA_RUNTIME_SONAME
+from factory.adapters.rootfs.content import CUDA_RUNTIME_SONAME
+from factory.cli.main import main
 from tests.engine_support import fixture_release, require_engine
 from tests.test_elf import write_elf
 from tests.test_extras import NIXL as LAYER

@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from factory import elf, fatbin
-from factory.fatbin import KIND_ELF, KIND_PTX, compatible, device_code, format_archs, parse, runs_on, sort_archs
+from factory.adapters.rootfs import elf, fatbin
+from factory.adapters.rootfs.fatbin import (
+    KIND_ELF,
+    KIND_PTX,
+    compatible,
+    device_code,
+    format_archs,
+    parse,
+    runs_on,
+    sort_archs,
+)
 from tests.test_elf import make_sectioned_elf, write_elf
 
 # --- a fatbin writer ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.conftest import ROOT, SHIPPED
 
 

@@ -3,7 +3,7 @@ deadline, and what publishing may overwrite and in which order.
 
 Every server is real (tests/registry_server.py, tests/pypi_server.py on 127.0.0.1, in their hostile mode where
 it matters); no HTTP client is mocked. The Docker engine is not used: where publishing pushes, a fake engine
-(`FakeEngine`) stands in for `factory.docker` and "pushes" by storing the image in the test registry, so the
+(`FakeEngine`) stands in for `factory.adapters.docker` and "pushes" by storing the image in the test registry, so the
 registry side (what is checked, in which order, what is left after a failure) runs for real.
 """
 
@@ -16,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from factory import docker
-from factory.build import BUILT, PUSHED, UP_TO_DATE, BuildOptions, BuildReport, ImageResult, _push_all, _up_to_date
-from factory.cache import Cache
-from factory.errors import WorkFailed
-from factory.http import Deadline, has_deadline, new_client
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.publish import TagConflict, check_immutable, push_order
-from factory.pypi import BadMetadataHash, PackageIndex, UpstreamError, UpstreamUnavailable
-from factory.registry import (
+from factory.adapters import docker
+from factory.adapters.cache import Cache
+from factory.adapters.http import Deadline, has_deadline, new_client
+from factory.adapters.pypi import BadMetadataHash, PackageIndex, UpstreamError, UpstreamUnavailable
+from factory.adapters.registry import (
     InvalidReference,
     MalformedDocument,
     RegistryClient,
@@ -33,7 +28,21 @@ from factory.registry import (
     RegistryUnreachable,
     parse_reference,
 )
-from factory.resolve import resolve
+from factory.core.errors import WorkFailed
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
+from factory.usecases.build import (
+    BUILT,
+    PUSHED,
+    UP_TO_DATE,
+    BuildOptions,
+    BuildReport,
+    ImageResult,
+    _push_all,
+    _up_to_date,
+)
+from factory.usecases.publish import TagConflict, check_immutable, push_order
 from tests.conftest import SMALL
 from tests.pypi_server import HOSTILE_PROJECTS, PyPIServer, unused_port
 from tests.registry_server import HOSTILE_CASES, RegistryServer
@@ -162,7 +171,7 @@ def test_a_hostile_token_answer_is_a_registry_error():
 
 def test_cli_inspect_remote_on_hostile_documents_is_one_line_exit_1(hostile_registry, capsys, tmp_path,
                                                                     monkeypatch):
-    from factory.cli import main
+    from factory.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
@@ -264,7 +273,7 @@ def test_mixed_naive_and_aware_upload_times_compare(hostile_index):
     ("hostile-junk-pin", r"pins 'dep===junk': 'junk' is not a version"),
 ])
 def test_hostile_requirements_are_one_clear_error(hostile_index, project, expected):
-    from factory.pypi import requirement_for
+    from factory.adapters.pypi import requirement_for
 
     with PackageIndex(hostile_index.index_url, retries=0, timeout=5) as ix:
         meta = ix.wheel_metadata(project, "1.0")
@@ -312,7 +321,7 @@ def _cache_keys(cache: Cache) -> list[str]:
 
 def test_cli_upstream_check_on_hostile_index_data_is_one_line_exit_1(write_matrix, tmp_path, monkeypatch, capsys):
     """`upstream check` and `check --upstream` against vLLM METADATA with an unevaluable marker."""
-    from factory.cli import main
+    from factory.cli.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     matrix = write_matrix()
@@ -341,7 +350,7 @@ def test_cli_upstream_check_on_hostile_index_data_is_one_line_exit_1(write_matri
 
 
 class FakeEngine:
-    """Stands in for `factory.docker`: local images are labels by ref; a push stores the image in the test
+    """Stands in for `factory.adapters.docker`: local images are labels by ref; a push stores the image in the test
     registry (a single-platform Docker manifest, as `docker push` of a loaded image does)."""
 
     def __init__(self, registry: RegistryServer, fail_on: str | None = None) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
-from factory.errors import InputError
-from factory.matrix import load
-from factory.redact import has_userinfo, redact
+from factory.cli.main import main
+from factory.core.errors import InputError
+from factory.core.matrix import load
+from factory.core.redact import has_userinfo, redact
 from tests.conftest import NIXL, ROOT, SHIPPED, SMALL
 
 SECRET = "s3cr3t-t0ken"
@@ -96,9 +96,9 @@ def test_plan_format_github_never_prints_a_bad_name(capsys, write_matrix):
 
 
 def test_github_matrix_refuses_values_a_shell_would_read():
-    from factory.ci import github_matrix
-    from factory.plan import Plan, build_plan
-    from factory.resolve import resolve
+    from factory.core.exports.ci import github_matrix
+    from factory.core.plan import Plan, build_plan
+    from factory.core.resolve import resolve
 
     plan = build_plan(resolve(load(SHIPPED)), ["0.33.0-t5"])
     from dataclasses import replace
@@ -164,7 +164,7 @@ def test_redact(url, kept):
 
 
 def test_every_cli_error_message_is_redacted(capsys, monkeypatch):
-    from factory import cli
+    from factory.cli import main as cli
 
     def failing(args):
         raise InputError(f"cannot reach https://user:{SECRET}@index.example/simple")
@@ -237,7 +237,7 @@ def test_dockerfile_that_is_not_a_regular_file_is_refused(capsys, write_matrix, 
 
 
 def test_labels_sync_never_writes_outside_its_folder(tmp_path):
-    from factory.golden import sync
+    from factory.core.exports.golden import sync
 
     folder = tmp_path / "labels"
     for name in ("../../x.json", "/tmp/x.json", "..", "a/b.json"):
@@ -346,7 +346,7 @@ def test_no_docker_on_path_is_one_clear_message(tmp_path):
 def test_client_not_found_is_mapped_without_importing_python_on_whales(capsys, monkeypatch):
     from python_on_whales.client_config import ClientNotFoundError
 
-    from factory import cli
+    from factory.cli import main as cli
 
     def missing(args):
         raise ClientNotFoundError()

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.engine_support import fixture_release, require_engine
 
 pytestmark = pytest.mark.engine

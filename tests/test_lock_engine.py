@@ -10,13 +10,13 @@ import subprocess
 
 import pytest
 
-from factory import lockfile
-from factory.cli import main
-from factory.lockfile import Lock, Pin
-from factory.lockspec import input_digests, lock_path, lock_specs
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.resolve import resolve
+from factory.cli.main import main
+from factory.core import lockfile
+from factory.core.lockfile import Lock, Pin
+from factory.core.lockspec import input_digests, lock_path, lock_specs
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
 from tests.engine_support import FIXTURE, fixture_release, require_engine
 
 pytestmark = pytest.mark.engine

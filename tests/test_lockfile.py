@@ -1,4 +1,4 @@
-"""The lock file format (factory.lockfile): render/parse round trips, strict parse errors naming `file:line`,
+"""The lock file format (factory.core.lockfile): render/parse round trips, strict parse errors naming `file:line`,
 the install text of a layer, the content digest, diff and with_layers. Pure and fast."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factory import lockfile
-from factory.errors import InputError
-from factory.lockfile import TITLE, Change, Lock, Pin
+from factory.core import lockfile
+from factory.core.errors import InputError
+from factory.core.lockfile import TITLE, Change, Lock, Pin
 
 SOURCE = "locks/test.txt"
 

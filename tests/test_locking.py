@@ -1,4 +1,4 @@
-"""`factory lock` (factory.locking): parsing uv's output, the layer split, the rules over a resolved set, the
+"""`factory lock` (factory.usecases.locking): parsing uv's output, the layer split, the rules over a resolved set, the
 sibling split, verify's comparison with a lock, and the real uv resolver against the test index on 127.0.0.1."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from factory import lockfile, locking
-from factory.errors import WorkFailed
-from factory.lockfile import Lock, Pin
-from factory.locking import LockFailed, Resolved, assign_layers, check_rules, parse_compiled, split_siblings
-from factory.lockspec import CUDA12_OFF, Group, LockSpec
-from factory.matrix import parse as parse_matrix
-from factory.verify import compare_lock
+from factory.core import lockfile
+from factory.core.errors import WorkFailed
+from factory.core.lockfile import Lock, Pin
+from factory.core.lockspec import CUDA12_OFF, Group, LockSpec
+from factory.core.matrix import parse as parse_matrix
+from factory.usecases import locking
+from factory.usecases.locking import LockFailed, Resolved, assign_layers, check_rules, parse_compiled, split_siblings
+from factory.usecases.verify import compare_lock
 from tests.conftest import ROOT, SMALL
 
 
@@ -695,10 +696,10 @@ def tiny_index(uv_env):
 
 
 def run_lock(path: Path, index: Index, **kw):
-    from factory.matrix import load
-    from factory.plan import build_plan
-    from factory.pypi import PackageIndex
-    from factory.resolve import resolve
+    from factory.adapters.pypi import PackageIndex
+    from factory.core.matrix import load
+    from factory.core.plan import build_plan
+    from factory.core.resolve import resolve
 
     loaded = load(path)
     plan = build_plan(resolve(loaded))

@@ -1,4 +1,4 @@
-"""What each image installs (factory.lockspec) on the shipped matrix, the input digests of the locks, and
+"""What each image installs (factory.core.lockspec) on the shipped matrix, the input digests of the locks, and
 `locking.stale` on temporary copies and on the committed locks. Pure: no network, no subprocess."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from factory import lockfile, locking
-from factory.lockfile import Lock, Pin
-from factory.lockspec import CUDA12_OFF, UV_VERSION, input_digests, lock_path, lock_specs
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.resolve import resolve
+from factory.core import lockfile
+from factory.core.lockfile import Lock, Pin
+from factory.core.lockspec import CUDA12_OFF, UV_VERSION, input_digests, lock_path, lock_specs
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
+from factory.usecases import locking
 from tests.conftest import ROOT, SHIPPED
 
 VLLM_SOURCE_TAGS = [f"{v}-t{t}" for v in ("0.13.0", "0.14.0", "0.14.1", "0.15.0", "0.15.1", "0.16.0", "0.17.0")
@@ -356,7 +357,7 @@ def test_every_dockerfile_mounts_exactly_the_layer_files_factory_build_writes(sh
     would fail at build time, one mounting fewer would skip a layer of its lock."""
     import re
 
-    from factory.lockspec import LAYER_FILES
+    from factory.core.lockspec import LAYER_FILES
 
     _, plan, specs = shipped
     seen = {}
@@ -375,7 +376,7 @@ def test_every_dockerfile_mounts_exactly_the_layer_files_factory_build_writes(sh
 def test_a_build_for_another_platform_needs_that_platforms_locks(capsys):
     """`build --platform` plans another platform: its locks are that platform's, in locks/<os>-<arch>/, and
     the message says how to make them; the matrix's own locks are not taken for them."""
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["build", "0.33.0-t5", "--platform", "linux/amd64", "--matrix", str(SHIPPED)]) == 2
     err = capsys.readouterr().err
@@ -387,7 +388,7 @@ def test_a_build_for_another_platform_needs_that_platforms_locks(capsys):
 
 
 def test_a_bake_file_is_for_one_platform_and_its_locks(capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["bake", "0.33.0-t5", "--platform", "linux/amd64", "--platform", "linux/arm64",
                  "--matrix", str(SHIPPED)]) == 2
@@ -402,7 +403,7 @@ def test_a_bake_file_is_for_one_platform_and_its_locks(capsys):
 def test_check_lock_reports_stale_locks_and_rules_as_errors(capsys, shipped_matrix):
     """`factory check --lock`: the committed locks of the repository pass; in a copy whose 0.33.0-t5 lock is
     gone and whose matrix forbids a distribution 0.17.0-t4 holds, both are errors (exit 1) under builtin/lock."""
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["check", "--lock", "--matrix", str(SHIPPED)]) == 0
     capsys.readouterr()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from factory.errors import InputError
-from factory.matrix import COMPONENTS, load, version_of
+from factory.core.errors import InputError
+from factory.core.matrix import COMPONENTS, load, version_of
 from tests.conftest import SHIPPED, SMALL
 
 

@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from factory.errors import InputError
-from factory.matrix import load
-from factory.plan import build_plan, dockerfile_inputs, select
-from factory.resolve import resolve
+from factory.core.errors import InputError
+from factory.core.matrix import load
+from factory.core.plan import build_plan, dockerfile_inputs, select
+from factory.core.resolve import resolve
 from tests.conftest import SHIPPED
 
 
@@ -180,7 +180,7 @@ def test_a_runtime_image_tag_may_not_collide_with_a_base(shipped_matrix):
 
 
 def test_bake_gives_every_image_the_plan_images_its_args_name_as_targets():
-    from factory.bake import bake_file, target_name
+    from factory.core.exports.bake import bake_file, target_name
 
     plan = _plan(SHIPPED, ["0.17.0-t5-nixl"])
     bake = bake_file(plan, SHIPPED.parent, created="2026-12-01T00:00:00Z", revision="x")

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.conftest import NIXL, SMALL
 
 KEYS = ["cuda", "nccl", "torch", "triton", "flashinfer", "vllm", "transformers", "base", "mode", "allow",

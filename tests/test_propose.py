@@ -1,4 +1,4 @@
-"""factory.propose and `factory propose`, against the real local index of tests/test_upstream.py."""
+"""factory.usecases.propose and `factory propose`, against the real local index of tests/test_upstream.py."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from factory.cache import Cache
-from factory.errors import InputError
-from factory.matrix import load
-from factory.propose import Proposal, _transformers_by_major, propose
-from factory.pypi import PackageIndex
-from factory.resolve import resolve
-from factory.upstream import VllmFacts
+from factory.adapters.cache import Cache
+from factory.adapters.pypi import PackageIndex
+from factory.core.errors import InputError
+from factory.core.matrix import load
+from factory.core.resolve import resolve
+from factory.usecases.propose import Proposal, _transformers_by_major, propose
+from factory.usecases.upstream import VllmFacts
 from tests.conftest import SHIPPED
 from tests.test_upstream import factory_main, upstream_server
 

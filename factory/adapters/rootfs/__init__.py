@@ -1,0 +1,1 @@
+"""Reading an exported image filesystem: versions, shared-library links, GPU code (ELF and fatbin parsing)."""
