@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from factory.core.components import COMPONENTS
 from factory.core.errors import InputError
-from factory.core.matrix import COMPONENTS, load, version_of
+from factory.core.matrix import load, version_of
 from tests.conftest import SHIPPED, SMALL
 
 

@@ -254,7 +254,7 @@ def test_smoke_image_success_path():
     image, command, kwargs = fake.calls[0]
     assert image == "img:tag"
     assert command == ["/opt/factory/smoke.py", "--arch", "sm_121", "--expect", "nccl=2.29.2-1",
-                       "--require", "vllm,flashinfer,transformers"]
+                       "--require", "flashinfer,vllm,transformers"]
     assert kwargs["entrypoint"] == "python3" and kwargs["gpus"] == "all" and kwargs["remove"] is True
     assert kwargs["envs"]["NCCL_NVLS_ENABLE"] == "0"
     assert "shm_size" not in kwargs

@@ -372,16 +372,16 @@ def test_outdated_lists_newer_final_releases_with_dates(index):
     found = outdated(load(SHIPPED), index=index)
     got = [(o.project, o.newest_known, o.version, o.uploaded.date().isoformat()) for o in found]
     assert got == [
+        ("torch", "2.14.0", "2.14.1", "2026-09-30"),
+        ("torch", "2.14.0", "2.15.0", "2026-10-28"),
+        ("triton", "3.8.0", "3.9.0", "2026-10-27"),
         ("transformers", "5.20.2", "5.21.0", "2026-10-26"),
         ("transformers", "5.20.2", "5.21.1", "2026-10-29"),
         ("transformers", "5.20.2", "5.22.0", "2026-10-29"),
         ("transformers", "5.20.2", "5.22.1", "2026-10-30"),
         ("transformers", "5.20.2", "5.22.2", "2026-11-06"),
         ("transformers", "5.20.2", "5.23.0", "2026-11-13"),
-        ("triton", "3.8.0", "3.9.0", "2026-10-27"),
-        ("torch", "2.14.0", "2.14.1", "2026-09-30"),
-        ("torch", "2.14.0", "2.15.0", "2026-10-28"),
-    ]  # vllm 0.33.0 and flashinfer-python 0.7.2.post1 are the newest releases
+    ]  # in registry order; vllm 0.33.0 and flashinfer-python 0.7.2.post1 are the newest releases
 
 
 def test_outdated_skips_yanked_and_pre_releases(server, index):

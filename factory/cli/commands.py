@@ -544,7 +544,7 @@ def _image_labels(name: str, loaded, *, platform: str | None, remote: bool, allo
 
 def _components_table(labels: dict[str, str], namespace: str) -> list[tuple[str, str]]:
     from factory.core import labels as L
-    from factory.core.matrix import COMPONENTS, EXTRA_COMPONENTS
+    from factory.core.components import COMPONENTS, EXTRA_COMPONENTS
 
     rows = [(c, labels[L.component_key(namespace, c)]) for c in COMPONENTS + EXTRA_COMPONENTS
             if L.component_key(namespace, c) in labels]

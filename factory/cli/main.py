@@ -254,7 +254,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from factory.cli.output import table, to_json
 
     resolution = _resolve(args)
-    keys = ("cuda", "nccl", "torch", "triton", "flashinfer", "vllm", "transformers")
+    from factory.core.components import KEY_COMPONENTS as keys
+
     rows = []
     for tag, facts in resolution.tags.items():
         image = resolution.matrix.image[tag]

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from factory.core.matrix import BASE_COMPONENTS, COMPONENTS, EXTRA_COMPONENTS
+from factory.core.components import (
+    BASE_COMPONENTS,
+    COMPONENT_MEANING,
+    COMPONENTS,
+    EXTRA_COMPONENTS,
+    MEASURED_COMPONENTS,
+)
 
 if TYPE_CHECKING:
     from factory.core.plan import ImageSpec
@@ -39,27 +45,6 @@ MEASURED_KEYS = {
     "verified": "the input digest of the image that passed verify and was measured: equal to its own "
                 "input_digest only on an image that passed (a base's stamp is inherited with the base's digest)",
 }
-
-#: Components measured rather than planned: the OS is stamped as `os` (see MEASURED_KEYS).
-MEASURED_COMPONENTS = ("ubuntu",)
-
-COMPONENT_MEANING = {
-    "ubuntu": "Ubuntu release of the image",
-    "python": "Python interpreter (major.minor)",
-    "cuda": "CUDA toolkit in /usr/local/cuda",
-    "nccl": "NCCL library torch is linked against",
-    "torch": "PyTorch",
-    "torchvision": "torchvision",
-    "torchaudio": "torchaudio",
-    "triton": "Triton (package `triton`)",
-    "flashinfer": "FlashInfer (package `flashinfer-python`)",
-    "vllm": "vLLM",
-    "transformers": "Hugging Face Transformers",
-    "ray": "Ray, for multi-node serving",
-    "ucx": "UCX, built against the image's CUDA (extra layer)",
-    "nixl": "NIXL, for KV-cache transfer between vLLM instances, built against the image's CUDA (extra layer)",
-}
-
 
 def component_key(namespace: str, component: str) -> str:
     return f"{namespace}.{component}_version"

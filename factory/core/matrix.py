@@ -36,15 +36,11 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11 (pyproject installs tomli there)
     import tomli as tomllib
 
+from factory.core.components import COMPONENTS
 from factory.core.errors import InputError, read_input
 from factory.core.redact import has_userinfo, redact
 
-#: Components of a base image (the PyTorch-dev layer) and of a vLLM image, in label order.
-BASE_COMPONENTS = ("ubuntu", "python", "cuda", "nccl", "torch", "torchvision", "torchaudio")
-IMAGE_COMPONENTS = ("triton", "flashinfer", "vllm", "transformers", "ray")
-COMPONENTS = BASE_COMPONENTS + IMAGE_COMPONENTS
 #: Components an extra layer can carry; verify knows how to measure each (UCX's pkg-config file, NIXL's wheel).
-EXTRA_COMPONENTS = ("ucx", "nixl")
 ExtraComponent = Literal["ucx", "nixl"]
 
 #: Facts about a tag that rules can match on besides component versions (compared as plain text).

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from factory.core.components import COMPONENTS
 from factory.core.matrix import (
-    COMPONENTS,
     FACTS,
     Base,
     Image,

@@ -32,6 +32,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from factory.core import lockfile
+from factory.core.components import DIST_COMPONENTS, IMAGE_COMPONENTS
 from factory.core.errors import InputError, WorkFailed
 from factory.core.lockfile import Lock, Pin, canonical
 from factory.core.lockspec import MACHINE, TRANSFORM, LockSpec, input_digests, lock_path, lock_specs
@@ -350,9 +351,7 @@ def _chain(name: str, by_name: dict[str, Resolved], limit: int = 6) -> str:
 
 
 #: Which matrix field pins a requirement, by distribution (the rest come from the Dockerfile's own choices).
-_FIELDS = {"vllm": "vllm", "triton": "triton", "flashinfer-python": "flashinfer", "transformers": "transformers",
-           "ray": "ray", "torch": "torch", "torchvision": "torchvision", "torchaudio": "torchaudio",
-           "nvidia-cudnn-cu13": "cudnn", "nvidia-nccl-cu13": "nccl"}  # CUDA 13 images (every shipped one)
+_FIELDS = {**DIST_COMPONENTS, "nvidia-cudnn-cu13": "cudnn", "nvidia-nccl-cu13": "nccl"}  # CUDA 13 images
 
 
 def _origin(requirement: str, spec: LockSpec, matrix: Matrix) -> str:
@@ -364,7 +363,7 @@ def _origin(requirement: str, spec: LockSpec, matrix: Matrix) -> str:
     field_ = _FIELDS.get(name)
     if field_ is None:
         return requirement
-    if spec.image in matrix.image and field_ in ("vllm", "triton", "flashinfer", "transformers", "ray"):
+    if spec.image in matrix.image and field_ in IMAGE_COMPONENTS:
         if field_ == "ray" and matrix.image[spec.image].ray is None:
             return f"{requirement} (matrix: defaults.ray)"
         return f'{requirement} (matrix: image."{spec.image}".{field_})'

@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory.core.components import SMOKE_EXPECT, SMOKE_IMPORTS
+
 #: Where the Dockerfiles COPY dockerfiles/smoke.py.
 SMOKE_PATH_IN_IMAGE = "/opt/factory/smoke.py"
 #: Where smoke_image() bind-mounts a baseline report (read-only) for the program's --baseline.
 BASELINE_PATH_IN_IMAGE = "/opt/factory/smoke-baseline.json"
 #: The program in this checkout, for run_local().
 SMOKE_PROGRAM = Path(__file__).resolve().parents[2] / "dockerfiles" / "smoke.py"
-#: --expect keys, each fed by the label <namespace>.<key>_version.
-EXPECT_KEYS = ("cuda", "nccl", "torch", "vllm", "flashinfer", "transformers", "triton")
-#: Modules every vLLM image must import.
-IMAGE_REQUIRE = ("vllm", "flashinfer", "transformers")
+#: --expect keys, each fed by the label <namespace>.<key>_version; modules every vLLM image must import.
+EXPECT_KEYS, IMAGE_REQUIRE = SMOKE_EXPECT, SMOKE_IMPORTS
 DEFAULT_NAMESPACE = "dev.scitrera"
 
 

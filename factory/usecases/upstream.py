@@ -31,6 +31,8 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from factory.core.components import IMAGE_WHEELS, PROJECTS
+from factory.core.components import TRACKED_UPSTREAM as OUTDATED_COMPONENTS
 from factory.core.errors import InputError
 from factory.core.matrix import LoadedMatrix, Rule, version_of
 from factory.core.resolve import UPSTREAM_PREFIX, Violation, resolve, tag_facts, tag_sort_key
@@ -40,19 +42,6 @@ if TYPE_CHECKING:
 
     from factory.adapters.pypi import DistFile, PackageIndex
 
-#: Matrix component -> the PyPI project it is released as.
-PROJECTS = {
-    "vllm": "vllm",
-    "transformers": "transformers",
-    "flashinfer": "flashinfer-python",
-    "triton": "triton",
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "torchaudio": "torchaudio",
-    "ray": "ray",
-}
-#: Components `outdated` looks for newer releases of.
-OUTDATED_COMPONENTS = ("vllm", "transformers", "flashinfer", "triton", "torch")
 #: vLLM rule suffix -> the components (declared by vLLM's wheel) it requires, as in the shipped rules.
 VLLM_RULES = {
     "torch": ("torch", "torchvision", "torchaudio"),
@@ -137,7 +126,7 @@ def vllm_facts(index: PackageIndex, version: str, *, python: str = "3.12") -> Vl
     meta = index.metadata_of(wheel)
     requires = {
         component: requirement_for(meta, PROJECTS[component], machine="aarch64", python_version=python)
-        for component in ("torch", "torchvision", "torchaudio", "flashinfer", "transformers", "triton")
+        for component in PROJECTS if component not in ("vllm", "ray")
     }
     return VllmFacts(version=version, wheel=wheel, released=release.uploaded, requires=requires)
 
@@ -416,8 +405,7 @@ def outdated(loaded: LoadedMatrix, *, index_url: str | None = None, offline: boo
 
 #: What a wheel-mode base installs from the index (dockerfiles/pytorch-dev-wheels.Dockerfile) ...
 BASE_WHEELS = ("torch", "torchvision", "torchaudio", "nccl")
-#: ... and what a wheel-mode vLLM image installs from it (dockerfiles/vllm-wheels.Dockerfile).
-IMAGE_WHEELS = ("vllm", "triton", "flashinfer", "transformers", "ray")
+#: (what a wheel-mode vLLM image installs from it is components.IMAGE_WHEELS: dockerfiles/vllm-wheels.Dockerfile).
 #: OCI platform -> the machine its wheels are tagged for.
 MACHINES = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}
 #: glibc 2.N of the Ubuntu releases images are built on: a manylinux_2_M wheel installs when M <= N.

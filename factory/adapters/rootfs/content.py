@@ -37,22 +37,11 @@ from typing import Literal
 from packaging.version import InvalidVersion, Version
 
 from factory.adapters.rootfs import elf, fatbin
+from factory.core.components import COMPONENTS, DIST_COMPONENTS, EXTRA_COMPONENTS
 from factory.core.labels import component_key, components_for, factory_key
-from factory.core.matrix import COMPONENTS, EXTRA_COMPONENTS, version_of
+from factory.core.matrix import version_of
 
 Kind = Literal["base", "runtime", "vllm", "extra"]
-
-#: Python distributions (PEP 503 normalised names) that are components, and the component each one is.
-DIST_COMPONENTS = {
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "torchaudio": "torchaudio",
-    "triton": "triton",
-    "flashinfer-python": "flashinfer",
-    "vllm": "vllm",
-    "transformers": "transformers",
-    "ray": "ray",
-}
 
 #: Site-packages directories, in the order Python in the image would import from them (a venv first).
 SITE_PATTERNS = (

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from factory.core import labels as L
-from factory.core.matrix import COMPONENTS, EXTRA_COMPONENTS, extra_images
+from factory.core.components import COMPONENTS, EXTRA_COMPONENTS, LISTED
+from factory.core.matrix import extra_images
 from factory.core.plan import Plan
 from factory.core.resolve import Resolution, tag_sort_key
 
@@ -87,8 +88,7 @@ def sync(folder: Path, files: dict[str, str], *, write: bool, pattern: str = "*.
 def image_table(resolution: Resolution) -> str:
     """The README table of images: one row per tag with its base and every component version."""
     matrix = resolution.matrix
-    columns = ["cuda", "nccl", "torch", "torchvision", "torchaudio", "triton", "flashinfer", "vllm",
-               "transformers", "ray", "python"]
+    columns = list(LISTED)
     from factory.core.matrix import RUNTIME_CUDA_FLAVOR, runtime_name, ships_on
 
     head = ["tag", "ships on", "mode", *columns, "vLLM released"]
