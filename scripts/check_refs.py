@@ -111,8 +111,8 @@ def plan_of(matrix_path: Path):
     wheels = {name: extra for name, extra in loaded.matrix.extra.items() if getattr(extra, "mode", "") == "wheels"}
     if not wheels:
         return plan, ()
-    extras = {**loaded.matrix.extra, **{n: e.model_copy(update={"mode": "source"}) for n, e in wheels.items()}}
-    as_source = build_plan(resolve(replace(loaded, matrix=loaded.matrix.model_copy(update={"extra": extras}))))
+    extras = {**loaded.matrix.extra, **{n: replace(e, mode="source") for n, e in wheels.items()}}
+    as_source = build_plan(resolve(replace(loaded, matrix=replace(loaded.matrix, extra=extras))))
     names = {spec.name for spec in plan.extras if spec.mode == "wheels"}
     return plan, tuple(spec for spec in as_source.extras if spec.name in names)
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def fixture_release(tmp_path: Path) -> Path:
     return matrix
 
 
-def docker_json(*argv: str):
+def docker_json(*argv: str) -> Any:
     import json
 
     done = subprocess.run(["docker", *argv], capture_output=True, text=True, check=True)

@@ -14,7 +14,8 @@ Tests can add more (:meth:`PyPIServer.add`, :meth:`PyPIServer.add_project`), inj
 faults (drop the connection, answer a status such as 503 or 429 N times, stall, drip an
 answer one byte at a time), switch Range support off, and inspect every request made
 (:attr:`PyPIServer.requests`).
-Single ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-N`` requests get 206 answers.
+Single ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-N`` requests get 206 answers (which lie as
+``range_lie`` says, to play a hostile server: :data:`RANGE_LIES`).
 
 **Hostile mode** (``PyPIServer(hostile=True)``) also serves the projects of :data:`HOSTILE_PROJECTS`:
 index data of the wrong shape or with content a client must refuse (see each description).
@@ -158,9 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
                            {"Content-Range": f"bytes */{len(body)}"}, head=head)
                 return
             if span is not Ellipsis:
-                first, last = span
-                self._send(record, 206, body[first:last + 1], route.content_type,
-                           {"Content-Range": f"bytes {first}-{last}/{len(body)}"}, head=head)
+                part, content_range = _partial(body, *span, owner.range_lie)
+                self._send(record, 206, part, route.content_type, {"Content-Range": content_range}, head=head)
                 return
         self._send(record, 200, body, route.content_type, {"Accept-Ranges": "bytes"} if owner.ranges
                    else {}, head=head)
@@ -185,8 +185,33 @@ class _Handler(BaseHTTPRequestHandler):
 
 
     def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        assert self._drip is not None
         send_dripping(self, self._drip, status, body, content_type, headers,
                       lambda: self.server.owner._httpd is None)
+
+
+#: The ways a hostile server's 206 answers can be wrong, for ``PyPIServer.range_lie``.
+RANGE_LIES = {
+    "short": "one byte fewer than its Content-Range says",
+    "long": "one byte more than its Content-Range says",
+    "shifted": "the range one byte further on (back, at the end) than asked for, and a Content-Range saying so",
+    "no-size": "a Content-Range without the file's size (bytes a-b/*)",
+}
+
+
+def _partial(body: bytes, first: int, last: int, lie: str | None) -> tuple[bytes, str]:
+    """(the body of a 206 for bytes first..last, its Content-Range), told the way ``lie`` says."""
+    size = len(body)
+    if lie == "short":
+        return body[first:last], f"bytes {first}-{last}/{size}"
+    if lie == "long":
+        return body[first:last + 2].ljust(last - first + 2, b"\0"), f"bytes {first}-{last}/{size}"
+    if lie == "shifted":  # one byte on, or back when the range ends the file
+        step = 1 if last + 1 < size else -1 if first > 0 else 0
+        return body[first + step:last + step + 1], f"bytes {first + step}-{last + step}/{size}"
+    if lie == "no-size":
+        return body[first:last + 1], f"bytes {first}-{last}/*"
+    return body[first:last + 1], f"bytes {first}-{last}/{size}"
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None | EllipsisType:
@@ -231,6 +256,8 @@ class PyPIServer:
         self.requests: list[Request] = []
         #: Honour Range headers (switch off to play a server that ignores them).
         self.ranges = True
+        #: How a 206 lies (see :data:`RANGE_LIES`); None: it does not.
+        self.range_lie: str | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -264,7 +291,7 @@ class PyPIServer:
     def url(self) -> str:
         assert self._httpd is not None, "start the server first"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def index_url(self) -> str:
@@ -417,4 +444,5 @@ def unused_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (connections are refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

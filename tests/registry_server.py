@@ -1,6 +1,6 @@
 """A real container registry for tests: ``http.server`` on 127.0.0.1 in a thread.
 
-It speaks enough of the OCI distribution API for :mod:`factory.adapters.registry`:
+It speaks enough of the OCI distribution API for :mod:`factory.adapters.registry.client`:
 
 * ``GET``/``HEAD /v2/<name>/manifests/<tag|digest>`` (honouring ``Accept`` like the
   reference registry: a manifest whose media type is not accepted is "unknown"), with
@@ -255,7 +255,7 @@ class RegistryServer:
                         "digest": self.add_blob(layer), "size": len(layer)}],
         }
         body = json.dumps(manifest, indent=3).encode()
-        return body, sha256(config_body), manifest["mediaType"]
+        return body, sha256(config_body), DOCKER_MANIFEST if docker else OCI_MANIFEST
 
     def add_index(self, repo: str, tag: str, labels: Mapping[str, Mapping[str, str]], *,
                   attestations: bool = True, decoy_first: bool = False,
@@ -268,7 +268,8 @@ class RegistryServer:
         the variant to declare in the index for a platform (e.g. ``{"linux/arm64": "v8"}``).
         """
         image = Image(digest="")
-        entries, attest = [], []
+        entries: list[dict[str, Any]] = []
+        attest: list[dict[str, Any]] = []
         for platform, platform_labels in labels.items():
             body, config_digest, media_type = self._image_manifest(repo, platform, platform_labels, docker=False)
             digest = self.put_manifest(repo, body, media_type)
@@ -446,6 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_dripping(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        assert self._drip is not None
         send_dripping(self, self._drip, status, b"" if self.command == "HEAD" else body, content_type, headers,
                       lambda: self.registry._httpd is None)
 
@@ -490,7 +492,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length <= _MAX_BODY else b""
         rest = path[len("/v2/"):] if path.startswith("/v2/") else ""
         if "/blobs/uploads/" in rest:
-            return self._finish_upload(*rest.rsplit("/blobs/uploads/", 1), body)
+            repo, upload = rest.rsplit("/blobs/uploads/", 1)
+            return self._finish_upload(repo, upload, body)
         if "/manifests/" not in rest:
             return self._error(405, "UNSUPPORTED", "method not allowed")
         if len(body) > 4 * 1024 * 1024:
@@ -613,6 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if rest == "":
             return self._send(200, b"{}")
+        assert repo is not None and ref is not None
         if kind == "manifests":
             return self._manifest(repo, ref)
         if kind == "referrers":

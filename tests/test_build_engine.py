@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(autouse=True)
-def _engine():
+def _engine() -> None:
     require_engine()
 
 
-def build(capsys, tmp_path, matrix, *args):
+def build(capsys: pytest.CaptureFixture[str], tmp_path: Path, matrix: Path, *args: str) -> tuple[int, str, Any]:
     report = tmp_path / "report.json"
     code = main(["build", *args, "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
                  "--report", str(report)])
@@ -31,21 +32,21 @@ def build(capsys, tmp_path, matrix, *args):
     return code, out + err, data
 
 
-def statuses(data):
+def statuses(data: Any) -> dict[str, str]:
     return {i["name"]: i["status"] for i in data["images"]}
 
 
-def by_name(data):
+def by_name(data: Any) -> dict[str, Any]:
     return {i["name"]: i for i in data["images"]}
 
 
-def published(ref):
+def published(ref: str) -> bool:
     """Whether the registry holds `ref`."""
     return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
                           capture_output=True).returncode == 0
 
 
-def test_build_twice_builds_once_and_stamps_every_label(capsys, tmp_path):
+def test_build_twice_builds_once_and_stamps_every_label(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t5")
     assert code == 0, out
@@ -80,7 +81,7 @@ def test_build_twice_builds_once_and_stamps_every_label(capsys, tmp_path):
     assert "0 built, 3 up to date" in out
 
 
-def test_pin_change_rebuilds_only_what_it_touches(capsys, tmp_path):
+def test_pin_change_rebuilds_only_what_it_touches(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     assert build(capsys, tmp_path, matrix, "0.17.*")[0] == 0
     matrix.write_text(matrix.read_text().replace('transformers = "5.3.0"', 'transformers = "5.3.1"'))
@@ -101,7 +102,7 @@ def test_pin_change_rebuilds_only_what_it_touches(capsys, tmp_path):
         assert labels["dev.scitrera.nccl_version"] == "2.29.3-1", name
 
 
-def test_push_publishes_to_the_registry(capsys, tmp_path):
+def test_push_publishes_to_the_registry(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     code, out, data = build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")
     assert code == 0, out
@@ -110,10 +111,11 @@ def test_push_publishes_to_the_registry(capsys, tmp_path):
     pushes = [line.split()[1].removesuffix(":") for line in out.splitlines() if line.startswith("push ")]
     assert pushes == [refs["2.10.0-cu131"], refs["2.10.0-cu131-runtime"], refs["0.17.0-t4"]], out
 
-    def remote_labels(ref):
+    def remote_labels(ref: str) -> dict[str, str]:
         raw = subprocess.run(["skopeo", "--override-arch", "arm64", "inspect", "--tls-verify=false",
                               f"docker://{ref}"], capture_output=True, text=True, check=True).stdout
-        return json.loads(raw)["Labels"]
+        labels: dict[str, str] = json.loads(raw)["Labels"]
+        return labels
 
     ref = refs["0.17.0-t4"]
     assert remote_labels(ref)["dev.scitrera.vllm_version"] == "0.17.0"
@@ -128,7 +130,8 @@ def test_push_publishes_to_the_registry(capsys, tmp_path):
     assert not any(line.startswith("push ") for line in out.splitlines()), out
 
 
-def test_failing_build_exits_1_shows_the_log_and_pushes_nothing(capsys, tmp_path):
+def test_failing_build_exits_1_shows_the_log_and_pushes_nothing(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     dockerfile = matrix.parent / "dockerfiles" / "vllm.Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace(
@@ -144,7 +147,7 @@ def test_failing_build_exits_1_shows_the_log_and_pushes_nothing(capsys, tmp_path
         assert not published(by_name(data)[name]["refs"][0]), f"the {name} of a failed run must not be published"
 
 
-def test_dry_run_prints_commands_and_builds_nothing(capsys, tmp_path):
+def test_dry_run_prints_commands_and_builds_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     code, out, _ = build(capsys, tmp_path, matrix, "0.17.0-t4", "--dry-run", "--push")
     assert code == 0
@@ -160,7 +163,8 @@ def test_dry_run_prints_commands_and_builds_nothing(capsys, tmp_path):
         assert subprocess.run(["docker", "image", "inspect", spec.ref], capture_output=True).returncode != 0
 
 
-def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_path):
+def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     assert build(capsys, tmp_path, matrix, "0.17.0-t4", "--push")[0] == 0
     dockerfile = matrix.parent / "dockerfiles" / "vllm.Dockerfile"
@@ -182,7 +186,8 @@ def test_published_tags_are_immutable_unless_the_revision_is_bumped(capsys, tmp_
                               "0.17.0-t4": "pushed"}, "the image's revision is its own: its bases are not rebuilt"
 
 
-def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_itself(capsys, tmp_path):
+def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_itself(capsys: pytest.CaptureFixture[str],
+                                                                                     tmp_path: Path) -> None:
     """Labels are inherited: a vLLM image built FROM a stamped base (its runtime image) carries the base's stamp,
     which must not count as its own (a real run pushed an unverified image that way)."""
     from factory.adapters import docker
@@ -196,29 +201,35 @@ def test_an_image_on_a_verified_base_is_not_up_to_date_until_it_passed_verify_it
     assert statuses(data) == {"2.10.0-cu131": "up to date", "2.10.0-cu131-runtime": "up to date",
                               "0.17.0-t4": "built"}
     dev_ref, base_ref, image_ref = (i["refs"][0] for i in data["images"])
-    dev, base, image = docker.local_labels(dev_ref), docker.local_labels(base_ref), docker.local_labels(image_ref)
+    def labels_of(ref: str) -> dict[str, str]:
+        labels = docker.local_labels(ref)
+        assert labels is not None, f"no local image {ref}"
+        return labels
+
+    dev, base, image = labels_of(dev_ref), labels_of(base_ref), labels_of(image_ref)
     assert is_stamped(dev, "dev.scitrera") and is_stamped(base, "dev.scitrera")
     assert base["dev.scitrera.verified"] == base["dev.scitrera.input_digest"], "the runtime image's own stamp"
     assert not is_stamped(image, "dev.scitrera")
     assert image["dev.scitrera.verified"] == base["dev.scitrera.input_digest"]  # inherited, and told apart
     capsys.readouterr()
     assert main(["build", "0.17.0-t4", *args]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # progress goes to stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert statuses(data) == {"2.10.0-cu131": "up to date", "2.10.0-cu131-runtime": "up to date",
                               "0.17.0-t4": "built"}, out
     assert "verify 0.17.0-t4: every label matches" in out
-    assert is_stamped(docker.local_labels(image_ref), "dev.scitrera")
+    assert is_stamped(labels_of(image_ref), "dev.scitrera")
     # what verify found is saved beside the build log
     saved = json.loads(Path(by_name(data)["0.17.0-t4"]["verify_report"]).read_text())
     assert saved["ok"] is True and saved["findings"]["components"]["vllm"] == "0.17.0"
     assert saved["measured_labels"]["dev.scitrera.verified"] == image["dev.scitrera.input_digest"]
 
 
-def test_a_vllm_tag_ships_on_its_base_s_runtime_image_which_must_have_a_c_compiler(capsys, tmp_path):
+def test_a_vllm_tag_ships_on_its_base_s_runtime_image_which_must_have_a_c_compiler(capsys: pytest.CaptureFixture[str],
+                                                                                   tmp_path: Path) -> None:
     """A vLLM tag is planned and built base -> runtime image -> vLLM image FROM the runtime image; the runtime image
     verifies clean as flavor `runtime`, and one without a C compiler (Triton's) fails verify and pushes nothing."""
-    from factory.adapters.rootfs.content import C_COMPILER_REASON
+    from factory.core.toolchain import C_COMPILER_REASON
 
     matrix = fixture_release(tmp_path)
     plan = build_plan(resolve(load(matrix)), ["0.17.0-t4"])

@@ -1,15 +1,17 @@
-"""factory.adapters.cache: the store itself, and PackageIndex's use of it (TTL, offline, refresh)."""
+"""factory.adapters.index.cache: the store itself, and PackageIndex's use of it (TTL, offline, refresh)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from factory.adapters.cache import DEFAULT_TTL, Cache, default_cache_dir
-from factory.adapters.pypi import NotInCache, PackageIndex
+from factory.adapters.index import NotInCache, PackageIndex
+from factory.adapters.index.cache import DEFAULT_TTL, Cache, default_cache_dir
 from tests.pypi_server import PyPIServer
 
 
@@ -22,19 +24,19 @@ class Clock:
 
 
 @pytest.fixture
-def clock():
+def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def cache(tmp_path, clock):
+def cache(tmp_path: Path, clock: Clock) -> Cache:
     return Cache(tmp_path / "cache", clock=clock)
 
 
 # -- the store ---------------------------------------------------------------------------------
 
 
-def test_roundtrip_bytes_and_json(cache):
+def test_roundtrip_bytes_and_json(cache: Cache) -> None:
     assert cache.get("k") is None and "k" not in cache
     cache.put("k", b"\x00binary\nwith newlines\n")
     assert cache.get("k") == b"\x00binary\nwith newlines\n" and "k" in cache
@@ -46,7 +48,7 @@ def test_roundtrip_bytes_and_json(cache):
         cache.put("k", "text")  # type: ignore[arg-type]
 
 
-def test_ttl(cache, clock):
+def test_ttl(cache: Cache, clock: Clock) -> None:
     cache.put("k", b"v")
     entry = cache.entry("k")
     assert entry is not None and entry.stored_at == clock.now
@@ -57,11 +59,12 @@ def test_ttl(cache, clock):
     assert cache.get("k", ttl=None) == b"v"  # never expires
     assert cache.get("k") == b"v"
     assert cache.get("k", ttl=0) is None
-    assert cache.entry("k").data == b"v"  # an expired entry is still there (for offline use)
+    entry = cache.entry("k")
+    assert entry is not None and entry.data == b"v"  # an expired entry is still there (for offline use)
     assert DEFAULT_TTL == 6 * 3600
 
 
-def test_keys_are_hashed_into_file_names(cache):
+def test_keys_are_hashed_into_file_names(cache: Cache) -> None:
     key = "metadata:https://files.example.invalid/a/b/../c d?x=1#frag"
     path = cache.put(key, b"v")
     assert path == cache.path_for(key)
@@ -71,10 +74,10 @@ def test_keys_are_hashed_into_file_names(cache):
     assert cache.path_for("other") != path
 
 
-def test_writes_are_atomic_and_leave_no_temporary_files(cache, monkeypatch):
+def test_writes_are_atomic_and_leave_no_temporary_files(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
     cache.put("k", b"old")
 
-    def broken_replace(src, dst):
+    def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", broken_replace)
@@ -86,7 +89,7 @@ def test_writes_are_atomic_and_leave_no_temporary_files(cache, monkeypatch):
     assert files == [cache.path_for("k")]
 
 
-def test_unreadable_entries_count_as_missing(cache):
+def test_unreadable_entries_count_as_missing(cache: Cache) -> None:
     cache.path_for("a").parent.mkdir(parents=True, exist_ok=True)
     cache.path_for("a").write_bytes(b"no header line")
     cache.path_for("b").parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def test_unreadable_entries_count_as_missing(cache):
     assert cache.get_json("d") is None
 
 
-def test_delete_and_clear(cache):
+def test_delete_and_clear(cache: Cache) -> None:
     cache.put("a", b"1")
     cache.put("b", b"2")
     assert cache.delete("a") and not cache.delete("a")
@@ -106,7 +109,7 @@ def test_delete_and_clear(cache):
     assert Cache(cache.directory / "nothing-here").clear() == 0
 
 
-def test_default_directory(monkeypatch, tmp_path):
+def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "spark-image-factory"
     assert Cache().directory == tmp_path / "xdg" / "spark-image-factory"
@@ -121,17 +124,17 @@ def test_default_directory(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[PyPIServer]:
     with PyPIServer() as srv:
         yield srv
 
 
-def _index(server, cache, **kw) -> PackageIndex:
+def _index(server: PyPIServer, cache: Cache, **kw: Any) -> PackageIndex:
     kw.setdefault("retries", 0)
     return PackageIndex(server.index_url, cache=cache, timeout=5, **kw)
 
 
-def _work(ix: PackageIndex):
+def _work(ix: PackageIndex) -> tuple[Any, ...]:
     return (
         [r.version for r in ix.releases("vllm")],
         ix.wheel_metadata("vllm", "0.15.0"),
@@ -140,7 +143,7 @@ def _work(ix: PackageIndex):
     )
 
 
-def test_offline_after_one_online_run_makes_no_requests(server, cache, clock):
+def test_offline_after_one_online_run_makes_no_requests(server: PyPIServer, cache: Cache, clock: Clock) -> None:
     with _index(server, cache) as ix:
         online = _work(ix)
     assert server.count() > 0
@@ -152,7 +155,7 @@ def test_offline_after_one_online_run_makes_no_requests(server, cache, clock):
     assert server.count() == 0
 
 
-def test_offline_and_missing_raises_not_in_cache(server, cache):
+def test_offline_and_missing_raises_not_in_cache(server: PyPIServer, cache: Cache) -> None:
     with _index(server, cache, offline=True) as ix:
         with pytest.raises(NotInCache, match="file list of vllm"):
             ix.releases("vllm")
@@ -163,7 +166,7 @@ def test_offline_and_missing_raises_not_in_cache(server, cache):
     assert server.count() == 1
 
 
-def test_release_lists_expire_metadata_does_not(server, cache, clock):
+def test_release_lists_expire_metadata_does_not(server: PyPIServer, cache: Cache, clock: Clock) -> None:
     with _index(server, cache) as ix:
         _work(ix)
     server.reset_log()
@@ -177,7 +180,7 @@ def test_release_lists_expire_metadata_does_not(server, cache, clock):
     assert {r.path for r in server.requests} == {"/simple/vllm/", "/simple/six/", "/simple/torch/"}
 
 
-def test_custom_ttl(server, cache, clock):
+def test_custom_ttl(server: PyPIServer, cache: Cache, clock: Clock) -> None:
     with _index(server, cache, releases_ttl=10) as ix:
         ix.releases("six")
     clock.now += 11
@@ -186,7 +189,7 @@ def test_custom_ttl(server, cache, clock):
     assert server.count("/simple/six/") == 2
 
 
-def test_refresh_ignores_but_rewrites_the_cache(server, cache):
+def test_refresh_ignores_but_rewrites_the_cache(server: PyPIServer, cache: Cache) -> None:
     with _index(server, cache) as ix:
         _work(ix)
     server.reset_log()
@@ -204,7 +207,7 @@ def test_refresh_ignores_but_rewrites_the_cache(server, cache):
     assert server.count() == 0
 
 
-def test_errors_are_not_cached(server, cache):
+def test_errors_are_not_cached(server: PyPIServer, cache: Cache) -> None:
     server.fail("/simple/vllm/", status=503)
     with _index(server, cache) as ix, pytest.raises(Exception, match="503"):
         ix.releases("vllm")
@@ -212,7 +215,7 @@ def test_errors_are_not_cached(server, cache):
         assert len(ix.releases("vllm")) == 4
 
 
-def test_unwritable_cache_does_not_break_lookups(server, tmp_path):
+def test_unwritable_cache_does_not_break_lookups(server: PyPIServer, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache directory should be")
     with _index(server, Cache(blocker / "cache")) as ix:

@@ -55,7 +55,7 @@ def test_plan_json_and_text(capsys):
     code, out, _ = run(capsys, "plan", "0.15.0-t5", "--json", "--matrix", str(SHIPPED))
     data = json.loads(out)
     assert code == 0 and [i["name"] for i in data["images"]] == ["2.10.0-cu131", "2.10.0-cu131-runtime", "0.15.0-t5"]
-    code, out, _ = run(capsys, "plan", "0.15.*", "--matrix", str(SHIPPED))
+    code, out, _ = run(capsys, "plan", "0.15.*", "--verbose", "--matrix", str(SHIPPED))
     assert code == 0 and "[1] base 2.10.0-cu131" in out and "[6] vllm 0.15.1-t5 on 2.10.0-cu131-runtime" in out
     assert "[2] runtime 2.10.0-cu131-runtime on 2.10.0-cu131" in out and "1 base(s) and 1 runtime image(s)" in out
     assert "lock        locks/2.10.0-cu131.txt  (its dev base's environment, copied)" in out

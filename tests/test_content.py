@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from factory.adapters.rootfs import content
-from factory.adapters.rootfs.content import Findings, Mismatch, resolve_in_root, scan, verify, versions_equal
+from factory.adapters.rootfs import cuda as rootfs_cuda
+from factory.adapters.rootfs import dists, libraries
 from factory.adapters.rootfs.fatbin import KIND_ELF, KIND_PTX
+from factory.adapters.rootfs.paths import resolve_in_root
+from factory.adapters.rootfs.scan import scan
+from factory.core.components import DIST_COMPONENTS
+from factory.core.findings import Findings, Mismatch
+from factory.core.image_checks import measured_labels, verify
 from factory.core.labels import component_key
+from factory.core.release_versions import versions_equal
+from factory.core.toolchain import toolchain_kind
 from tests.test_elf import gcc_library, needs_gcc, write_elf
 from tests.test_fatbin import container, fat_entry
 
@@ -383,8 +390,8 @@ def test_versions_equal(component, label, found, equal):
 
 
 def test_dist_names_are_normalised():
-    assert content.normalize_name("Flashinfer_Python") == "flashinfer-python"
-    assert content.DIST_COMPONENTS[content.normalize_name("flashinfer.python")] == "flashinfer"
+    assert dists.normalize_name("Flashinfer_Python") == "flashinfer-python"
+    assert DIST_COMPONENTS[dists.normalize_name("flashinfer.python")] == "flashinfer"
 
 
 def test_egg_info_distributions_are_read(tmp_path):
@@ -482,7 +489,7 @@ def test_os_is_measured_for_any_distribution(image):
     put(image, "etc/os-release", 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="13"\n')
     findings = scan(image)
     assert findings.os == "debian 13" and "ubuntu" not in findings.components
-    assert content.measured_labels(findings, NS) == {f"{NS}.os": "debian 13"}
+    assert measured_labels(findings, NS) == {f"{NS}.os": "debian 13"}
     put(image, "etc/os-release", "NAME=nothing\n")
     assert scan(image).os is None
 
@@ -525,7 +532,7 @@ def test_gpu_code_of_torch_vllm_and_flashinfer_is_recorded(image):
     assert findings.device_objects == {"torch": (where,), "vllm": (vllm, fa2), "flashinfer": (jit,)}
     data = json.loads(json.dumps(findings.as_dict()))
     assert data["sass"][where] == TORCH_SASS.split() and data["device_objects"]["vllm"] == [vllm, fa2]
-    assert content.measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04", f"{NS}.cuda_sass": TORCH_SASS,
+    assert measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04", f"{NS}.cuda_sass": TORCH_SASS,
                                                      f"{NS}.cuda_ptx": ""}
     assert verify(findings, arch_labels(), NS, "vllm") == []
 
@@ -534,7 +541,7 @@ def test_torch_without_a_fat_binary_measures_no_gpu_code(image):
     findings = scan(image)  # the fixture's libtorch_cuda.so has no .nv_fatbin
     assert findings.sass == {} and findings.device_objects == {}
     assert any("carries no CUDA device code" in note for note in findings.notes)
-    assert content.measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04"}
+    assert measured_labels(findings, NS) == {f"{NS}.os": "ubuntu 24.04"}
     assert verify(findings, arch_labels(), NS, "vllm") == []  # nothing measured: no verdict on sm_121
 
 
@@ -595,9 +602,9 @@ def without_version_json(image: Path) -> Path:
 
 def test_cuda_from_the_env_confirmed_by_libcudart(image):
     findings = scan(without_version_json(image), env={"CUDA_VERSION": "13.1.0", "PATH": "/usr/bin"})
-    assert findings.components["cuda"] == "13.1.0" and findings.locations["cuda"] == content.ENV_CUDA
+    assert findings.components["cuda"] == "13.1.0" and findings.locations["cuda"] == rootfs_cuda.ENV_CUDA
     assert findings.cuda_facts == {"/usr/local/cuda-13.1/lib64/libcudart.so.13.1.80": "13.1.80",
-                                   content.ENV_CUDA: "13.1.0"}
+                                   rootfs_cuda.ENV_CUDA: "13.1.0"}
     assert verify(findings, labels(), NS, "vllm") == []
 
 
@@ -624,7 +631,7 @@ def test_env_that_disagrees_with_the_files_is_a_mismatch(image):
     assert any("env says CUDA_VERSION=13.0.1, but" in note for note in findings.notes)
     [mismatch] = verify(findings, labels(), NS, "vllm")
     assert mismatch.component == "cuda" and mismatch.message.startswith("cuda: the image's CUDA facts disagree: ")
-    assert f"{content.ENV_CUDA} says 13.0.1" in mismatch.message
+    assert f"{rootfs_cuda.ENV_CUDA} says 13.0.1" in mismatch.message
 
 
 def test_files_that_disagree_are_a_mismatch(image):
@@ -663,11 +670,11 @@ def test_nvidia_layout_cuda_h_and_nvcc_banner(tmp_path):
         f"/{cuda}/targets/sbsa-linux/lib/libcudart.so.13.0.96": "13.0.96",
         f"/{cuda}/targets/sbsa-linux/include/cuda.h": "13.0",
         f"/{cuda}/bin/nvcc": "13.0.88",
-        content.ENV_CUDA: "13.0.2",
+        rootfs_cuda.ENV_CUDA: "13.0.2",
     }
     assert findings.components["cuda"] == "13.0.2"
     assert scan(root).components["cuda"] == "13.0"
-    assert content._nvcc_banner(root / cuda / "bin/nvcc", chunk=64) == ("13.0", "13.0.88")  # across chunks
+    assert rootfs_cuda.nvcc_banner(root / cuda / "bin/nvcc", chunk=64) == ("13.0", "13.0.88")  # across chunks
 
 
 # --- NCCL: the one the dynamic loader gives torch ------------------------------------------------------------
@@ -692,10 +699,10 @@ def test_ld_so_conf_order_and_includes(tmp_path):
     ubuntu_ld_so_conf(root)
     put(root, "etc/ld.so.conf.d/zz-cuda.conf", "/usr/local/cuda/lib64 /usr/local/nvidia/lib:/usr/local/nvidia/lib64\n")
     put(root, "etc/ld.so.conf.d/loop.conf", "include ld.so.conf\n")
-    assert content.ld_so_conf(root) == ["/usr/local/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu",
+    assert libraries.ld_so_conf(root) == ["/usr/local/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu",
                                         "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/usr/local/cuda/lib64",
                                         "/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"]
-    assert content.ld_so_conf(tmp_path / "empty") == []
+    assert libraries.ld_so_conf(tmp_path / "empty") == []
 
 
 def test_apt_nccl_in_the_multiarch_directory_shadows_usr_local_lib(image):
@@ -742,13 +749,13 @@ def test_runpath_comes_after_ld_library_path_and_foreign_candidates_are_passed_b
     nccl_file(image, "opt/a", "2.26.1")
     nccl_file(image, "opt/b", "2.25.1")
     where = f"/{SITE}/torch/lib/libtorch_cuda.so"
-    assert content.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b"}).path == \
+    assert libraries.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b"}).path == \
         "/opt/b/libnccl.so.2"
-    found = content.find_library(image, where, "libnccl.so.2")
+    found = libraries.find_library(image, where, "libnccl.so.2")
     assert (found.path, found.via) == ("/opt/a/libnccl.so.2", "DT_RUNPATH /opt/a")
     (image / "opt/b/libnccl.so.2.25.1").write_bytes(b"")  # not ELF: the loader goes on
     write_elf(image / "opt/c/libnccl.so.2", [], machine=62)  # x86-64: the loader goes on
-    found = content.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b:/opt/c:relative"})
+    found = libraries.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b:/opt/c:relative"})
     assert found.path == "/opt/a/libnccl.so.2"
     assert [s.split(" ")[0] for s in found.skipped] == ["/opt/b/libnccl.so.2", "/opt/c/libnccl.so.2"]
     assert found.searched[:3] == ("/opt/b", "/opt/c", "/opt/a")
@@ -793,7 +800,7 @@ def test_a_cuda_12_object_is_named_with_the_package_that_installed_it(image):
 
 
 def test_pip_cuda_components_of_another_cuda_minor_are_mismatches():
-    from factory.adapters.rootfs.content import Findings, pip_cuda_report, verify_pip_cuda
+    from factory.core.image_checks import pip_cuda_report, verify_pip_cuda
 
     findings = Findings(cuda_dists={"nvidia-cuda-runtime": "13.0.96", "nvidia-nvjitlink": "13.5.37",
                                     "nvidia-cublas": "13.1.1.3", "cuda-bindings": "13.4.4"})
@@ -926,8 +933,8 @@ def test_the_drivers_libraries_are_expected_to_be_missing(runtime):
     driver = ["libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1",
               "libnvidia-nvvm.so.4", "libnvcuvid.so.1", "libnvidia-encode.so.1", "libnvidia-gpucomp.so.580.95.05"]
     write_elf(runtime / SITE / "vllm/cumem_allocator.abi3.so", [*driver, "libc.so.6"])
-    assert all(content.is_driver_library(soname) for soname in driver)
-    assert not content.is_driver_library("libcudart.so.13") and not content.is_driver_library("libnvrtc.so.13")
+    assert all(libraries.is_driver_library(soname) for soname in driver)
+    assert not libraries.is_driver_library("libcudart.so.13") and not libraries.is_driver_library("libnvrtc.so.13")
     assert runtime_mismatches(runtime) == []
 
 
@@ -937,7 +944,7 @@ def test_the_loader_lists_each_directory_once(runtime, monkeypatch):
     listed: list[str] = []
     real = os.listdir
     monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(str(path)) or real(path))
-    loader = content.Loader(runtime)
+    loader = libraries.Loader(runtime)
     for i in range(50):
         where = f"/{SITE}/pkg/_m{i}.so"
         assert loader.find(where, "libc.so.6").path == "/usr/lib/aarch64-linux-gnu/libc.so.6"
@@ -989,7 +996,7 @@ def test_a_cpp_compiler_and_build_tools_fail_a_runtime_image(runtime):
     findings = scan(runtime)
     assert findings.toolchain == ("/usr/bin/aarch64-linux-gnu-g++-13", "/usr/bin/g++", "/usr/bin/g++-13",
                                   "/usr/bin/git", "/usr/lib/gcc/aarch64-linux-gnu/13/cc1plus", "/usr/local/bin/cmake")
-    assert content.toolchain_kind("/usr/bin/c++") == "a C++ compiler"
+    assert toolchain_kind("/usr/bin/c++") == "a C++ compiler"
     messages = [m.message.split("but it has ", 1)[1] for m in verify(findings, runtime_labels(), NS, "vllm")]
     assert messages == [  # four C++ compiler paths: one mismatch for the kind
         "a C++ compiler at /usr/bin/aarch64-linux-gnu-g++-13, /usr/bin/g++, /usr/bin/g++-13 and 1 more",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from factory.adapters.rootfs.content import CUDA_RUNTIME_SONAME
 from factory.cli.main import main
+from factory.core.cuda_abi import CUDA_RUNTIME_SONAME
 from tests.engine_support import fixture_release, require_engine
 from tests.test_elf import write_elf
 from tests.test_extras import NIXL as LAYER
@@ -18,11 +20,11 @@ NIXL = LAYER.replace('on = ["0.17.0-*"]', 'on = ["0.17.0-t5"]')  # the unit test
 
 
 @pytest.fixture(autouse=True)
-def _engine():
+def _engine() -> None:
     require_engine()
 
 
-def release_with_nixl(tmp_path, cudart: str):
+def release_with_nixl(tmp_path: Path, cudart: str) -> Path:
     matrix = fixture_release(tmp_path)
     matrix.write_text(matrix.read_text() + NIXL)
     assert CUDA_RUNTIME_SONAME.match(cudart)
@@ -30,14 +32,17 @@ def release_with_nixl(tmp_path, cudart: str):
     return matrix
 
 
-def build(capsys, tmp_path, matrix, *argv):
+def build(capsys: pytest.CaptureFixture[str], tmp_path: Path, matrix: Path, *argv: str
+          ) -> tuple[int, str, dict[str, Any]]:
     report = tmp_path / "report.json"
     code = main(["build", *argv, "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"), "--report",
                  str(report)])
-    return code, capsys.readouterr().out, json.loads(report.read_text())
+    out, err = capsys.readouterr()
+    return code, out + err, json.loads(report.read_text())
 
 
-def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys, tmp_path):
+def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
     matrix = release_with_nixl(tmp_path, "libcudart.so.13")
     code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl")
     assert code == 0, out
@@ -65,7 +70,8 @@ def test_the_layer_builds_on_its_tag_and_every_label_is_true(capsys, tmp_path):
     assert code == 0 and {i["status"] for i in report["images"]} == {"up to date"}, out
 
 
-def test_a_layer_linked_against_cuda_12_fails_verification_and_pushes_nothing(capsys, tmp_path):
+def test_a_layer_linked_against_cuda_12_fails_verification_and_pushes_nothing(capsys: pytest.CaptureFixture[str],
+                                                                              tmp_path: Path) -> None:
     matrix = release_with_nixl(tmp_path, "libcudart.so.12")
     code, out, report = build(capsys, tmp_path, matrix, "0.17.0-t5-nixl", "--push")
     assert code == 1, out

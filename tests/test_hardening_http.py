@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from factory.adapters import docker
-from factory.adapters.cache import Cache
 from factory.adapters.http import Deadline, has_deadline, new_client
-from factory.adapters.pypi import BadMetadataHash, PackageIndex, UpstreamError, UpstreamUnavailable
+from factory.adapters.index import BadMetadataHash, PackageIndex, UpstreamError, UpstreamUnavailable
+from factory.adapters.index.cache import Cache
 from factory.adapters.registry import (
     InvalidReference,
     MalformedDocument,
@@ -30,7 +32,7 @@ from factory.adapters.registry import (
 )
 from factory.core.errors import WorkFailed
 from factory.core.matrix import load
-from factory.core.plan import build_plan
+from factory.core.plan import Plan, build_plan
 from factory.core.resolve import resolve
 from factory.usecases.build import (
     BUILT,
@@ -56,7 +58,7 @@ NS = "dev.scitrera"
 # ---------------------------------------------------------------------------------------------
 
 
-def test_every_client_runs_its_connections_under_the_deadline(monkeypatch):
+def test_every_client_runs_its_connections_under_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     with new_client(5) as client:
         assert has_deadline(client)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # proxies get pools of their own
@@ -65,7 +67,7 @@ def test_every_client_runs_its_connections_under_the_deadline(monkeypatch):
 
 
 @pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
-def test_a_dripping_registry_fails_at_the_deadline_without_retries(headers):
+def test_a_dripping_registry_fails_at_the_deadline_without_retries(headers: Any) -> None:
     """A byte every 50 ms never trips a read timeout; before the deadline a 4 KB manifest took minutes."""
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/arm64": {"a": "b" * 4000}})
@@ -82,7 +84,7 @@ def test_a_dripping_registry_fails_at_the_deadline_without_retries(headers):
 
 
 @pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
-def test_a_dripping_index_fails_at_the_deadline_without_retries(headers):
+def test_a_dripping_index_fails_at_the_deadline_without_retries(headers: Any) -> None:
     with PyPIServer() as server:
         server.drip("/simple/vllm/", interval=0.05, times=5, headers=headers)
         start = time.monotonic()
@@ -93,7 +95,7 @@ def test_a_dripping_index_fails_at_the_deadline_without_retries(headers):
         assert server.count("/simple/vllm/") == 1
 
 
-def test_the_deadline_caps_connect_and_is_not_a_read_timeout():
+def test_the_deadline_caps_connect_and_is_not_a_read_timeout() -> None:
     """An ordinary slow answer inside the deadline still works; the deadline only ends what outlives it."""
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/arm64": {"a": "b"}})
@@ -110,13 +112,13 @@ def test_the_deadline_caps_connect_and_is_not_a_read_timeout():
 
 
 @pytest.fixture(scope="module")
-def hostile_registry():
+def hostile_registry() -> Iterator[RegistryServer]:
     with RegistryServer(hostile=True) as srv:
         yield srv
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_CASES))
-def test_hostile_registry_documents_are_one_clear_registry_error(hostile_registry, case):
+def test_hostile_registry_documents_are_one_clear_registry_error(hostile_registry: RegistryServer, case: str) -> None:
     ref = hostile_registry.ref(f"hostile/{case}", "v1")
     with RegistryClient(credentials=None, timeout=5, retries=0) as client:
         assert client.exists(ref)
@@ -150,14 +152,15 @@ def test_hostile_registry_documents_are_one_clear_registry_error(hostile_registr
     ("labels-list", "has 'Labels' that is a list, not an object"),
     ("label-value-object", "has 'Labels' whose 'a' is an object, not a string"),
 ])
-def test_hostile_registry_documents_name_what_is_wrong(hostile_registry, case, expected):
+def test_hostile_registry_documents_name_what_is_wrong(hostile_registry: RegistryServer, case: str,
+                                                       expected: str) -> None:
     with RegistryClient(credentials=None, timeout=5, retries=0) as client, \
             pytest.raises(MalformedDocument) as info:
         client.labels(hostile_registry.ref(f"hostile/{case}", "v1"), "linux/arm64")
     assert expected in str(info.value)
 
 
-def test_a_hostile_token_answer_is_a_registry_error():
+def test_a_hostile_token_answer_is_a_registry_error() -> None:
     with RegistryServer(auth="bearer") as srv:
         srv.add_single("img", "v1", {"a": "b"})
         for document, expected in ((["token"], "is a list, not a JSON object"),
@@ -169,8 +172,9 @@ def test_a_hostile_token_answer_is_a_registry_error():
                 client.labels(srv.ref("img", "v1"))
 
 
-def test_cli_inspect_remote_on_hostile_documents_is_one_line_exit_1(hostile_registry, capsys, tmp_path,
-                                                                    monkeypatch):
+def test_cli_inspect_remote_on_hostile_documents_is_one_line_exit_1(hostile_registry: RegistryServer,
+                                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from factory.cli.main import main
 
     monkeypatch.chdir(tmp_path)
@@ -187,7 +191,8 @@ def test_cli_inspect_remote_on_hostile_documents_is_one_line_exit_1(hostile_regi
 # ---------------------------------------------------------------------------------------------
 
 
-def test_index_credentials_go_to_the_index_only_and_never_into_a_message_a_log_or_the_cache(tmp_path, caplog):
+def test_index_credentials_go_to_the_index_only_and_never_into_a_message_a_log_or_the_cache(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     cache = Cache(tmp_path / "cache")
     with PyPIServer() as index, PyPIServer(fixtures=None) as elsewhere:
@@ -207,7 +212,7 @@ def test_index_credentials_go_to_the_index_only_and_never_into_a_message_a_log_o
                 ix.releases("torch")
         sent = {r.headers.get("authorization") for r in index.requests_to("/simple/")}
         foreign = [r.headers.get("authorization") for r in elsewhere.requests]
-    assert len(sent) == 1 and next(iter(sent)).startswith("Basic "), "the index gets its credentials"
+    assert len(sent) == 1 and str(next(iter(sent))).startswith("Basic "), "the index gets its credentials"
     assert foreign == [None], "another origin never gets them"
     assert SECRET not in str(info.value)
     assert SECRET not in caplog.text
@@ -215,7 +220,7 @@ def test_index_credentials_go_to_the_index_only_and_never_into_a_message_a_log_o
         assert SECRET not in f.name and (f.is_dir() or SECRET.encode() not in f.read_bytes())
 
 
-def test_the_cache_redacts_credentials_in_keys(tmp_path):
+def test_the_cache_redacts_credentials_in_keys(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     key = f"files:https://user:{SECRET}@index.invalid/simple/vllm/"
     path = cache.put(key, b"[]")
@@ -226,13 +231,13 @@ def test_the_cache_redacts_credentials_in_keys(tmp_path):
 
 @pytest.mark.parametrize("ref", [f"user:{SECRET}@127.0.0.1:5000/repo:tag", f"user:{SECRET}@registry.invalid/x",
                                  f"https://user:{SECRET}@registry.invalid/x:1"])
-def test_a_reference_with_credentials_is_refused_without_showing_them(ref):
+def test_a_reference_with_credentials_is_refused_without_showing_them(ref: str) -> None:
     with pytest.raises(InvalidReference) as info:
         parse_reference(ref)
     assert SECRET not in str(info.value) and "***@" in str(info.value)
 
 
-def test_registry_errors_redact_credentials_of_a_realm_or_redirect():
+def test_registry_errors_redact_credentials_of_a_realm_or_redirect() -> None:
     dead = unused_port()
     with RegistryServer(auth="bearer", realm=f"http://user:{SECRET}@127.0.0.1:{dead}/token") as srv:
         srv.add_single("img", "v1", {})
@@ -248,19 +253,19 @@ def test_registry_errors_redact_credentials_of_a_realm_or_redirect():
 
 
 @pytest.fixture(scope="module")
-def hostile_index():
+def hostile_index() -> Iterator[PyPIServer]:
     with PyPIServer(fixtures=None, hostile=True) as server:
         yield server
 
 
-def test_hostile_index_projects_are_all_served(hostile_index):
+def test_hostile_index_projects_are_all_served(hostile_index: PyPIServer) -> None:
     for project in HOSTILE_PROJECTS:
         assert hostile_index.count(f"/simple/{project}/") == 0
     with PackageIndex(hostile_index.index_url, retries=0, timeout=5) as ix:
         assert ix.files("hostile-mixed-times")
 
 
-def test_mixed_naive_and_aware_upload_times_compare(hostile_index):
+def test_mixed_naive_and_aware_upload_times_compare(hostile_index: PyPIServer) -> None:
     with PackageIndex(hostile_index.index_url, retries=0, timeout=5) as ix:
         [release] = ix.releases("hostile-mixed-times")
     assert release.uploaded is not None and release.uploaded.tzinfo is not None
@@ -272,8 +277,8 @@ def test_mixed_naive_and_aware_upload_times_compare(hostile_index):
     ("hostile-invalid-requirement", r"has a Requires-Dist that is not a requirement: 'dep==junk'"),
     ("hostile-junk-pin", r"pins 'dep===junk': 'junk' is not a version"),
 ])
-def test_hostile_requirements_are_one_clear_error(hostile_index, project, expected):
-    from factory.adapters.pypi import requirement_for
+def test_hostile_requirements_are_one_clear_error(hostile_index: PyPIServer, project: str, expected: str) -> None:
+    from factory.adapters.index import requirement_for
 
     with PackageIndex(hostile_index.index_url, retries=0, timeout=5) as ix:
         meta = ix.wheel_metadata(project, "1.0")
@@ -286,13 +291,14 @@ def test_hostile_requirements_are_one_clear_error(hostile_index, project, expect
     ("hostile-page-types", r"has a 'size' of the wrong type"),
     ("hostile-filename-list", r"lists a file \(entry 0\) whose filename or url is not a string"),
 ])
-def test_hostile_index_pages_are_one_clear_error(hostile_index, project, expected):
+def test_hostile_index_pages_are_one_clear_error(hostile_index: PyPIServer, project: str, expected: str) -> None:
     with PackageIndex(hostile_index.index_url, retries=0, timeout=5) as ix, \
             pytest.raises(UpstreamError, match=expected):
         ix.releases(project)
 
 
-def test_a_metadata_hash_mismatch_fails_is_never_cached_and_never_falls_back(hostile_index, tmp_path):
+def test_a_metadata_hash_mismatch_fails_is_never_cached_and_never_falls_back(hostile_index: PyPIServer,
+                                                                             tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     with PackageIndex(hostile_index.index_url, cache=cache, retries=0, timeout=5) as ix, \
             pytest.raises(BadMetadataHash, match=r"does not match the hash the index advertises for it \(sha256 "):
@@ -301,7 +307,7 @@ def test_a_metadata_hash_mismatch_fails_is_never_cached_and_never_falls_back(hos
     assert not any(key.startswith("metadata:") for key in _cache_keys(cache))
 
 
-def test_a_cached_metadata_that_does_not_match_its_hash_is_not_used(hostile_index, tmp_path):
+def test_a_cached_metadata_that_does_not_match_its_hash_is_not_used(hostile_index: PyPIServer, tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     with PackageIndex(hostile_index.index_url, cache=cache, retries=0, timeout=5) as ix:
         wheel = ix.release("hostile-bad-hash", "1.0").files[0]
@@ -319,7 +325,9 @@ def _cache_keys(cache: Cache) -> list[str]:
             for f in cache.directory.glob("*/*") if not f.name.startswith(".tmp-")]
 
 
-def test_cli_upstream_check_on_hostile_index_data_is_one_line_exit_1(write_matrix, tmp_path, monkeypatch, capsys):
+def test_cli_upstream_check_on_hostile_index_data_is_one_line_exit_1(
+        write_matrix: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """`upstream check` and `check --upstream` against vLLM METADATA with an unevaluable marker."""
     from factory.cli.main import main
 
@@ -359,11 +367,11 @@ class FakeEngine:
         self.pushed: list[str] = []
         self.fail_on = fail_on
 
-    def local_image(self, ref: str):
+    def local_image(self, ref: str) -> tuple[str, dict[str, str]] | None:
         found = self.images.get(ref)
         return (f"sha256:{abs(hash(ref)):064d}"[:71], dict(found[0])) if found else None
 
-    def push(self, ref: str, on_line) -> None:
+    def push(self, ref: str, on_line: Any) -> None:
         if ref == self.fail_on:
             raise docker.EngineError(f"push of {ref} failed: connection reset by the fake engine")
         labels, platform = self.images[ref]
@@ -381,8 +389,13 @@ vllm = "{host}/factory-test/vllm"
     'transformers = "4.57.6"\n', 'transformers = "4.57.6"\nrevision = 2\n', 1)
 
 
+#: What the `publishing` fixture gives: (registry, plan, engine).
+Publishing = tuple[RegistryServer, Plan, "FakeEngine"]
+
+
 @pytest.fixture
-def publishing(write_matrix, monkeypatch):
+def publishing(write_matrix: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RegistryServer,
+               Plan, FakeEngine]]:
     """(registry, plan, engine): a registry, the plan of the small matrix on it (base and 0.17.0-t4 with
     revisions, 0.17.0-t5 without) and a fake engine holding every image of the plan, verified."""
     with RegistryServer() as srv:
@@ -400,24 +413,26 @@ def publishing(write_matrix, monkeypatch):
 NO_LOCKS = Path("/nonexistent-matrix-folder")
 
 
-def _options(**kw) -> BuildOptions:
+def _options(**kw: Any) -> BuildOptions:
     return BuildOptions(push=True, push_attempts=1, push_backoff_s=0, **kw)
 
 
-def _report(plan, status=BUILT, where=None) -> BuildReport:
+def _report(plan: Plan, status: str = BUILT, where: str | None = None) -> BuildReport:
     return BuildReport(started="now", images=[
         ImageResult(name=s.name, kind=s.kind, refs=list(s.refs), status=status, input_digest=s.input_digest,
                     where=where) for s in plan.images])
 
 
-def _publish(srv, spec, labels=None, platform="linux/arm64", refs=None):
+def _publish(srv: RegistryServer, spec: Any, labels: dict[str, str] | None = None, platform: str = "linux/arm64",
+             refs: Sequence[str] | None = None) -> None:
     for ref in refs or spec.refs:
         name, tag = ref.rsplit(":", 1)
         srv.add_single(name.split("/", 1)[1], tag, {**spec.labels, f"{NS}.verified": spec.input_digest}
                        if labels is None else labels, platform)
 
 
-def test_push_order_is_every_immutable_ref_first_then_every_mutable_one(publishing):
+def test_push_order_is_every_immutable_ref_first_then_every_mutable_one(publishing: tuple[RegistryServer, Plan,
+                                                                        FakeEngine]) -> None:
     srv, plan, engine = publishing
     report = _report(plan)
     _push_all(plan, report, _options(), lambda line: None, NO_LOCKS)
@@ -430,7 +445,8 @@ def test_push_order_is_every_immutable_ref_first_then_every_mutable_one(publishi
     assert {r.status for r in report.images} == {PUSHED} and report.pushed
 
 
-def test_a_failed_push_moves_no_mutable_tag_before_every_revision_ref_is_there(publishing):
+def test_a_failed_push_moves_no_mutable_tag_before_every_revision_ref_is_there(publishing: tuple[RegistryServer, Plan,
+                                                                               FakeEngine]) -> None:
     srv, plan, engine = publishing
     first_mutable = plan.images[0].refs[0]
     engine.fail_on = first_mutable
@@ -442,7 +458,8 @@ def test_a_failed_push_moves_no_mutable_tag_before_every_revision_ref_is_there(p
     assert not any(r.status == PUSHED for r in report.images) and not report.pushed
 
 
-def test_an_image_is_up_to_date_in_the_registry_only_when_every_ref_holds_it_for_the_platform(publishing):
+def test_an_image_is_up_to_date_in_the_registry_only_when_every_ref_holds_it_for_the_platform(
+        publishing: Publishing) -> None:
     srv, plan, engine = publishing
     spec = plan.get("0.17.0-t4")  # refs: <tag> and <tag>-r2
     engine.images.clear()  # nothing local: only the registry can make it up to date
@@ -459,18 +476,20 @@ def test_an_image_is_up_to_date_in_the_registry_only_when_every_ref_holds_it_for
     assert _up_to_date(spec, _options()) == (None, None), "the verify stamp is still required"
 
 
-def test_a_published_tag_without_the_input_digest_label_is_refused_unless_force(publishing):
+def test_a_published_tag_without_the_input_digest_label_is_refused_unless_force(publishing: tuple[RegistryServer,
+                                                                                Plan, FakeEngine]) -> None:
     srv, plan, engine = publishing
     spec = plan.get("0.17.0-t5")
     _publish(srv, spec, labels={"org.opencontainers.image.title": "someone else's image"})
     with pytest.raises(TagConflict, match=rf"{spec.ref} is published without the label {NS}.input_digest"):
         check_immutable(plan, _report(plan), _options(), lambda line: None)
-    said = []
+    said: list[str] = []
     check_immutable(plan, _report(plan), _options(force=True), said.append)
     assert any(line.startswith(f"push: --force: {spec.ref} is published without") for line in said)
 
 
-def test_a_remote_revision_that_is_not_a_number_is_a_clear_refusal(publishing):
+def test_a_remote_revision_that_is_not_a_number_is_a_clear_refusal(publishing: tuple[RegistryServer, Plan,
+                                                                   FakeEngine]) -> None:
     srv, plan, engine = publishing
     spec = plan.get("0.17.0-t5")
     _publish(srv, spec, labels={f"{NS}.input_digest": "sha256:" + "1" * 64, f"{NS}.revision": "seven"})
@@ -479,12 +498,12 @@ def test_a_remote_revision_that_is_not_a_number_is_a_clear_refusal(publishing):
         check_immutable(plan, _report(plan), _options(), lambda line: None)
 
 
-def test_a_revision_ref_never_changes_and_a_bumped_tag_may(publishing):
+def test_a_revision_ref_never_changes_and_a_bumped_tag_may(publishing: Publishing) -> None:
     srv, plan, engine = publishing
     spec = plan.get("0.17.0-t4")  # revision 2
     other = {**spec.labels, f"{NS}.input_digest": "sha256:" + "2" * 64, f"{NS}.revision": "1"}
     _publish(srv, spec, labels=other, refs=spec.refs[:1])
-    said = []
+    said: list[str] = []
     check_immutable(plan, _report(plan), _options(), said.append)
     assert f"push {spec.ref}: replacing revision 1 with revision 2" in said
     _publish(srv, spec, labels=other, refs=spec.refs[1:])
@@ -492,7 +511,8 @@ def test_a_revision_ref_never_changes_and_a_bumped_tag_may(publishing):
         check_immutable(plan, _report(plan), _options(), lambda line: None)
 
 
-def test_a_tag_holding_another_platform_is_a_conflict_and_hostile_documents_a_clean_failure(publishing):
+def test_a_tag_holding_another_platform_is_a_conflict_and_hostile_documents_a_clean_failure(
+        publishing: Publishing) -> None:
     srv, plan, engine = publishing
     spec = plan.get("0.17.0-t5")
     _publish(srv, spec, platform="linux/amd64")
@@ -505,7 +525,8 @@ def test_a_tag_holding_another_platform_is_a_conflict_and_hostile_documents_a_cl
     assert _up_to_date(spec, _options()) == ("local", _up_to_date(spec, _options())[1])  # not a crash
 
 
-def test_aliases_move_in_the_registry_when_the_images_exist_only_there(publishing):
+def test_aliases_move_in_the_registry_when_the_images_exist_only_there(publishing: tuple[RegistryServer, Plan,
+                                                                       FakeEngine]) -> None:
     srv, plan, engine = publishing
     for spec in plan.images:
         _publish(srv, spec)
@@ -513,7 +534,7 @@ def test_aliases_move_in_the_registry_when_the_images_exist_only_there(publishin
     repo = plan.get("0.17.0-t5").ref.rsplit(":", 1)[0]
     aliases = {f"{repo}:latest": f"{repo}:0.17.0-t5", f"{repo}:0.17-t4": f"{repo}:0.17.0-t4"}
     report = _report(plan, status=UP_TO_DATE, where="registry")
-    said = []
+    said: list[str] = []
     _push_all(plan, report, _options(aliases=aliases), said.append, NO_LOCKS)
     assert engine.pushed == [] and report.aliases == aliases and report.pushed
     with RegistryClient(credentials=None, timeout=5) as client:
@@ -522,7 +543,8 @@ def test_aliases_move_in_the_registry_when_the_images_exist_only_there(publishin
     assert any(line.startswith(f"alias {repo}:latest -> 0.17.0-t5 (sha256:") for line in said)
 
 
-def test_an_alias_the_registry_refuses_is_a_clean_failure(write_matrix, monkeypatch, tmp_path):
+def test_an_alias_the_registry_refuses_is_a_clean_failure(write_matrix: Callable[..., Path],
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-credentials"))
     with RegistryServer(auth="bearer") as srv:
         plan = build_plan(resolve(load(write_matrix(MATRIX.replace("{host}", srv.host)))))
@@ -537,6 +559,6 @@ def test_an_alias_the_registry_refuses_is_a_clean_failure(write_matrix, monkeypa
     assert report.aliases == {}
 
 
-def test_the_readme_says_what_a_failed_push_leaves():
+def test_the_readme_says_what_a_failed_push_leaves() -> None:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "immutable refs" in text and "`<tag>-r<N>`" in text and "what a failed push leaves" in text.lower()

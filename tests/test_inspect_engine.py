@@ -22,7 +22,7 @@ def _engine():
 def test_inspect_from_the_registry_agrees_with_skopeo(capsys, tmp_path):
     matrix = fixture_release(tmp_path)
     assert main(["build", "0.17.*", "--push", "--matrix", str(matrix), "--log-dir", str(tmp_path / "l"),
-                 "--report", str(tmp_path / "r.json")]) == 0, capsys.readouterr().out
+                 "--report", str(tmp_path / "r.json")]) == 0, capsys.readouterr()
     images = {i["name"]: i for i in json.loads((tmp_path / "r.json").read_text())["images"]}
     assert list(images) == ["2.10.0-cu131", "2.10.0-cu131-runtime", "0.17.0-t4", "0.17.0-t5"]
     assert {i["status"] for i in images.values()} == {"pushed"}
@@ -45,8 +45,11 @@ def test_inspect_from_the_registry_agrees_with_skopeo(capsys, tmp_path):
     runtime = json.loads(capsys.readouterr().out)
     assert runtime["labels"]["dev.scitrera.flavor"] == "runtime"
     assert runtime["components"]["torch"] == "2.10.0" and "vllm" not in runtime["components"]
-    assert main(["diff", "0.17.0-t4", "0.17.0-t5", "--remote", "--json", "--matrix", str(matrix)]) == 0
-    diff = json.loads(capsys.readouterr().out)["differences"]
+    assert main(["diff", "0.17.0-t4", "0.17.0-t5", "--remote", "--json", "--matrix", str(matrix)]) == 1, \
+        "they differ: exit 1, like git diff --exit-code"
+    doc = json.loads(capsys.readouterr().out)
+    diff = doc["differences"]
+    assert doc["same"] is False
     assert {d["component"] for d in diff} >= {"transformers"} and "vllm" not in {d["component"] for d in diff}
 
 

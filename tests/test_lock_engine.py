@@ -17,6 +17,7 @@ from factory.core.lockspec import input_digests, lock_path, lock_specs
 from factory.core.matrix import load
 from factory.core.plan import build_plan
 from factory.core.resolve import resolve
+from tests.capture import printed
 from tests.engine_support import FIXTURE, fixture_release, require_engine
 
 pytestmark = pytest.mark.engine
@@ -59,6 +60,7 @@ def _write_lock(path, salt: str = "") -> Lock:
     return lock
 
 
+
 def _in_image(ref: str, path: str) -> str:
     return subprocess.run(["docker", "run", "--rm", "--platform", "linux/arm64", ref, "cat", path],
                           capture_output=True, text=True, check=True).stdout
@@ -80,19 +82,19 @@ def test_a_build_gets_its_lock_as_the_lock_context_and_a_new_lock_rebuilds(capsy
         assert "locks/2.14.0-cu130.txt is missing" in err and "run `factory lock 2.14.0-cu130`" in err
 
         lock = _write_lock(matrix)
-        assert main(build) == 0, capsys.readouterr().out
+        assert main(build) == 0, printed(capsys)
         assert _in_image(ref, "/opt/lock/torch.txt") == lockfile.install_text(lock.layer("torch"))
         assert _in_image(ref, "/opt/lock/tools.txt") == lockfile.install_text(lock.layer("tools"))
         first = build_plan(resolve(load(matrix)), ["2.14.0-cu130"]).get("2.14.0-cu130").input_digest
 
-        assert main(build) == 0 and "up to date" in capsys.readouterr().out  # the same lock: nothing to build
+        assert main(build) == 0 and "up to date" in printed(capsys)  # the same lock: nothing to build
 
         # other hashes for the same versions (a re-resolved lock): another input digest, a rebuilt image
         relocked = _write_lock(matrix, salt="again")
         second = build_plan(resolve(load(matrix)), ["2.14.0-cu130"]).get("2.14.0-cu130").input_digest
         assert second != first
         assert main(build) == 0
-        assert "building" in capsys.readouterr().out
+        assert "building" in printed(capsys)
         assert _in_image(ref, "/opt/lock/torch.txt") == lockfile.install_text(relocked.layer("torch"))
     finally:
         subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, check=False)

@@ -1,5 +1,6 @@
-"""`factory lock` (factory.usecases.locking): parsing uv's output, the layer split, the rules over a resolved set, the
-sibling split, verify's comparison with a lock, and the real uv resolver against the test index on 127.0.0.1."""
+"""`factory lock`: parsing uv's output (factory.adapters.uv), the layer split, the rules over a resolved set and the
+sibling split (factory.core.lockrules), verify's comparison with a lock, and the use case (factory.usecases.locking)
+with the real uv resolver against the test index on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,20 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from factory.adapters import uv
 from factory.core import lockfile
 from factory.core.errors import WorkFailed
 from factory.core.lockfile import Lock, Pin
+from factory.core.lockrules import LockFailed, Resolved, assign_layers, check_rules, split_siblings
 from factory.core.lockspec import CUDA12_OFF, Group, LockSpec
 from factory.core.matrix import parse as parse_matrix
 from factory.usecases import locking
-from factory.usecases.locking import LockFailed, Resolved, assign_layers, check_rules, parse_compiled, split_siblings
 from factory.usecases.verify import compare_lock
 from tests.conftest import ROOT, SMALL
-
-
-def h(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
+from tests.lock_fixtures import h, layered_lock, pin, planned
 
 # -- parse_compiled -------------------------------------------------------------------------------------------
 
@@ -79,7 +77,7 @@ lib-d==0.1 \\
 
 
 def test_parse_compiled_line_style_without_hashes():
-    pins = parse_compiled(LINE_STYLE)
+    pins = uv.parse_compiled(LINE_STYLE)
     assert [(p.name, p.version) for p in pins] == [("app", "1.0"), ("lib-a", "2.0"), ("lib-b", "1.0"),
                                                     ("lib-c", "1.5"), ("lib-d", "0.1")]
     assert pins[3].via == ("lib-a", "lib-b", "-c c.txt", "-r more.txt")
@@ -88,7 +86,7 @@ def test_parse_compiled_line_style_without_hashes():
 
 
 def test_parse_compiled_line_style_with_hashes():
-    pins = {p.name: p for p in parse_compiled(LINE_STYLE_HASHES)}
+    pins = {p.name: p for p in uv.parse_compiled(LINE_STYLE_HASHES)}
     assert list(pins) == ["app", "lib-a", "lib-b", "lib-c", "lib-d"]
     assert pins["lib-b"].hashes == ("sha256:b25fbe0798df50db9851198fedc51a574f2a50c3e2b37fc8c87947d29b947115",
                                     "sha256:6a3073a58ce83e651b3835c17dd8d778b32fd102d02a5eb1e04c14423c9c2ddb")
@@ -98,7 +96,7 @@ def test_parse_compiled_line_style_with_hashes():
 
 
 def test_parse_compiled_split_style_with_hashes():
-    pins = {p.name: p for p in parse_compiled(SPLIT_STYLE_HASHES)}
+    pins = {p.name: p for p in uv.parse_compiled(SPLIT_STYLE_HASHES)}
     assert pins["lib-c"].via == ("-c c.txt", "-r more.txt", "lib-a", "lib-b")
     assert pins["lib-c"].hashes == ("sha256:9b131bcf50a47a588f1df5bc2dd847ee8e53564354f8395dd5467a52c64d3202",)
     assert pins["lib-d"].via == ("lib-b",)  # the split list ended with the next pin
@@ -108,14 +106,14 @@ def test_parse_compiled_split_style_with_hashes():
 def test_parse_compiled_refuses_a_direct_reference_and_a_line_that_is_no_pin():
     with pytest.raises(LockFailed, match="flashinfer-python @ git\\+https://example.org/fi.git@v1 is a direct "
                                          "reference"):
-        parse_compiled("numpy==2.0 \\\n    --hash=" + h("n") + "\n"
+        uv.parse_compiled("numpy==2.0 \\\n    --hash=" + h("n") + "\n"
                        "flashinfer-python @ git+https://example.org/fi.git@v1\n    # via -r requirements.in\n")
     with pytest.raises(WorkFailed, match="not a pin"):
-        parse_compiled("numpy>=2.0\n")
+        uv.parse_compiled("numpy>=2.0\n")
 
 
 def test_parse_compiled_of_nothing_is_nothing():
-    assert parse_compiled("") == [] and parse_compiled("\n\n") == []
+    assert uv.parse_compiled("") == [] and uv.parse_compiled("\n\n") == []
 
 
 # -- specs and locks for the pure tests ----------------------------------------------------------------------
@@ -140,8 +138,7 @@ def R(name: str, version: str, *via: str) -> Resolved:
 
 
 def parent_lock(**versions: str) -> Lock:
-    pins = tuple(Pin(name=n.replace("_", "-"), version=v, hashes=(h(f"{n}-{v}"),), layer="torch")
-                 for n, v in versions.items())
+    pins = tuple(pin(n.replace("_", "-"), v, "torch", seed=f"{n}-{v}") for n, v in versions.items())
     return Lock(header={"image": ("2.10.0-cu131 (base, source mode)",)}, pins=pins)
 
 
@@ -368,9 +365,7 @@ def test_check_rules_does_not_fail_a_lock_on_a_warning_rule():
 
 
 def lock_of(image: str, **layers: list[tuple[str, str]]) -> Lock:
-    pins = tuple(Pin(name=n, version=v, hashes=(h(f"{n}-{v}"),), layer=layer) for layer, items in layers.items()
-                 for n, v in items)
-    return Lock(header={"image": (f"{image} (vllm, wheels mode)",)}, pins=pins, layers=tuple(layers))
+    return layered_lock(f"{image} (vllm, wheels mode)", **layers)
 
 
 T5 = lock_of("0.17.0-t5",
@@ -427,11 +422,8 @@ def verify_lock() -> Lock:
     header = {"image": ("2.14.0-cu130 (base, wheels mode)",), "built": ("torch==2.10.0", "vllm==0.17.0"),
               "unlocked": ("flashinfer-jit-cache==0.6.5 (not locked: https://flashinfer.ai/whl/cu130 could not be "
                            "reached when locked)",)}
-    pins = (Pin(name="numpy", version="2.2.6", hashes=(h("n"),), layer="base"),
-            Pin(name="torchaudio", version="2.14.0", hashes=(h("ta"),), layer="torch"),
-            Pin(name="Zope.Interface", version="8.0", hashes=(h("z"),), layer="torch"),
-            Pin(name="triton", version="3.6.0+git1", hashes=(h("t"),), layer="torch"),
-            Pin(name="filelock", version="3.20.0", hashes=(h("f"),), layer="torch"))
+    pins = (pin("numpy", "2.2.6", "base"), pin("torchaudio", "2.14.0", "torch"), pin("Zope.Interface", "8.0", "torch"),
+            pin("triton", "3.6.0+git1", "torch"), pin("filelock", "3.20.0", "torch"))
     return Lock(header=header, pins=pins)
 
 
@@ -475,7 +467,7 @@ def test_compare_lock_with_a_committed_lock():
 
 def _uv() -> str:
     try:
-        return locking.uv_binary()
+        return uv.uv_binary()
     except WorkFailed as exc:
         pytest.skip(f"no uv binary: {exc}")
 
@@ -556,7 +548,7 @@ def compile_(index: Index, workdir: Path, requirements: list[str], **kw) -> dict
     workdir.mkdir(exist_ok=True)
     args = {"constraints": [], "overrides": [], "no_deps": False, "extra_indexes": (),
             "preferred": [], **kw}
-    return {r.name: r for r in locking._uv_compile(spec, workdir, requirements, **args)}
+    return {r.name: r for r in uv.compile_requirements(spec, workdir, requirements, **args)}
 
 
 def test_uv_compile_resolves_pins_hashes_and_via_from_the_index(small_index, tmp_path):
@@ -605,12 +597,12 @@ def test_uv_compile_never_downloads_a_python(monkeypatch, tmp_path):
         (Path(cwd) / "preferred.txt").write_text("x==1.0 \\\n    --hash=" + h("x") + "\n")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(locking, "uv_binary", lambda: "uv")
-    monkeypatch.setattr(locking.subprocess, "run", fake_run)
+    monkeypatch.setattr(uv, "uv_binary", lambda: "uv")
+    monkeypatch.setattr(uv.subprocess, "run", fake_run)
     monkeypatch.setenv("UV_INDEX_URL", "https://elsewhere.example/simple")
     monkeypatch.setenv("PIP_INDEX_URL", "https://elsewhere.example/simple")
-    pins = locking._uv_compile(vllm_spec(), tmp_path, ["x"], constraints=[], overrides=[], no_deps=False,
-                               extra_indexes=(), preferred=[])
+    pins = uv.compile_requirements(vllm_spec(), tmp_path, ["x"], constraints=[], overrides=[], no_deps=False,
+                                   extra_indexes=(), preferred=[])
     assert pins == [Resolved("x", "1.0", (h("x"),), ())]
     argv, env = seen["argv"], seen["env"]
     assert "--no-python-downloads" in argv and "--no-config" in argv
@@ -696,13 +688,9 @@ def tiny_index(uv_env):
 
 
 def run_lock(path: Path, index: Index, **kw):
-    from factory.adapters.pypi import PackageIndex
-    from factory.core.matrix import load
-    from factory.core.plan import build_plan
-    from factory.core.resolve import resolve
+    from factory.adapters.index import PackageIndex
 
-    loaded = load(path)
-    plan = build_plan(resolve(loaded))
+    loaded, plan = planned(path)
     result = locking.lock(loaded, plan, index_factory=lambda: PackageIndex(index.url, cache=None), jobs=2, **kw)
     return loaded, plan, result
 
@@ -718,8 +706,8 @@ def test_factory_lock_end_to_end_against_the_test_index(tiny_index, tmp_path):
         "filelock": "torch", "nvidia-nvjitlink": "torch"}
     assert base.installed()["nvidia-nvjitlink"] == "13.0.88"  # held to the image's CUDA 13.0, not 13.1.80
     assert "CUDA components held to cuda-toolkit==13.0.3 (capped at 13.0.*)" in base.header["source"]
-    for pin in base.pins:
-        assert pin.hashes == (tiny_index.sha256[(pin.key, pin.version)],)
+    for locked in base.pins:
+        assert locked.hashes == (tiny_index.sha256[(locked.key, locked.version)],)
     t4 = lockfile.read(tmp_path / "locks" / "0.33.0-t4.txt")
     t5 = lockfile.read(tmp_path / "locks" / "0.33.0-t5.txt")
     for lock in (t4, t5):
@@ -797,7 +785,7 @@ def test_installing_a_layer_refuses_a_file_whose_hash_is_not_the_locks(small_ind
     target = tmp_path / "site"
 
     def install() -> subprocess.CompletedProcess:
-        return subprocess.run([locking.uv_binary(), "pip", "install", "--no-deps", "--require-hashes", "--no-config",
+        return subprocess.run([uv.uv_binary(), "pip", "install", "--no-deps", "--require-hashes", "--no-config",
                                "--index-url", small_index.url, "--target", str(target), "--python", sys.executable,
                                "-r", str(layer)], capture_output=True, text=True, check=False)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import textwrap
@@ -12,21 +11,18 @@ from pathlib import Path
 import pytest
 
 from factory.core import lockfile
-from factory.core.lockfile import Lock, Pin
+from factory.core.lockfile import Lock
 from factory.core.lockspec import CUDA12_OFF, UV_VERSION, input_digests, lock_path, lock_specs
-from factory.core.matrix import load
-from factory.core.plan import build_plan
-from factory.core.resolve import resolve
 from factory.usecases import locking
 from tests.conftest import ROOT, SHIPPED
+from tests.lock_fixtures import pin, planned
 
 VLLM_SOURCE_TAGS = [f"{v}-t{t}" for v in ("0.13.0", "0.14.0", "0.14.1", "0.15.0", "0.15.1", "0.16.0", "0.17.0")
                     for t in (4, 5)]
 
 
 def specs_of(path: Path):
-    loaded = load(path)
-    plan = build_plan(resolve(loaded))
+    loaded, plan = planned(path)
     return loaded, plan, lock_specs(loaded, plan)
 
 
@@ -235,18 +231,12 @@ def test_input_digest_ignores_files_no_lock_reads(shipped_matrix):
 # -- stale ----------------------------------------------------------------------------------------------------
 
 
-def h(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
 def fake_lock(name: str, digest: str, parent: str | None = None) -> str:
     """A lock of one pin; `parent`: the `<parent> <content digest>` it records, as `factory lock` writes it."""
-    pin = Pin(name="six", version="1.17.0", hashes=("sha256:" + hashlib.sha256(name.encode()).hexdigest(),),
-              layer="x")
     header = {"image": (name,), "input-digest": (digest,), "platform": ("linux/arm64",), "python": ("3.12",)}
     if parent:
         header["parent"] = (parent,)
-    return lockfile.render(Lock(header=header, pins=(pin,)))
+    return lockfile.render(Lock(header=header, pins=(pin("six", "1.17.0", "x", seed=name),)))
 
 
 @pytest.fixture
@@ -266,8 +256,7 @@ def locked_copy(shipped_matrix):
 
 
 def stale_of(path: Path) -> dict[str, str]:
-    loaded = load(path)
-    return locking.stale(loaded, build_plan(resolve(loaded)))
+    return locking.stale(*planned(path))
 
 
 def test_stale_is_empty_when_every_lock_is_current(locked_copy):
@@ -294,8 +283,7 @@ def test_stale_reports_locks_whose_inputs_changed(locked_copy):
 
 def test_stale_limited_to_names(locked_copy):
     (locked_copy.parent / "locks" / "0.17.0-t5.txt").unlink()
-    loaded = load(locked_copy)
-    plan = build_plan(resolve(loaded))
+    loaded, plan = planned(locked_copy)
     assert locking.stale(loaded, plan, ["0.33.0-t5"]) == {}
     assert list(locking.stale(loaded, plan, ["0.17.0-t5"])) == ["0.17.0-t5"]
 
@@ -310,12 +298,11 @@ def test_stale_refuses_an_unreadable_lock(locked_copy):
 def test_audit_reports_stale_locks_and_rules_a_current_lock_breaks(locked_copy):
     locks = locked_copy.parent / "locks"
     current = lockfile.read(locks / "0.33.0-t5.txt")
-    pins = (Pin(name="cupy-cuda12x", version="13.6.0", hashes=(h("cupy"),), layer="vllm", via=("ray",)),
-            Pin(name="nvidia-cublas-cu12", version="12.9.1.4", hashes=(h("cublas"),), layer="base"))
+    pins = (pin("cupy-cuda12x", "13.6.0", "vllm", seed="cupy", via=("ray",)),
+            pin("nvidia-cublas-cu12", "12.9.1.4", "base", seed="cublas"))
     (locks / "0.33.0-t5.txt").write_text(lockfile.render(Lock(header=current.header, pins=pins)), encoding="utf-8")
     (locks / "2.9.1-cu130.txt").unlink()
-    loaded = load(locked_copy)
-    found = locking.audit(loaded, build_plan(resolve(loaded)))
+    found = locking.audit(*planned(locked_copy))
     # the images built on them were locked against their old content: stale too, saying why
     assert set(found) == {"0.33.0-t5", "2.9.1-cu130", "0.33.0-t5-nixl", "0.13.0-t4", "0.13.0-t5"}
     for child, parent in (("0.33.0-t5-nixl", "0.33.0-t5"), ("0.13.0-t4", "2.9.1-cu130")):

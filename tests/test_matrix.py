@@ -82,3 +82,144 @@ def test_missing_file(tmp_path):
 def test_components_cover_the_mission():
     assert set(COMPONENTS) == {"ubuntu", "python", "cuda", "nccl", "torch", "torchvision", "torchaudio",
                                "triton", "flashinfer", "vllm", "transformers", "ray"}
+
+
+# --- the boundary: pydantic validates, the core gets frozen dataclasses; validated matrices are cached ---
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """A private user cache folder (the cache of validated matrices lives under it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "spark-image-factory" / "matrix"
+
+
+def _count_validations(monkeypatch) -> list[str]:
+    """Calls of the pydantic validation (a cache miss), recorded by matrix text."""
+    from factory.core import schema
+
+    calls: list[str] = []
+    real = schema.validate_text
+
+    def counted(text, path):
+        calls.append(text)
+        return real(text, path)
+
+    monkeypatch.setattr(schema, "validate_text", counted)
+    return calls
+
+
+def test_the_loaded_matrix_is_frozen_kw_only_dataclasses(write_matrix, cache_home):
+    import dataclasses
+
+    from factory.core import matrix as M
+
+    m = load(write_matrix()).matrix
+    for value in (m, m.defaults, m.defaults.build, m.base["2.10.0-cu131"], m.image["0.17.0-t5"],
+                  m.image["0.17.0-t5"].allow[0], m.rule[0]):
+        assert dataclasses.is_dataclass(value) and not hasattr(value, "model_dump")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.image["0.17.0-t5"].vllm = "0.18.0"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        M.Waiver("a-rule", "a reason of some length")  # type: ignore[misc]  # keywords only
+    assert m.image["0.17.0-t4"].allow == () and m.extra == {} and m.schema_version == 1
+
+
+def test_the_dataclasses_mirror_the_schema_field_for_field():
+    """The pydantic models (the schema) and the dataclasses the core reads must agree, or validation would
+    hand the core something of another shape; Rule, which code constructs, keeps the schema's defaults."""
+    import dataclasses
+
+    from factory.core import matrix as M
+    from factory.core import schema as S
+
+    pairs = [(S.Source, M.Source), (S.Waiver, M.Waiver), (S.Repositories, M.Repositories),
+             (S.Dockerfiles, M.Dockerfiles), (S.BuildKnobs, M.BuildKnobs), (S.Defaults, M.Defaults),
+             (S.Base, M.Base), (S.Image, M.Image), (S.Extra, M.Extra), (S.Rule, M.Rule), (S.Matrix, M.Matrix)]
+    for model, shape in pairs:
+        assert list(model.model_fields) == [f.name for f in dataclasses.fields(shape)], shape.__name__
+    rule_defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                     for f in dataclasses.fields(M.Rule) if f.default is not dataclasses.MISSING
+                     or f.default_factory is not dataclasses.MISSING}
+    assert rule_defaults == {name: info.default for name, info in S.Rule.model_fields.items()
+                             if not info.is_required()}
+
+
+def test_a_second_load_of_an_unchanged_matrix_comes_from_the_cache(write_matrix, cache_home, monkeypatch):
+    from factory.core import matrix_cache
+
+    path = write_matrix()
+    calls = _count_validations(monkeypatch)
+    first = load(path).matrix
+    assert len(calls) == 1 and matrix_cache.entry_path(path.read_text()).is_file()
+    second = load(path).matrix
+    assert len(calls) == 1, "the second load validated again instead of reading the cache"
+    assert second == first and second.image["0.17.0-t5"].allow == first.image["0.17.0-t5"].allow
+
+
+def test_an_edited_matrix_misses_the_cache(write_matrix, cache_home, monkeypatch):
+    path = write_matrix()
+    calls = _count_validations(monkeypatch)
+    load(path)
+    path.write_text(path.read_text().replace('triton = "3.6.0"', 'triton = "3.6.1"', 1))
+    edited = load(path).matrix
+    assert len(calls) == 2 and edited.image["0.17.0-t4"].triton == "3.6.1"
+    load(path)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("entry", [b"", b"{not json", b"[]", b'{"format": 1, "key": "someone else", "matrix": {}}',
+                                   b'{"format": 99}', "KEY-BUT-WRONG-SHAPE"])
+def test_a_corrupt_or_foreign_cache_entry_is_ignored_and_rewritten(write_matrix, cache_home, monkeypatch, entry):
+    import json
+
+    from factory.core import matrix_cache
+
+    path = write_matrix()
+    expected = load(path).matrix
+    stored = matrix_cache.entry_path(path.read_text())
+    if entry == "KEY-BUT-WRONG-SHAPE":
+        entry = json.dumps({"format": 1, "key": stored.stem, "matrix": {"schema_version": 1}}).encode()
+    stored.write_bytes(entry)
+    calls = _count_validations(monkeypatch)
+    assert load(path).matrix == expected and len(calls) == 1
+    assert json.loads(stored.read_bytes())["key"] == stored.stem  # written again, sound
+    load(path)
+    assert len(calls) == 1
+
+
+def test_a_bad_matrix_is_never_cached_and_fails_the_same_way_every_time(write_matrix, cache_home):
+    path = write_matrix(SMALL.replace('vllm = "0.17.0"', 'vllm = "0.17 0"', 1))
+    messages = []
+    for _ in range(2):
+        with pytest.raises(InputError) as info:
+            load(path)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and 'image "0.17.0-t4", field "vllm"' in messages[0]
+    assert not cache_home.exists() or not any(cache_home.glob("*.json"))
+
+
+def test_an_unwritable_cache_is_no_error(write_matrix, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert load(write_matrix()).matrix.image["0.17.0-t4"].vllm == "0.17.0"
+
+
+def test_plan_on_a_cached_matrix_imports_no_pydantic_httpx_or_python_on_whales(cache_home):
+    """The plan path is lean: with the matrix cached, `factory plan` runs without the validator or adapters."""
+    import os
+    import subprocess
+    import sys
+
+    load(SHIPPED)  # fills the cache
+    program = ("import sys, io, contextlib\n"
+               "from factory.cli.main import main\n"
+               "with contextlib.redirect_stdout(io.StringIO()):\n"
+               f"    code = main(['plan', '0.15.0-t5', '--matrix', {str(SHIPPED)!r}])\n"
+               "heavy = [m for m in ('pydantic', 'factory.core.schema', 'tomllib', 'httpx', 'python_on_whales')"
+               " if m in sys.modules]\n"
+               "print(code, heavy)\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home.parent.parent)}
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "0 []", out.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from factory.adapters.cache import Cache
-from factory.adapters.pypi import PackageIndex
+from factory.adapters.index import PackageIndex
+from factory.adapters.index.cache import Cache
 from factory.core.errors import InputError
 from factory.core.matrix import load
 from factory.core.resolve import resolve

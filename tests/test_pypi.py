@@ -1,4 +1,4 @@
-"""factory.adapters.pypi against a real HTTP server on 127.0.0.1 serving recorded PyPI documents.
+"""factory.adapters.index against a real HTTP server on 127.0.0.1 serving recorded PyPI documents.
 
 No mocks of httpx: every request goes over a socket to tests/pypi_server.py.  The one
 online test (``-m online``) reads real metadata from the real index.
@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from factory.adapters import http as http
-from factory.adapters import pypi as pypi
-from factory.adapters.pypi import (
+from factory.adapters.index import (
     DistFile,
     NotFound,
     NotInCache,
@@ -27,6 +28,8 @@ from factory.adapters.pypi import (
     requirement_for,
     select_wheel,
 )
+from factory.adapters.index import client as index_client
+from factory.adapters.index.cache import Cache
 from tests.pypi_server import PyPIServer, standin_wheel, unused_port, wheel_zip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +40,7 @@ VLLM_033_ARM = "vllm-0.33.0-cp38-abi3-manylinux_2_28_aarch64.whl"
 SIX = "six-1.17.0-py2.py3-none-any.whl"
 
 
-class Sleeps(list):
+class Sleeps(list[float]):
     """Records the waits asked for instead of sleeping (keeps retry tests fast)."""
 
     def __call__(self, seconds: float) -> None:
@@ -45,18 +48,18 @@ class Sleeps(list):
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[PyPIServer]:
     with PyPIServer() as srv:
         yield srv
 
 
 @pytest.fixture
-def sleeps():
+def sleeps() -> Sleeps:
     return Sleeps()
 
 
 @pytest.fixture
-def index(server, sleeps):
+def index(server: PyPIServer, sleeps: Sleeps) -> Iterator[PackageIndex]:
     with PackageIndex(server.index_url, retries=3, backoff=0.01, timeout=5, sleep=sleeps) as ix:
         yield ix
 
@@ -71,7 +74,7 @@ def _metadata(name: str, version: str, *requires: str, requires_python: str = ">
 # -- releases -----------------------------------------------------------------------------------
 
 
-def test_releases_grouped_sorted_and_dated(index):
+def test_releases_grouped_sorted_and_dated(index: PackageIndex) -> None:
     releases = index.releases("vllm")
     assert [r.version for r in releases] == ["0.2.1", "0.9.2", "0.15.0", "0.33.0"]
     by = {r.version: r for r in releases}
@@ -89,7 +92,7 @@ def test_releases_grouped_sorted_and_dated(index):
     assert f.url.startswith(index.index_url.removesuffix("simple/"))
 
 
-def test_release_yanked_only_when_every_file_is(server, index):
+def test_release_yanked_only_when_every_file_is(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("demo", [
         {"filename": "demo-1.0-py3-none-any.whl", "yanked": "broken METADATA"},
         {"filename": "demo-1.0.tar.gz", "yanked": False},
@@ -104,7 +107,7 @@ def test_release_yanked_only_when_every_file_is(server, index):
     assert (r10.version, r10.yanked, r10.uploaded) == ("10.0", False, None)
 
 
-def test_unparseable_files_are_skipped_and_names_normalised(server, index):
+def test_unparseable_files_are_skipped_and_names_normalised(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("my-proj", [
         {"filename": "My_Proj-1.0-py3-none-any.whl", "upload-time": "2024-01-02T00:00:00Z"},
         {"filename": "my_proj-1.0.tar.gz", "upload-time": "2024-01-01T00:00:00.5Z"},
@@ -118,13 +121,13 @@ def test_unparseable_files_are_skipped_and_names_normalised(server, index):
     assert release.uploaded == datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
 
 
-def test_build_tagged_wheels_join_their_release(index):
+def test_build_tagged_wheels_join_their_release(index: PackageIndex) -> None:
     rel = index.release("torch", "2.10.0")
     assert {f.filename for f in rel.files} >= {"torch-2.10.0-3-cp312-cp312-manylinux_2_28_x86_64.whl",
                                                "torch-2.10.0-cp312-cp312-manylinux_2_28_x86_64.whl"}
 
 
-def test_pep_503_html_page(server, index):
+def test_pep_503_html_page(server: PyPIServer, index: PackageIndex) -> None:
     server.add("/simple/htmlproj/", """<!DOCTYPE html><html><body>
       <a href="../../files/htmlproj-1.0-py3-none-any.whl#sha256=abc" data-requires-python="&gt;=3.9"
          data-core-metadata="sha256=def">htmlproj-1.0-py3-none-any.whl</a><br/>
@@ -140,7 +143,7 @@ def test_pep_503_html_page(server, index):
     assert whl.requires_python == ">=3.9" and whl.core_metadata and not new.yanked
 
 
-def test_pep_691_metadata_keys(server, index):
+def test_pep_691_metadata_keys(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("keys", [
         {"filename": "keys-1-py3-none-any.whl", "core-metadata": {"sha256": "aa"}},
         {"filename": "keys-2-py3-none-any.whl", "dist-info-metadata": True},  # the pre-PEP 714 name
@@ -151,20 +154,20 @@ def test_pep_691_metadata_keys(server, index):
     assert flags == [(True, (("sha256", "aa"),)), (True, ()), (False, ()), (False, ())]
 
 
-def test_unknown_major_api_version_is_refused(server, index):
+def test_unknown_major_api_version_is_refused(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("future", [{"filename": "future-1.0.tar.gz"}], api_version="2.0")
     with pytest.raises(UpstreamError, match="simple API 2.0"):
         index.releases("future")
 
 
-def test_has_aarch64_wheel(index):
+def test_has_aarch64_wheel(index: PackageIndex) -> None:
     assert index.has_aarch64_wheel("vllm", "0.15.0")
     assert not index.has_aarch64_wheel("vllm", "0.9.2")
     with pytest.raises(NotFound, match="vllm 9.9.9"):
         index.has_aarch64_wheel("vllm", "9.9.9")
 
 
-def test_page_is_fetched_once_per_client(server, index):
+def test_page_is_fetched_once_per_client(server: PyPIServer, index: PackageIndex) -> None:
     index.releases("vllm")
     index.wheel_metadata("vllm", "0.15.0")
     index.has_aarch64_wheel("vllm", "0.33.0")
@@ -174,11 +177,11 @@ def test_page_is_fetched_once_per_client(server, index):
 # -- files and wheel choice ----------------------------------------------------------------------
 
 
-def _f(name: str, **kw) -> DistFile:
+def _f(name: str, **kw: Any) -> DistFile:
     return DistFile(filename=name, url=f"https://example.invalid/{name}", **kw)
 
 
-def test_distfile_helpers():
+def test_distfile_helpers() -> None:
     arm = _f("torch-2.11.0-cp312-cp312-manylinux_2_28_aarch64.whl")
     assert arm.is_wheel and arm.is_aarch64_linux and not arm.is_any and not arm.is_x86_64_linux
     assert arm.platform_tags == {"manylinux_2_28_aarch64"}
@@ -195,42 +198,49 @@ def test_distfile_helpers():
     assert hash(arm) == hash(_f(arm.filename))  # frozen, hashable
 
 
-def test_select_wheel_by_platform(index):
+def _pick(files: Iterable[DistFile], platform: str | None) -> DistFile:
+    """select_wheel's choice, which must exist."""
+    wheel = select_wheel(files, platform)
+    assert wheel is not None, f"no wheel chosen for {platform}"
+    return wheel
+
+
+def test_select_wheel_by_platform(index: PackageIndex) -> None:
     torch211 = index.release("torch", "2.11.0").files
-    assert select_wheel(torch211, "linux/arm64").filename == "torch-2.11.0-cp312-cp312-manylinux_2_28_aarch64.whl"
-    assert select_wheel(torch211, "linux/amd64").filename == "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl"
-    assert select_wheel(torch211, None).is_aarch64_linux
+    assert _pick(torch211, "linux/arm64").filename == "torch-2.11.0-cp312-cp312-manylinux_2_28_aarch64.whl"
+    assert _pick(torch211, "linux/amd64").filename == "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    assert _pick(torch211, None).is_aarch64_linux
     # no aarch64 wheel: the x86_64 one stands in (its METADATA is read, markers evaluated later)
     vllm092 = index.release("vllm", "0.9.2").files
-    assert select_wheel(vllm092, "linux/arm64").filename == "vllm-0.9.2-cp38-abi3-manylinux1_x86_64.whl"
+    assert _pick(vllm092, "linux/arm64").filename == "vllm-0.9.2-cp38-abi3-manylinux1_x86_64.whl"
     # the highest build tag wins
     torch210 = index.release("torch", "2.10.0").files
-    assert select_wheel(torch210, "linux/amd64").filename.startswith("torch-2.10.0-3-")
-    assert select_wheel(index.release("six", "1.17.0").files, "linux/arm64").filename == SIX
+    assert _pick(torch210, "linux/amd64").filename.startswith("torch-2.10.0-3-")
+    assert _pick(index.release("six", "1.17.0").files, "linux/arm64").filename == SIX
     assert select_wheel([_f("a-1.0.tar.gz")], "linux/arm64") is None
     with pytest.raises(ValueError, match="platform"):
         select_wheel(torch211, "linux/riscv64")
 
 
-def test_select_wheel_prefers_cp312_then_abi3_then_py3_and_unyanked():
+def test_select_wheel_prefers_cp312_then_abi3_then_py3_and_unyanked() -> None:
     names = ["p-1-cp311-cp311-manylinux_2_28_aarch64.whl", "p-1-py3-none-manylinux_2_28_aarch64.whl",
              "p-1-cp38-abi3-manylinux_2_28_aarch64.whl", "p-1-cp312-cp312-manylinux_2_28_aarch64.whl",
              "p-1-py3-none-any.whl", "p-1-cp312-cp312-manylinux_2_28_x86_64.whl"]
     files = [_f(n) for n in names]
-    assert select_wheel(files, "linux/arm64").filename == names[3]
-    assert select_wheel([f for f in files if "cp312" not in f.filename], "linux/arm64").filename == names[2]
-    assert select_wheel([files[0], files[1]], "linux/arm64").filename == names[1]
-    assert select_wheel([files[4], files[5]], "linux/arm64").filename == names[5]  # x86_64 before any
-    assert select_wheel([files[4]], "linux/amd64").filename == names[4]
+    assert _pick(files, "linux/arm64").filename == names[3]
+    assert _pick([f for f in files if "cp312" not in f.filename], "linux/arm64").filename == names[2]
+    assert _pick([files[0], files[1]], "linux/arm64").filename == names[1]
+    assert _pick([files[4], files[5]], "linux/arm64").filename == names[5]  # x86_64 before any
+    assert _pick([files[4]], "linux/amd64").filename == names[4]
     yanked = _f(names[3], yanked=True)
-    assert select_wheel([yanked, files[0]], "linux/arm64").filename == names[0]
+    assert _pick([yanked, files[0]], "linux/arm64").filename == names[0]
     assert select_wheel([yanked], "linux/arm64") is yanked
 
 
 # -- metadata: PEP 658 ------------------------------------------------------------------------
 
 
-def test_pep658_metadata_file_is_used(server, index):
+def test_pep658_metadata_file_is_used(server: PyPIServer, index: PackageIndex) -> None:
     meta = index.wheel_metadata("vllm", "0.15.0")
     assert (meta.name, meta.version, meta.source_file) == ("vllm", "0.15.0", VLLM_015_ARM)
     assert meta.requires_python == "<3.14,>=3.10"
@@ -243,11 +253,11 @@ def test_pep658_metadata_file_is_used(server, index):
     assert amd.source_file == "vllm-0.15.0-cp38-abi3-manylinux_2_31_x86_64.whl"
 
 
-def test_pep658_hash_mismatch_fails_and_is_not_cached(server, tmp_path):
+def test_pep658_hash_mismatch_fails_and_is_not_cached(server: PyPIServer, tmp_path: Path) -> None:
     """The advertised hash is the only thing that ties a .metadata file to its wheel: a mismatch fails, without
     falling back to the wheel's own METADATA and without caching anything (issue 16, item 8)."""
-    from factory.adapters.cache import Cache
-    from factory.adapters.pypi import BadMetadataHash
+    from factory.adapters.index import BadMetadataHash
+    from factory.adapters.index.cache import Cache
 
     good = _metadata("hashy", "1.0", "dep==1")
     server.add_project("hashy", [{
@@ -265,14 +275,14 @@ def test_pep658_hash_mismatch_fails_and_is_not_cached(server, tmp_path):
     assert not any(k.startswith("metadata:") for k in _cache_keys(cache))
 
 
-def _cache_keys(cache) -> list[str]:
+def _cache_keys(cache: Cache) -> list[str]:
     import json as _json
 
     return [_json.loads(f.read_bytes().partition(b"\n")[0])["key"]
             for f in cache.directory.glob("*/*") if not f.name.startswith(".tmp-")]
 
 
-def test_pep658_with_matching_hash(server, index):
+def test_pep658_with_matching_hash(server: PyPIServer, index: PackageIndex) -> None:
     import hashlib
 
     doc = _metadata("hashok", "1.0", "dep==2")
@@ -282,7 +292,7 @@ def test_pep658_with_matching_hash(server, index):
     assert index.wheel_metadata("hashok", "1.0").requires_dist == ("dep==2",)
 
 
-def test_metadata_file_refused_falls_back_to_the_wheel(server, index):
+def test_metadata_file_refused_falls_back_to_the_wheel(server: PyPIServer, index: PackageIndex) -> None:
     server.fail(f"/files/{VLLM_015_ARM}.metadata", status=403)
     server.add_file(VLLM_015_ARM, standin_wheel(VLLM_015_ARM, (FIXTURES / "files" / (
         VLLM_015_ARM + ".metadata")).read_bytes()))
@@ -290,7 +300,7 @@ def test_metadata_file_refused_falls_back_to_the_wheel(server, index):
     assert [r.status for r in server.requests_to("/files/")][:2] == [403, 206]
 
 
-def test_metadata_naming_another_project_is_refused(server, index):
+def test_metadata_naming_another_project_is_refused(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("liar", [{"filename": "liar-1.0-py3-none-any.whl",
                                  "metadata": _metadata("honest", "1.0")}])
     with pytest.raises(UpstreamError, match="names another project"):
@@ -300,7 +310,7 @@ def test_metadata_naming_another_project_is_refused(server, index):
 # -- metadata: range requests into the wheel -----------------------------------------------------
 
 
-def test_range_path_on_a_real_wheel(server, index):
+def test_range_path_on_a_real_wheel(server: PyPIServer, index: PackageIndex) -> None:
     meta = index.wheel_metadata("six", "1.17.0")
     assert (meta.name, meta.version) == ("six", "1.17.0")
     # (the wheel spells it differently from the index page: ">=2.7, !=3.0.*, ...")
@@ -314,7 +324,7 @@ def test_range_path_on_a_real_wheel(server, index):
         assert parse_metadata(zf.read("six-1.17.0.dist-info/METADATA"), SIX) == meta
 
 
-def test_range_path_reads_what_the_wheel_declares(server, index):
+def test_range_path_reads_what_the_wheel_declares(server: PyPIServer, index: PackageIndex) -> None:
     """vLLM 0.33.0: the JSON API's info.requires_dist said torch==2.13.0, the wheels torch==2.14.0."""
     meta = index.wheel_metadata("vllm", "0.33.0")
     assert meta.source_file == VLLM_033_ARM
@@ -339,7 +349,7 @@ def _big_wheel(tmp_stored: bytes, *, metadata_stored: bool = False, members: int
 
 
 @pytest.mark.parametrize("metadata_stored", [False, True], ids=["deflate", "stored"])
-def test_range_path_fetches_only_ranges(server, index, metadata_stored):
+def test_range_path_fetches_only_ranges(server: PyPIServer, index: PackageIndex, metadata_stored: bool) -> None:
     blob = bytes(range(256)) * (16 * 1024)  # 4 MiB, stored uncompressed
     body = _big_wheel(blob, metadata_stored=metadata_stored)
     server.add_project("big", [{"filename": "big-1.0-cp312-cp312-manylinux_2_28_aarch64.whl", "body": body}])
@@ -351,7 +361,7 @@ def test_range_path_fetches_only_ranges(server, index, metadata_stored):
     assert all(r.status in (206, 404) for r in server.requests_to("/files/big-1.0"))
 
 
-def test_range_path_with_a_central_directory_beyond_the_first_tail(server, index):
+def test_range_path_with_a_central_directory_beyond_the_first_tail(server: PyPIServer, index: PackageIndex) -> None:
     body = _big_wheel(b"x" * 200_000, members=1500)  # ~140 KB of central directory
     server.add_project("big", [{"filename": "big-1.0-py3-none-any.whl", "body": body}])
     assert index.wheel_metadata("big", "1.0").name == "big"
@@ -359,7 +369,7 @@ def test_range_path_with_a_central_directory_beyond_the_first_tail(server, index
     assert len(ranged) == 3  # tail, the rest of the central directory, the member
 
 
-def test_range_path_zip64(server, index, monkeypatch):
+def test_range_path_zip64(server: PyPIServer, index: PackageIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     # Make zipfile write zip64 structures for a small archive (zip64 end of central directory
     # and locator, zip64 extra fields with sizes and offsets), as it would past 4 GiB.
     monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 8)
@@ -378,15 +388,16 @@ def test_range_path_zip64(server, index, monkeypatch):
     assert index.wheel_metadata("z64", "1.0").requires_dist == ("dep>=1",)
 
 
-def test_server_ignoring_range_small_file(server, index):
+def test_server_ignoring_range_small_file(server: PyPIServer, index: PackageIndex) -> None:
     server.ranges = False
     assert index.wheel_metadata("six", "1.17.0").version == "1.17.0"
     # the whole (small) file came once and was read from memory afterwards
     assert server.count(f"/files/{SIX}") == 2  # .metadata probe + one 200
 
 
-def test_server_ignoring_range_big_file_is_refused(server, index, monkeypatch):
-    monkeypatch.setattr(pypi, "_MAX_FULL_BODY", 100_000)
+def test_server_ignoring_range_big_file_is_refused(server: PyPIServer, index: PackageIndex,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_client, "MAX_FULL_BODY", 100_000)
     server.ranges = False
     body = _big_wheel(b"z" * 300_000)
     server.add_project("big", [{"filename": "big-1.0-py3-none-any.whl", "body": body}])
@@ -394,20 +405,20 @@ def test_server_ignoring_range_big_file_is_refused(server, index, monkeypatch):
         index.wheel_metadata("big", "1.0")
 
 
-def test_not_a_zip(server, index):
+def test_not_a_zip(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("nozip", [{"filename": "nozip-1.0-py3-none-any.whl", "body": b"x" * 5000}])
     with pytest.raises(UpstreamError, match="not a zip file"):
         index.wheel_metadata("nozip", "1.0")
 
 
-def test_wheel_without_metadata_member(server, index):
+def test_wheel_without_metadata_member(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("nometa", [{"filename": "nometa-1.0-py3-none-any.whl",
                                    "body": wheel_zip({"nometa/__init__.py": b""})}])
     with pytest.raises(UpstreamError, match="no \\*.dist-info/METADATA"):
         index.wheel_metadata("nometa", "1.0")
 
 
-def test_no_wheel_for_the_release(server, index):
+def test_no_wheel_for_the_release(server: PyPIServer, index: PackageIndex) -> None:
     with pytest.raises(NotFound, match="no wheel for linux/arm64"):
         server.add_project("sdistonly", [{"filename": "sdistonly-1.0.tar.gz"}])
         index.wheel_metadata("sdistonly", "1.0")
@@ -416,21 +427,22 @@ def test_no_wheel_for_the_release(server, index):
 # -- markers and torch -------------------------------------------------------------------------
 
 
-def test_requirement_for_evaluates_markers_for_the_target(index):
+def test_requirement_for_evaluates_markers_for_the_target(index: PackageIndex) -> None:
     torch291 = index.wheel_metadata("torch", "2.9.1")
     assert requirement_for(torch291, "nvidia-cuda-runtime-cu12") is None  # x86_64 only
     x86 = requirement_for(torch291, "nvidia_cuda_runtime_cu12", machine="x86_64")
-    assert str(x86.specifier) == "==12.8.90"
+    assert x86 is not None and str(x86.specifier) == "==12.8.90"
     assert requirement_for(torch291, "setuptools") is not None  # python_version >= "3.12"
     assert requirement_for(torch291, "setuptools", python_version="3.11") is None
     assert requirement_for(torch291, "optree") is None  # extra == "optree": no extras asked
-    assert requirement_for(torch291, "Typing_Extensions").name == "typing-extensions"
-    assert torch291.requirement("filelock").name == "filelock"
+    typing_extensions, filelock = requirement_for(torch291, "Typing_Extensions"), torch291.requirement("filelock")
+    assert typing_extensions is not None and typing_extensions.name == "typing-extensions"
+    assert filelock is not None and filelock.name == "filelock"
     with pytest.raises(ValueError, match="machine"):
         requirement_for(torch291, "filelock", machine="armv7l")
 
 
-def test_requirement_for_refuses_bad_lines_instead_of_skipping_them():
+def test_requirement_for_refuses_bad_lines_instead_of_skipping_them() -> None:
     """A Requires-Dist line that cannot be read is an error, not skipped: `torch==junk` skipped made
     `upstream check` answer 'no deviation' (issue 16, item 9)."""
     meta = WheelMetadata("x", "1", ("not a requirement !!", "ok>=1"), None, "x-1-py3-none-any.whl")
@@ -440,14 +452,14 @@ def test_requirement_for_refuses_bad_lines_instead_of_skipping_them():
     assert str(requirement_for(WheelMetadata("x", "1", ("ok>=1",), None, "x.whl"), "ok")) == "ok>=1"
 
 
-def test_parse_metadata_multiple_requires_and_body():
+def test_parse_metadata_multiple_requires_and_body() -> None:
     meta = parse_metadata(_metadata("m", "1", "a", "b; extra == 'x'"), "m-1-py3-none-any.whl")
     assert meta.requires_dist == ("a", "b; extra == 'x'")  # not the line in the body
     with pytest.raises(UpstreamError, match="no Name or Version"):
         parse_metadata(b"Summary: nothing\n", "m-1-py3-none-any.whl")
 
 
-def test_torch_aarch64_cuda_detection(server, index):
+def test_torch_aarch64_cuda_detection(server: PyPIServer, index: PackageIndex) -> None:
     assert index.torch_aarch64_is_cuda("2.9.1") is False
     assert index.torch_aarch64_is_cuda("2.10.0") is False
     assert index.torch_aarch64_is_cuda("2.11.0") is True  # cuda-toolkit / nvidia-*-cu13 for Linux
@@ -456,7 +468,7 @@ def test_torch_aarch64_cuda_detection(server, index):
     assert all(r.path.endswith(".metadata") for r in server.requests_to("/files/torch"))
 
 
-def test_torch_aarch64_cuda_none_and_size_fallback(server, index):
+def test_torch_aarch64_cuda_none_and_size_fallback(server: PyPIServer, index: PackageIndex) -> None:
     server.add_project("torch", [
         {"filename": "torch-1.0.0-cp312-cp312-manylinux_2_28_x86_64.whl", "size": 900_000_000},
         {"filename": "torch-3.0.0-cp312-cp312-manylinux_2_28_aarch64.whl", "size": 900_000_000},
@@ -473,7 +485,7 @@ def test_torch_aarch64_cuda_none_and_size_fallback(server, index):
 # -- errors and retries -----------------------------------------------------------------------
 
 
-def test_404_project_is_not_found_without_retries(server, index, sleeps):
+def test_404_project_is_not_found_without_retries(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     with pytest.raises(NotFound, match="project 'No_Such_Thing' is not on http://127"):
         index.releases("No_Such_Thing")
     assert server.count("/simple/no-such-thing/") == 1 and sleeps == []
@@ -483,14 +495,14 @@ def test_404_project_is_not_found_without_retries(server, index, sleeps):
         index.release("vllm", "latest!")
 
 
-def test_503_then_200_is_retried_with_growing_waits(server, index, sleeps):
+def test_503_then_200_is_retried_with_growing_waits(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=503, times=2)
     assert len(index.releases("vllm")) == 4
     assert [r.status for r in server.requests_to("/simple/vllm/")] == [503, 503, 200]
     assert len(sleeps) == 2 and 0.01 <= sleeps[0] < sleeps[1] <= 0.02 * 1.1
 
 
-def test_5xx_forever_gives_up(server, index, sleeps):
+def test_5xx_forever_gives_up(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=502, times=100)
     with pytest.raises(UpstreamUnavailable) as err:
         index.releases("vllm")
@@ -498,7 +510,7 @@ def test_5xx_forever_gives_up(server, index, sleeps):
     assert server.count("/simple/vllm/") == 4 and len(sleeps) == 3
 
 
-def test_dropped_connection_is_retried(server, index, sleeps):
+def test_dropped_connection_is_retried(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.drop("/simple/vllm/", times=1)
     server.drop(f"/files/{SIX}", times=1)
     assert len(index.releases("vllm")) == 4
@@ -507,20 +519,20 @@ def test_dropped_connection_is_retried(server, index, sleeps):
     assert len(sleeps) == 2
 
 
-def test_429_honours_a_small_retry_after(server, index, sleeps):
+def test_429_honours_a_small_retry_after(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=429, headers={"Retry-After": "2"})
     assert len(index.releases("vllm")) == 4
     assert sleeps == [2.0]
 
 
-def test_429_with_a_long_retry_after_fails_at_once(server, index, sleeps):
+def test_429_with_a_long_retry_after_fails_at_once(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=429, times=5, headers={"Retry-After": "3600"})
     with pytest.raises(UpstreamUnavailable, match=r"rate limiting requests \(429\) and asks to wait 3600 s"):
         index.releases("vllm")
     assert sleeps == [] and server.count("/simple/vllm/") == 1
 
 
-def test_503_retry_after_is_honoured_too(server, index, sleeps):
+def test_503_retry_after_is_honoured_too(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/six/", status=503, headers={"Retry-After": "1"})
     assert index.releases("six")[-1].version == "1.17.0" and sleeps == [1.0]
     server.fail("/simple/torch/", status=503, headers={"Retry-After": "86400"})
@@ -528,13 +540,13 @@ def test_503_retry_after_is_honoured_too(server, index, sleeps):
         index.releases("torch")
 
 
-def test_retry_after_forms():
+def test_retry_after_forms() -> None:
     assert http.retry_after_seconds("7") == 7.0
     assert http.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
     assert http.retry_after_seconds("soon") is None and http.retry_after_seconds(None) is None
 
 
-def test_other_4xx_are_not_retried(server, index, sleeps):
+def test_other_4xx_are_not_retried(server: PyPIServer, index: PackageIndex, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=403, times=5)
     with pytest.raises(UpstreamError, match="403 Forbidden") as err:
         index.releases("vllm")
@@ -542,7 +554,7 @@ def test_other_4xx_are_not_retried(server, index, sleeps):
     assert sleeps == [] and server.count("/simple/vllm/") == 1
 
 
-def test_total_wait_is_bounded(server, sleeps):
+def test_total_wait_is_bounded(server: PyPIServer, sleeps: Sleeps) -> None:
     server.fail("/simple/vllm/", status=503, times=100)
     with PackageIndex(server.index_url, retries=10, backoff=1.0, max_wait=2.5, sleep=sleeps) as ix, \
             pytest.raises(UpstreamUnavailable):
@@ -550,7 +562,7 @@ def test_total_wait_is_bounded(server, sleeps):
     assert len(sleeps) == 1 and server.count("/simple/vllm/") == 2  # 1 s, then 2 s would pass 2.5 s
 
 
-def test_unreachable_index_message(sleeps):
+def test_unreachable_index_message(sleeps: Sleeps) -> None:
     url = f"http://127.0.0.1:{unused_port()}/simple/"
     with PackageIndex(url, retries=2, backoff=0.001, sleep=sleeps) as ix, \
             pytest.raises(UpstreamUnavailable) as err:
@@ -559,28 +571,28 @@ def test_unreachable_index_message(sleeps):
     assert len(sleeps) == 2
 
 
-def test_timeout(server, sleeps):
+def test_timeout(server: PyPIServer, sleeps: Sleeps) -> None:
     server.stall("/simple/vllm/", seconds=0.5, times=2)
     with PackageIndex(server.index_url, retries=1, timeout=0.1, sleep=sleeps) as ix, \
             pytest.raises(UpstreamUnavailable, match=r"^cannot reach .*/simple/vllm/: timed out"):
         ix.releases("vllm")
 
 
-def test_upstream_errors_are_factory_work_failures():
+def test_upstream_errors_are_factory_work_failures() -> None:
     from factory.core.errors import WorkFailed
 
     assert issubclass(UpstreamError, WorkFailed) and issubclass(UpstreamUnavailable, UpstreamError)
     assert issubclass(NotInCache, UpstreamError) and issubclass(NotFound, UpstreamError)
 
 
-def test_offline_without_cache_raises_not_in_cache(server):
+def test_offline_without_cache_raises_not_in_cache(server: PyPIServer) -> None:
     with PackageIndex(server.index_url, offline=True) as ix, pytest.raises(NotInCache):
         ix.releases("vllm")
     assert server.count() == 0
 
 
 
-def test_standin_wheel_helper_is_a_valid_zip():
+def test_standin_wheel_helper_is_a_valid_zip() -> None:
     data = standin_wheel(VLLM_033_ARM, b"Name: vllm\nVersion: 0.33.0\n")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.read("vllm-0.33.0.dist-info/METADATA").startswith(b"Name: vllm")
@@ -590,7 +602,7 @@ def test_standin_wheel_helper_is_a_valid_zip():
 
 
 @pytest.mark.online
-def test_online_vllm_metadata_from_the_real_index(request):
+def test_online_vllm_metadata_from_the_real_index(request: pytest.FixtureRequest) -> None:
     if "online" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("talks to the real package index; run with -m online")
     with PackageIndex(retries=2, timeout=30) as ix:
@@ -617,10 +629,10 @@ def _sdist(files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def test_sdist_files_reads_requirement_files_checks_the_hash_and_caches(tmp_path):
+def test_sdist_files_reads_requirement_files_checks_the_hash_and_caches(tmp_path: Path) -> None:
     import hashlib
 
-    from factory.adapters.cache import Cache
+    from factory.adapters.index.cache import Cache
 
     body = _sdist({"requirements/cuda.txt": "-r common.txt\nray[cgraph]>=2.48\n", "requirements/common.txt": "x\n",
                    "pyproject.toml": "[project]\n", "vllm/__init__.py": "", "requirements/big.bin": "z"})

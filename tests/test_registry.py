@@ -8,17 +8,12 @@ import os
 import socket
 import stat
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from factory.adapters.credentials import (
-    Credential,
-    CredentialsError,
-    DockerCredentials,
-    docker_credentials,
-    static_credentials,
-)
 from factory.adapters.registry import (
     DEFAULT_REGISTRY,
     DOCKER_HUB_ALIASES,
@@ -41,6 +36,13 @@ from factory.adapters.registry import (
     parse_challenges,
     parse_reference,
 )
+from factory.adapters.registry.credentials import (
+    Credential,
+    CredentialsError,
+    DockerCredentials,
+    docker_credentials,
+    static_credentials,
+)
 from factory.core.errors import InputError, WorkFailed
 from tests.registry_server import RegistryServer, sha256
 
@@ -53,18 +55,18 @@ USER, PASSWORD = "alice", "pa55-w0rd-xyz"
 DIGEST = "sha256:" + "ab" * 32
 
 
-def anonymous(**kw) -> RegistryClient:
+def anonymous(**kw: Any) -> RegistryClient:
     return RegistryClient(credentials=None, timeout=5, **kw)
 
 
 @pytest.fixture
-def docker_config(tmp_path, monkeypatch):
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, Any]], Path]:
     """Write a Docker config.json into a temp DOCKER_CONFIG; returns the writer."""
     folder = tmp_path / "docker-config"
     folder.mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(folder))
 
-    def write(doc: dict) -> Path:
+    def write(doc: dict[str, Any]) -> Path:
         path = folder / "config.json"
         path.write_text(json.dumps(doc))
         return path
@@ -73,7 +75,7 @@ def docker_config(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_helper(tmp_path, monkeypatch):
+def fake_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str, str], Path]:
     """Install ``docker-credential-fake`` on PATH: it knows ``server`` -> (user, secret)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -100,7 +102,7 @@ def fake_helper(tmp_path, monkeypatch):
     return install
 
 
-def auth_entry(user: str, password: str) -> dict:
+def auth_entry(user: str, password: str) -> dict[str, str]:
     return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
@@ -129,13 +131,13 @@ H = DEFAULT_REGISTRY
     ("team/img_name__x.y-z:Tag_1.0", (H, "team/img_name__x.y-z", "Tag_1.0", None)),
     ("localhost:5000", (H, "library/localhost", "5000", None)),  # as Docker reads it: repository:tag
 ])
-def test_parse_reference(text, expected):
+def test_parse_reference(text: str, expected: tuple[str, str, str | None, str | None]) -> None:
     ref = parse_reference(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
 
 
 @pytest.mark.parametrize("alias", sorted(DOCKER_HUB_ALIASES))
-def test_parse_reference_default_registry_aliases(alias):
+def test_parse_reference_default_registry_aliases(alias: str) -> None:
     assert parse_reference(f"{alias}/ubuntu") == Reference(H, "library/ubuntu", "latest", None)
     assert parse_reference(f"{alias}/team/img:1") == Reference(H, "team/img", "1", None)
 
@@ -159,19 +161,19 @@ def test_parse_reference_default_registry_aliases(alias):
     ("bad_host.example.invalid/img", "invalid registry host"),
     ("x" * 256, "longer than"),
 ])
-def test_parse_reference_rejects(text, message):
+def test_parse_reference_rejects(text: str, message: str) -> None:
     with pytest.raises(InvalidReference, match=message) as info:
         parse_reference(text)
     assert isinstance(info.value, InputError) and info.value.exit_code == 2
 
 
-def test_reference_str_round_trips():
+def test_reference_str_round_trips() -> None:
     for text in ("127.0.0.1:5000/a/b:1", f"localhost/x@{DIGEST}", f"registry.example.invalid/t/i:v@{DIGEST}"):
         assert str(parse_reference(text)) == text
     assert str(parse_reference("ubuntu")) == f"{H}/library/ubuntu:latest"
 
 
-def test_parse_challenges():
+def test_parse_challenges() -> None:
     got = parse_challenges([
         'Bearer realm="https://auth.example.invalid/token",service="reg.example.invalid",'
         'scope="repository:a/b:pull,push",error="insufficient_scope"',
@@ -192,7 +194,7 @@ def test_parse_challenges():
     ("10.0.0.1:5000", False), ("registry.example.invalid", False), ("localhost.example.invalid", False),
     ("[::2]:5000", False), ("128.0.0.1", False),
 ])
-def test_is_loopback(host, loopback):
+def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
@@ -201,7 +203,7 @@ def test_is_loopback(host, loopback):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_index_picks_arm64_and_reads_its_labels():
+def test_index_picks_arm64_and_reads_its_labels() -> None:
     with RegistryServer() as srv:
         image = srv.add_index("scitrera/vllm", "0.17.0-t4",
                               {"linux/amd64": AMD_LABELS, "linux/arm64": ARM_LABELS})
@@ -222,7 +224,7 @@ def test_index_picks_arm64_and_reads_its_labels():
         assert f"/v2/scitrera/vllm/manifests/{image.manifests['linux/arm64']}" in manifest_paths
 
 
-def test_attestation_manifests_are_skipped():
+def test_attestation_manifests_are_skipped() -> None:
     with RegistryServer() as srv:
         # attestation entries (and a decoy annotated as one but claiming linux/arm64) come first
         image = srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS, "linux/amd64": AMD_LABELS}, decoy_first=True)
@@ -237,7 +239,7 @@ def test_attestation_manifests_are_skipped():
                 client.manifest(srv.ref("img", "v1"), None)
 
 
-def test_no_matching_platform_lists_what_is_there():
+def test_no_matching_platform_lists_what_is_there() -> None:
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/amd64": AMD_LABELS, "linux/arm/v7": {}})
         with anonymous() as client, pytest.raises(PlatformNotFound) as info:
@@ -248,7 +250,7 @@ def test_no_matching_platform_lists_what_is_there():
     assert "unknown" not in message
 
 
-def test_arm64_variant_v8_is_optional():
+def test_arm64_variant_v8_is_optional() -> None:
     with RegistryServer() as srv:
         with_variant = srv.add_index("v8", "v1", {"linux/arm64": ARM_LABELS}, variants={"linux/arm64": "v8"})
         without = srv.add_index("plain", "v1", {"linux/arm64": ARM_LABELS})
@@ -262,7 +264,7 @@ def test_arm64_variant_v8_is_optional():
             assert isinstance(info.value, InputError) and info.value.exit_code == 2
 
 
-def test_single_docker_v2_manifest():
+def test_single_docker_v2_manifest() -> None:
     with RegistryServer() as srv:
         image = srv.add_single("base", "2.10.0-cu131", ARM_LABELS)
         srv.add_single("nolabels", "v1", {})
@@ -281,7 +283,7 @@ def test_single_docker_v2_manifest():
             assert sum(1 for r in srv.requests if "/blobs/" in r.path) == 2
 
 
-def test_blob_redirect_is_followed():
+def test_blob_redirect_is_followed() -> None:
     with RegistryServer(redirect_blobs=True) as srv:
         srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         with anonymous() as client:
@@ -289,7 +291,7 @@ def test_blob_redirect_is_followed():
         assert any(r.path.startswith("/storage/") for r in srv.requests)
 
 
-def test_tampered_config_blob_is_caught():
+def test_tampered_config_blob_is_caught() -> None:
     with RegistryServer() as srv:
         image = srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         digest = image.configs["linux/arm64"]
@@ -302,7 +304,7 @@ def test_tampered_config_blob_is_caught():
     assert "altered or corrupted" in str(info.value)
 
 
-def test_tampered_manifest_is_caught():
+def test_tampered_manifest_is_caught() -> None:
     with RegistryServer() as srv:
         image = srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         arm = image.manifests["linux/arm64"]
@@ -312,7 +314,7 @@ def test_tampered_manifest_is_caught():
             client.manifest(srv.ref("img", "v1"))
 
 
-def test_exists():
+def test_exists() -> None:
     with RegistryServer() as srv:
         image = srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         single = srv.add_single("img", "single", ARM_LABELS)
@@ -327,7 +329,7 @@ def test_exists():
         assert heads and all(r.method == "HEAD" for r in heads)
 
 
-def test_not_found_is_one_clear_sentence():
+def test_not_found_is_one_clear_sentence() -> None:
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         with anonymous() as client:
@@ -339,7 +341,7 @@ def test_not_found_is_one_clear_sentence():
     assert isinstance(info.value, WorkFailed) and info.value.exit_code == 1
 
 
-def test_retries_a_503_then_succeeds():
+def test_retries_a_503_then_succeeds() -> None:
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         srv.fail("/v2/img/manifests/", 503, times=2)
@@ -356,7 +358,7 @@ def test_retries_a_503_then_succeeds():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bearer_anonymous_token_for_public_repo_is_cached():
+def test_bearer_anonymous_token_for_public_repo_is_cached() -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("public/img", "v1", {"linux/arm64": ARM_LABELS, "linux/amd64": AMD_LABELS})
         with anonymous() as client:
@@ -370,7 +372,7 @@ def test_bearer_anonymous_token_for_public_repo_is_cached():
         assert sum(1 for r in srv.requests if r.status == 401) == 1
 
 
-def test_bearer_private_repo_with_auths_from_docker_config(docker_config):
+def test_bearer_private_repo_with_auths_from_docker_config(docker_config: Callable[[dict[str, Any]], Path]) -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
         docker_config({"auths": {srv.host: auth_entry(USER, PASSWORD)}})
@@ -380,7 +382,8 @@ def test_bearer_private_repo_with_auths_from_docker_config(docker_config):
         assert [(r.auth, r.account) for r in token_requests] == [("Basic", USER)]
 
 
-def test_bearer_private_repo_with_cred_helper(docker_config, fake_helper):
+def test_bearer_private_repo_with_cred_helper(docker_config: Callable[[dict[str, Any]], Path],
+                                              fake_helper: Callable[[str, str, str], Path]) -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
         log = fake_helper(srv.host, USER, PASSWORD)
@@ -392,7 +395,8 @@ def test_bearer_private_repo_with_cred_helper(docker_config, fake_helper):
         assert [r.account for r in srv.requests if r.path.startswith("/token")] == [USER]
 
 
-def test_bearer_private_repo_with_creds_store(docker_config, fake_helper):
+def test_bearer_private_repo_with_creds_store(docker_config: Callable[[dict[str, Any]], Path],
+                                              fake_helper: Callable[[str, str, str], Path]) -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
         fake_helper(srv.host, USER, PASSWORD)
@@ -401,7 +405,7 @@ def test_bearer_private_repo_with_creds_store(docker_config, fake_helper):
             assert client.labels(srv.ref("private/img", "v1")) == ARM_LABELS
 
 
-def test_bearer_identity_token_uses_refresh_grant(docker_config):
+def test_bearer_identity_token_uses_refresh_grant(docker_config: Callable[[dict[str, Any]], Path]) -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"},
                         refresh_tokens={"refresh-123": USER}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
@@ -412,7 +416,7 @@ def test_bearer_identity_token_uses_refresh_grant(docker_config):
         assert [(r.method, r.account) for r in srv.requests if r.path.startswith("/token")] == [("POST", USER)]
 
 
-def test_bearer_bad_credentials_is_a_clear_error():
+def test_bearer_bad_credentials_is_a_clear_error() -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
         creds = static_credentials({srv.host: Credential(USER, "not-the-password")})
@@ -424,7 +428,7 @@ def test_bearer_bad_credentials_is_a_clear_error():
     assert "not-the-password" not in message and "not-the-password" not in repr(info.value)
 
 
-def test_bearer_private_repo_anonymous_is_denied():
+def test_bearer_private_repo_anonymous_is_denied() -> None:
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, private={"private/img"}) as srv:
         srv.add_index("private/img", "v1", {"linux/arm64": ARM_LABELS})
         with anonymous() as client, pytest.raises(RegistryAccessDenied) as info:
@@ -435,7 +439,7 @@ def test_bearer_private_repo_anonymous_is_denied():
     assert "or the repository does not exist" in message
 
 
-def test_basic_challenge_registry(docker_config):
+def test_basic_challenge_registry(docker_config: Callable[[dict[str, Any]], Path]) -> None:
     with RegistryServer(auth="basic", users={USER: PASSWORD}) as srv:
         srv.add_single("img", "v1", ARM_LABELS)
         ref = srv.ref("img", "v1")
@@ -465,10 +469,11 @@ def test_basic_challenge_registry(docker_config):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def test_unreachable_registry_names_host_port_and_cause():
+def test_unreachable_registry_names_host_port_and_cause() -> None:
     port = free_port()
     with anonymous(retries=0) as client, pytest.raises(RegistryUnreachable) as info:
         client.labels(f"127.0.0.1:{port}/img:v1")
@@ -477,7 +482,7 @@ def test_unreachable_registry_names_host_port_and_cause():
     assert isinstance(info.value, RegistryError)
 
 
-def test_stalled_registry_times_out():
+def test_stalled_registry_times_out() -> None:
     with RegistryServer() as srv:
         srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
         srv.stall("/v2/img/manifests/", 1.0)
@@ -487,7 +492,7 @@ def test_stalled_registry_times_out():
     assert str(info.value).startswith(f"cannot reach registry {srv.host}: timed out: no complete answer within 0.2 s")
 
 
-def test_plain_http_only_for_loopback_unless_allowed():
+def test_plain_http_only_for_loopback_unless_allowed() -> None:
     with anonymous() as client:
         assert client.base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
         assert client.base_url("localhost:5000") == "http://localhost:5000"
@@ -504,7 +509,7 @@ def test_plain_http_only_for_loopback_unless_allowed():
         assert client.base_url("other.example.invalid") == "http://other.example.invalid"
 
 
-def test_plain_http_token_realm_off_loopback_is_refused():
+def test_plain_http_token_realm_off_loopback_is_refused() -> None:
     realm = "http://auth.example.invalid/token"
     with RegistryServer(auth="bearer", users={USER: PASSWORD}, realm=realm) as srv:
         srv.add_index("img", "v1", {"linux/arm64": ARM_LABELS})
@@ -520,7 +525,7 @@ def test_plain_http_token_realm_off_loopback_is_refused():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_credential_repr_hides_secrets():
+def test_credential_repr_hides_secrets() -> None:
     cred = Credential("bob", "hunter2-secret", identity_token="tok-secret", source="test")
     for text in (repr(cred), str(cred), f"{cred}", repr([cred])):
         assert "hunter2-secret" not in text and "tok-secret" not in text
@@ -528,7 +533,8 @@ def test_credential_repr_hides_secrets():
     assert not Credential("bob")
 
 
-def test_docker_config_lookups(docker_config, fake_helper, tmp_path):
+def test_docker_config_lookups(docker_config: Callable[[dict[str, Any]], Path], fake_helper: Callable[[str, str, str],
+                               Path], tmp_path: Path) -> None:
     docker_config({
         "auths": {
             DOCKER_HUB_AUTH_KEY: auth_entry("hubuser", "hubpass"),
@@ -539,13 +545,13 @@ def test_docker_config_lookups(docker_config, fake_helper, tmp_path):
     })
     fake_helper("helped.example.invalid", "helper-user", "helper-secret")
     cred = docker_credentials(DEFAULT_REGISTRY)  # the default registry's key quirk
-    assert (cred.username, cred.secret) == ("hubuser", "hubpass")
+    assert cred is not None and (cred.username, cred.secret) == ("hubuser", "hubpass")
     for alias in DOCKER_HUB_ALIASES:
         assert docker_credentials(alias) == cred
     cred = docker_credentials("registry.example.invalid")
-    assert (cred.username, cred.secret) == ("u1", "p:with:colons")
+    assert cred is not None and (cred.username, cred.secret) == ("u1", "p:with:colons")
     cred = docker_credentials("helped.example.invalid")
-    assert (cred.username, cred.secret) == ("helper-user", "helper-secret")
+    assert cred is not None and (cred.username, cred.secret) == ("helper-user", "helper-secret")
     assert "docker-credential-fake" in cred.source
     assert docker_credentials("empty.example.invalid") is None
     assert docker_credentials("unknown.example.invalid") is None
@@ -553,7 +559,8 @@ def test_docker_config_lookups(docker_config, fake_helper, tmp_path):
     assert DockerCredentials(tmp_path / "nope.json").get("registry.example.invalid") is None
 
 
-def test_docker_config_errors(docker_config, fake_helper):
+def test_docker_config_errors(docker_config: Callable[[dict[str, Any]], Path], fake_helper: Callable[[str, str, str],
+                              Path]) -> None:
     path = docker_config({"credsStore": "missing-helper"})
     with pytest.raises(CredentialsError, match="docker-credential-missing-helper .*is not on PATH") as info:
         docker_credentials("registry.example.invalid")

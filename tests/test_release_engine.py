@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(autouse=True)
-def _engine():
+def _engine() -> None:
     require_engine()
 
 
@@ -34,7 +35,7 @@ class Registry:
         self.config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:5001\n")
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(["docker-registry", "serve", str(self.config)],
@@ -61,7 +62,7 @@ class Registry:
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path: Path) -> Iterator[Registry]:
     if shutil.which("docker-registry") is None:
         pytest.skip("docker-registry is not installed (`make engine` installs it)")
     reg = Registry(tmp_path / "registry")
@@ -75,7 +76,8 @@ def release_cmd(matrix: Path, tmp_path: Path, *extra: str) -> list[str]:
             str(tmp_path / "logs"), "--report", str(tmp_path / "report.json"), "--push-attempts", "1", *extra]
 
 
-def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_fault(tmp_path, registry):
+def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_fault(tmp_path: Path,
+                                                                                  registry: Registry) -> None:
     matrix = fixture_release(tmp_path)
     matrix.write_text(matrix.read_text().replace("127.0.0.1:5000", "127.0.0.1:5001"))
     repo = next(line.split('"')[1] for line in matrix.read_text().splitlines() if line.startswith("vllm = \"127"))
@@ -87,6 +89,7 @@ def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_faul
     proc = subprocess.Popen(release_cmd(matrix, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seen = []
+    assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
         if line.startswith("push ") and ": done" in line:
@@ -113,7 +116,7 @@ def test_release_publishes_atomically_and_a_rerun_finishes_after_a_registry_faul
                                                      "0.17.0-t5"]
 
 
-def test_bake_file_is_accepted_and_builds_the_graph(tmp_path):
+def test_bake_file_is_accepted_and_builds_the_graph(tmp_path: Path) -> None:
     matrix = fixture_release(tmp_path)
     bake = tmp_path / "docker-bake.json"
     done = subprocess.run([sys.executable, "-m", "factory", "bake", "0.17.*", "--matrix", str(matrix), "-o",

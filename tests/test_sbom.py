@@ -9,7 +9,6 @@ import random
 
 import pytest
 
-from factory.adapters.credentials import Credential, static_credentials
 from factory.adapters.registry import (
     CREATED,
     OCI_EMPTY,
@@ -22,6 +21,7 @@ from factory.adapters.registry import (
     RegistryClient,
     RegistryError,
 )
+from factory.adapters.registry.credentials import Credential, static_credentials
 from factory.core import lockfile
 from factory.core.errors import InputError
 from factory.core.exports import sbom

@@ -23,7 +23,7 @@ PROGRAM = Path(__file__).parent.parent / "dockerfiles" / "smoke.py"
 
 
 @pytest.fixture(autouse=True)
-def _engine():
+def _engine() -> None:
     require_engine()
 
 
@@ -36,11 +36,11 @@ def amd64_release(tmp_path: Path) -> Path:
     return matrix
 
 
-def factory(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def factory(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "factory", *argv], capture_output=True, text=True, timeout=timeout)
 
 
-def test_smoke_runs_the_program_in_the_image_and_fails_without_a_gpu(tmp_path):
+def test_smoke_runs_the_program_in_the_image_and_fails_without_a_gpu(tmp_path: Path) -> None:
     matrix = amd64_release(tmp_path)
     built = factory("build", "0.17.0-t5", "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
                     "--report", str(tmp_path / "build.json"))
@@ -65,7 +65,7 @@ def test_smoke_runs_the_program_in_the_image_and_fails_without_a_gpu(tmp_path):
     assert torch["ok"] is False and "No module named 'torch'" in torch["detail"]
 
 
-def test_release_with_smoke_publishes_nothing_when_the_smoke_test_fails(tmp_path):
+def test_release_with_smoke_publishes_nothing_when_the_smoke_test_fails(tmp_path: Path) -> None:
     if shutil.which("docker-registry") is None:
         pytest.skip("docker-registry is not installed (`make engine` installs it)")
     registry = Registry(tmp_path / "registry")
@@ -77,7 +77,7 @@ def test_release_with_smoke_publishes_nothing_when_the_smoke_test_fails(tmp_path
         done = factory("release", "0.17.0-t5", "--matrix", str(matrix), "--smoke", "--smoke-gpus", "none",
                        "--log-dir", str(tmp_path / "logs"), "--report", str(tmp_path / "report.json"))
         assert done.returncode == 1, done.stdout + done.stderr
-        assert "smoke 0.17.0-t5: FAILED" in done.stdout and "torch_import" in done.stdout
+        assert "smoke 0.17.0-t5: FAILED" in done.stderr and "torch_import" in done.stderr  # progress: stderr
         assert "release NOT complete" in done.stdout
         report = json.loads((tmp_path / "report.json").read_text())
         image = next(i for i in report["images"] if i["name"] == "0.17.0-t5")

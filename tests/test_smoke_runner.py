@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from factory.core.engine import ContainerRun, EngineError, RunResult
 from factory.usecases import smoke
 from factory.usecases.smoke import SmokeCheck, SmokeReport
+from tests.fake_engine import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted((ROOT / "docs" / "smoke").glob("*.json"))
@@ -40,11 +42,17 @@ RECORDED_JSON = """
 """
 
 
+def check(report: SmokeReport, name: str) -> SmokeCheck:
+    found = report.check(name)
+    assert found is not None, f"no check {name} in the report"
+    return found
+
+
 # ---------------------------------------------------------------------------------------------------------
 # labels -> --expect
 
 
-def test_expect_from_labels_maps_every_component():
+def test_expect_from_labels_maps_every_component() -> None:
     labels = {
         "dev.scitrera.cuda_version": "13.1.0",
         "dev.scitrera.nccl_version": "2.29.2-1",
@@ -63,7 +71,7 @@ def test_expect_from_labels_maps_every_component():
     }
 
 
-def test_expect_from_labels_namespace_and_empty_values():
+def test_expect_from_labels_namespace_and_empty_values() -> None:
     labels = {"com.example.torch_version": "2.9.1", "com.example.vllm_version": " ",
               "dev.scitrera.nccl_version": "2.28.9-1"}
     assert smoke.expect_from_labels(labels, namespace="com.example") == {"torch": "2.9.1"}
@@ -71,7 +79,7 @@ def test_expect_from_labels_namespace_and_empty_values():
     assert smoke.expect_from_labels({}) == {}
 
 
-def test_smoke_args():
+def test_smoke_args() -> None:
     args = smoke.smoke_args(arch="sm_121", expect={"nccl": "2.29.2-1", "cuda": "13.1"}, nccl=True,
                             require=("vllm", "flashinfer"), skip_imports=True)
     assert args == ["--arch", "sm_121", "--expect", "cuda=13.1", "--expect", "nccl=2.29.2-1",
@@ -81,18 +89,19 @@ def test_smoke_args():
         smoke.smoke_args(expect={"cudnn": "9"})
 
 
-def test_smoke_args_baseline():
+def test_smoke_args_baseline() -> None:
     assert smoke.smoke_args(baseline="/b.json") == ["--arch", "sm_121", "--baseline", "/b.json"]
     assert smoke.smoke_args(builtin_baseline=False) == ["--arch", "sm_121", "--no-builtin-baseline"]
     assert smoke.smoke_args(baseline=Path("b.json"), builtin_baseline=False)[2:] == [
         "--baseline", "b.json", "--no-builtin-baseline"]
 
 
-def test_smoke_args_are_what_the_program_parses(monkeypatch):
+def test_smoke_args_are_what_the_program_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every flag smoke_args() writes is one the program in this checkout accepts."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("smoke_program_for_runner", smoke.SMOKE_PROGRAM)
+    assert spec is not None and spec.loader is not None
     program = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(program)
     monkeypatch.delenv("SMOKE_FAULT", raising=False)
@@ -107,7 +116,7 @@ def test_smoke_args_are_what_the_program_parses(monkeypatch):
 # parsing
 
 
-def test_parse_recorded_report():
+def test_parse_recorded_report() -> None:
     report = smoke.parse_report(RECORDED_JSON, exit_code=1, target="img:tag")
     assert not report.ok
     assert report.exit_code == 1
@@ -115,12 +124,12 @@ def test_parse_recorded_report():
     assert [c.name for c in report.skipped] == ["import:vllm"]
     assert len(report.passed) == 3
     assert report.host["gpus"][0]["capability"] == "sm_90"
-    assert report.check("sdpa:fault_scale:bf16").data["cases"][0]["norm_ratio"] == 1.5
+    assert check(report, "sdpa:fault_scale:bf16").data["cases"][0]["norm_ratio"] == 1.5
     assert report.check("nope") is None
     assert report.raw["schema"] == 1 and report.to_dict() == report.raw
 
 
-def test_parse_passing_report_and_exit_code_consistency():
+def test_parse_passing_report_and_exit_code_consistency() -> None:
     raw = json.loads(RECORDED_JSON)
     raw["checks"] = [c for c in raw["checks"] if c["ok"]]
     raw["ok"] = True
@@ -131,13 +140,13 @@ def test_parse_passing_report_and_exit_code_consistency():
     assert not report.ok and report.failed[-1].name == "smoke_program"
 
 
-def test_parse_report_tolerates_noise_around_the_json():
+def test_parse_report_tolerates_noise_around_the_json() -> None:
     noisy = "==========\n== CUDA ==\n==========\nsome {not json} banner\n" + RECORDED_JSON + "\ntrailer\n"
     report = smoke.parse_report(noisy, exit_code=1)
-    assert report.check("arch_list").ok and not report.ok
+    assert check(report, "arch_list").ok and not report.ok
 
 
-def test_parse_report_without_json_is_a_failed_report():
+def test_parse_report_without_json_is_a_failed_report() -> None:
     report = smoke.parse_report("", exit_code=125, stderr="docker: Error response from daemon: could not "
                                 "select device driver \"\" with capabilities: [[gpu]].")
     assert not report.ok
@@ -147,16 +156,16 @@ def test_parse_report_without_json_is_a_failed_report():
     assert not report.ok and "Segmentation fault" in report.checks[0].detail
 
 
-def test_parse_usage_error_report():
+def test_parse_usage_error_report() -> None:
     text = json.dumps({"ok": False, "schema": 1, "host": {}, "args": {}, "checks": [],
                        "usage_error": "--arch 'sm_12x': expected sm_XY"})
     report = smoke.parse_report(text, exit_code=2)
-    assert not report.ok and report.usage_error.startswith("--arch")
+    assert not report.ok and (report.usage_error or "").startswith("--arch")
     assert "bad usage" in report.failed[0].detail
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
-def test_reports_saved_in_docs_parse(path):
+def test_reports_saved_in_docs_parse(path: Path) -> None:
     report = smoke.load_report(path)
     assert report.checks and report.host.get("gpus")
     assert report.ok == (not report.failed)
@@ -172,7 +181,7 @@ def test_reports_saved_in_docs_parse(path):
     assert "PASS" in smoke.render_table(report) or "FAIL" in smoke.render_table(report)
 
 
-def test_h200_reports_show_the_recorded_results():
+def test_h200_reports_show_the_recorded_results() -> None:
     results = {p.name: smoke.load_report(p) for p in RECORDED if p.name.startswith("h200-")}
     failed = {name: sorted(c.name for c in r.failed) for name, r in results.items()}
     assert failed == {
@@ -186,12 +195,12 @@ def test_h200_reports_show_the_recorded_results():
         "h200-as-sm121-report.json": ["gpu_arch"],
     }
     sm121 = results["h200-as-sm121-report.json"]
-    assert sm121.check("arch_list").detail.startswith("sm_120 SASS runs on sm_121")
-    assert "sm_121 SASS does not run on sm_90" in sm121.check("gpu_arch").detail
-    flash = results["h200-flash-causal-unavailable-baseline-report.json"].check("sdpa:flash:fp16")
+    assert check(sm121, "arch_list").detail.startswith("sm_120 SASS runs on sm_121")
+    assert "sm_121 SASS does not run on sm_90" in check(sm121, "gpu_arch").detail
+    flash = check(results["h200-flash-causal-unavailable-baseline-report.json"], "sdpa:flash:fp16")
     assert "unavailable, but expected to run by baseline" in flash.detail
     unchecked = results["h200-flash-causal-unavailable-unchecked-report.json"]
-    assert unchecked.check("sdpa:availability").skipped and "2 skipped" in unchecked.check("sdpa:flash:fp16").detail
+    assert check(unchecked, "sdpa:availability").skipped and "2 skipped" in check(unchecked, "sdpa:flash:fp16").detail
     for r in results.values():
         assert r.host["gpus"][0]["name"] == "NVIDIA H200" and r.host["torch"] == "2.11.0+cu130"
 
@@ -200,7 +209,7 @@ def test_h200_reports_show_the_recorded_results():
 # rendering
 
 
-def test_render_table_is_aligned():
+def test_render_table_is_aligned() -> None:
     report = smoke.parse_report(RECORDED_JSON, exit_code=1, target="scitrera/dgx-spark-vllm:0.15.0-t5")
     text = smoke.render_table(report)
     lines = text.splitlines()
@@ -220,7 +229,7 @@ def test_render_table_is_aligned():
     assert lines[-1] == "FAIL: 3 passed, 1 failed, 1 skipped"
 
 
-def test_render_table_truncates_long_details_to_one_line():
+def test_render_table_truncates_long_details_to_one_line() -> None:
     report = SmokeReport(ok=True, checks=[SmokeCheck("x", True, False, "word\n" * 100)])
     text = smoke.render_table(report, max_detail=40)
     lines = text.splitlines()
@@ -233,61 +242,53 @@ def test_render_table_truncates_long_details_to_one_line():
 # running
 
 
-class FakeDocker:
-    def __init__(self, stdout=None, exc=None):
-        self.stdout, self.exc, self.calls = stdout, exc, []
-
-    def run(self, image, command, **kwargs):
-        self.calls.append((image, list(command), kwargs))
-        if self.exc is not None:
-            raise self.exc
-        return self.stdout
+def engine(stdout: str = "", exit_code: int = 0, stderr: str = "") -> FakeEngine:
+    return FakeEngine(run_result=RunResult(exit_code=exit_code, stdout=stdout, stderr=stderr))
 
 
-def test_smoke_image_success_path():
+def test_smoke_image_success_path() -> None:
     raw = json.loads(RECORDED_JSON)
     raw["checks"] = [c for c in raw["checks"] if c["ok"]]
     raw["ok"] = True
-    fake = FakeDocker(stdout=json.dumps(raw))
-    report = smoke.smoke_image("img:tag", expect={"nccl": "2.29.2-1"}, docker=fake)
+    fake = engine(json.dumps(raw))
+    report = smoke.smoke_image("img:tag", expect={"nccl": "2.29.2-1"}, engine=fake)
     assert report.ok and report.exit_code == 0 and report.target == "img:tag"
-    image, command, kwargs = fake.calls[0]
-    assert image == "img:tag"
-    assert command == ["/opt/factory/smoke.py", "--arch", "sm_121", "--expect", "nccl=2.29.2-1",
-                       "--require", "flashinfer,vllm,transformers"]
-    assert kwargs["entrypoint"] == "python3" and kwargs["gpus"] == "all" and kwargs["remove"] is True
-    assert kwargs["envs"]["NCCL_NVLS_ENABLE"] == "0"
-    assert "shm_size" not in kwargs
+    [run] = fake.runs
+    assert run.image == "img:tag"
+    assert list(run.command) == ["/opt/factory/smoke.py", "--arch", "sm_121", "--expect", "nccl=2.29.2-1",
+                                 "--require", "flashinfer,vllm,transformers"]
+    assert run.entrypoint == "python3" and run.gpus == "all" and run.pull == "missing"
+    assert dict(run.envs)["NCCL_NVLS_ENABLE"] == "0"
+    assert run.shm_size is None
+    assert report.command == run.argv(), "the command shown is the one run"
+    assert run.argv()[:3] == ["docker", "run", "--rm"]
+    assert run.argv()[-len(run.command) - 3:-len(run.command)] == ["--entrypoint", "python3", "img:tag"]
 
 
-def test_smoke_image_failed_check_is_parsed_from_docker_exception():
-    from python_on_whales import DockerException
-
-    exc = DockerException(["docker", "container", "run", "img:tag"], 1, stdout=RECORDED_JSON.encode(),
-                          stderr=None)
-    fake = FakeDocker(exc=exc)
-    report = smoke.smoke_image("img:tag", gpus="device=0", nccl=True, require=(), docker=fake)
+def test_smoke_image_failed_check_is_parsed_from_a_failing_run() -> None:
+    fake = engine(RECORDED_JSON, exit_code=1)
+    report = smoke.smoke_image("img:tag", gpus="device=0", nccl=True, require=(), engine=fake)
     assert not report.ok and report.exit_code == 1
     assert [c.name for c in report.failed] == ["sdpa:fault_scale:bf16"]
-    _, command, kwargs = fake.calls[0]
-    assert "--nccl-allreduce" in command and "--require" not in command
-    assert kwargs["gpus"] == "device=0" and kwargs["shm_size"]
+    [run] = fake.runs
+    assert "--nccl-allreduce" in run.command and "--require" not in run.command
+    assert run.gpus == "device=0" and run.shm_size == "2g"
+    assert "--gpus=device=0" in run.argv() and "--shm-size=2g" in run.argv()
 
 
-def test_smoke_image_baseline_is_bind_mounted_read_only_and_platform_passed(tmp_path):
+def test_smoke_image_baseline_is_bind_mounted_read_only_and_platform_passed(tmp_path: Path) -> None:
     baseline = tmp_path / "good.json"
     baseline.write_text(RECORDED_JSON)
     raw = json.loads(RECORDED_JSON)
     raw["checks"], raw["ok"] = [c for c in raw["checks"] if c["ok"]], True
-    fake = FakeDocker(stdout=json.dumps(raw))
+    fake = engine(json.dumps(raw))
     report = smoke.smoke_image("img:tag", baseline=str(baseline), builtin_baseline=False, platform="linux/arm64",
-                               docker=fake)
+                               engine=fake)
     assert report.ok
-    _, command, kwargs = fake.calls[0]
-    assert command[-3:] == ["--baseline", smoke.BASELINE_PATH_IN_IMAGE, "--no-builtin-baseline"]
-    assert kwargs["mounts"] == [["type=bind", f"source={baseline.resolve()}",
-                                 f"target={smoke.BASELINE_PATH_IN_IMAGE}", "readonly"]]
-    assert kwargs["platform"] == "linux/arm64"
+    [run] = fake.runs
+    assert list(run.command[-3:]) == ["--baseline", smoke.BASELINE_PATH_IN_IMAGE, "--no-builtin-baseline"]
+    assert run.mounts == (f"type=bind,source={baseline.resolve()},target={smoke.BASELINE_PATH_IN_IMAGE},readonly",)
+    assert run.platform == "linux/arm64"
     shown = report.command
     assert shown[:4] == ["docker", "run", "--rm", "--platform=linux/arm64"]
     mount = shown[shown.index("--mount") + 1]
@@ -295,17 +296,17 @@ def test_smoke_image_baseline_is_bind_mounted_read_only_and_platform_passed(tmp_
     assert shown.index("--mount") < shown.index("img:tag") < shown.index("--baseline")
 
 
-def test_smoke_image_without_baseline_or_platform_passes_neither():
-    fake = FakeDocker(stdout=RECORDED_JSON)
-    smoke.smoke_image("img:tag", docker=fake)
-    _, command, kwargs = fake.calls[0]
-    assert "mounts" not in kwargs and "platform" not in kwargs
-    assert "--baseline" not in command and "--no-builtin-baseline" not in command
+def test_smoke_image_without_baseline_or_platform_passes_neither() -> None:
+    fake = engine(RECORDED_JSON)
+    smoke.smoke_image("img:tag", engine=fake)
+    [run] = fake.runs
+    assert run.mounts == () and run.platform is None
+    assert "--baseline" not in run.command and "--no-builtin-baseline" not in run.command
     shown = smoke.smoke_command("img:tag")
     assert not any(a.startswith("--platform") or a == "--mount" for a in shown)
 
 
-def test_smoke_command_with_platform_and_baseline(tmp_path):
+def test_smoke_command_with_platform_and_baseline(tmp_path: Path) -> None:
     baseline = tmp_path / "b.json"
     baseline.write_text("{}")
     shown = smoke.smoke_command("img:tag", gpus="none", platform="linux/arm64", baseline=baseline)
@@ -313,7 +314,7 @@ def test_smoke_command_with_platform_and_baseline(tmp_path):
     assert shown[-2:] == ["--baseline", smoke.BASELINE_PATH_IN_IMAGE] and "--gpus" not in " ".join(shown)
 
 
-def test_baseline_mount_refuses_missing_files_and_commas(tmp_path):
+def test_baseline_mount_refuses_missing_files_and_commas(tmp_path: Path) -> None:
     from factory.core.errors import InputError
 
     with pytest.raises(InputError, match="no such file"):
@@ -323,21 +324,29 @@ def test_baseline_mount_refuses_missing_files_and_commas(tmp_path):
     (odd / "r.json").write_text("{}")
     with pytest.raises(InputError, match="comma"):
         smoke.baseline_mount(odd / "r.json")
+    fake = engine(RECORDED_JSON)
     with pytest.raises(InputError):
-        smoke.smoke_image("img:tag", baseline=tmp_path / "missing.json", docker=FakeDocker(stdout=RECORDED_JSON))
+        smoke.smoke_image("img:tag", baseline=tmp_path / "missing.json", engine=fake)
+    assert fake.runs == []
 
 
-def test_smoke_image_docker_failure_without_report():
-    from python_on_whales import DockerException
-
-    exc = DockerException(["docker", "run"], 125, stdout=b"", stderr=b"could not select device driver")
-    report = smoke.smoke_image("img:tag", docker=FakeDocker(exc=exc))
+def test_smoke_image_docker_failure_without_report() -> None:
+    report = smoke.smoke_image("img:tag", engine=engine(exit_code=125, stderr="could not select device driver"))
     assert not report.ok and report.exit_code == 125
     assert "could not select device driver" in report.checks[0].detail
 
 
+def test_smoke_image_engine_error_is_a_failed_report() -> None:
+    class Broken(FakeEngine):
+        def run(self, request: ContainerRun) -> RunResult:
+            raise EngineError("the docker client is not installed")
 
-def test_run_local_with_this_interpreter():
+    report = smoke.smoke_image("img:tag", engine=Broken())
+    assert not report.ok and report.checks[0].name == "smoke_program"
+    assert report.checks[0].detail == "the docker client is not installed"
+
+
+def test_run_local_with_this_interpreter() -> None:
     # The project venv has no torch (and no GPU here): the program still answers with a report, exit 1.
     report = smoke.run_local(sys.executable, skip_imports=True, env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""})
     assert report.exit_code == 1 and not report.ok
@@ -346,7 +355,7 @@ def test_run_local_with_this_interpreter():
     assert "FAIL" in smoke.render_table(report)
 
 
-def test_run_local_passes_the_baseline_path(tmp_path):
+def test_run_local_passes_the_baseline_path(tmp_path: Path) -> None:
     baseline = tmp_path / "good.json"
     baseline.write_text((ROOT / "docs" / "smoke" / "h200-report.json").read_text())
     report = smoke.run_local(sys.executable, skip_imports=True, baseline=baseline, builtin_baseline=False,
@@ -355,14 +364,14 @@ def test_run_local_passes_the_baseline_path(tmp_path):
     assert report.exit_code == 1 and report.args["baseline"] == str(baseline)  # no torch/GPU here: a failure
     assert report.args["builtin_baseline"] is False
     bad = smoke.run_local(sys.executable, baseline=tmp_path / "missing.json", env={"PATH": ""})
-    assert bad.exit_code == 2 and "--baseline" in bad.usage_error
+    assert bad.exit_code == 2 and "--baseline" in (bad.usage_error or "")
 
 
-def test_run_local_with_a_missing_interpreter():
+def test_run_local_with_a_missing_interpreter() -> None:
     report = smoke.run_local("/nonexistent/python3")
     assert not report.ok and "cannot run" in report.checks[0].detail
 
 
-def test_smoke_program_is_where_the_dockerfiles_copy_it_from():
+def test_smoke_program_is_where_the_dockerfiles_copy_it_from() -> None:
     assert smoke.SMOKE_PROGRAM.is_file()
     assert smoke.SMOKE_PATH_IN_IMAGE == "/opt/factory/smoke.py"

@@ -31,17 +31,41 @@ def twin_script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def twin() -> str:
+def flavor_args(flavor: str) -> tuple[str, ...]:
+    """twin.sh's arguments for the amd64 twin of a flavor (devel is the default, named by no flag)."""
+    return ("--arch", "amd64") if flavor == "devel" else ("--arch", "amd64", "--flavor", flavor)
+
+
+def built_twin(flavor: str, expected_ref: str) -> str:
+    """Build (or find present) the amd64 twin of `flavor` and check that twin.sh names it `expected_ref`."""
     require_engine()
     if os.geteuid() != 0:
         pytest.skip("scripts/twin.sh build needs root (mmdebstrap, chroot)")
-    built = twin_script("build", "--arch", "amd64", timeout=3600)
+    built = twin_script("build", *flavor_args(flavor), timeout=3600)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-    ref = twin_script("ref", "--arch", "amd64")
+    ref = twin_script("ref", *flavor_args(flavor))
     assert ref.returncode == 0, ref.stderr
-    assert ref.stdout.strip() == REF
-    return REF
+    assert ref.stdout.strip() == expected_ref
+    return expected_ref
+
+
+def assert_second_build_finds_it_present(flavor: str) -> None:
+    again = twin_script("build", *flavor_args(flavor), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "present and current" in again.stdout
+    assert "docker import" not in again.stdout
+
+
+def assert_linux_amd64_debian_trixie(ref: str) -> None:
+    assert (config(ref)["Os"], config(ref)["Architecture"]) == ("linux", "amd64")
+    release = sh(ref, "cat /etc/os-release").stdout
+    assert "ID=debian" in release.splitlines()
+    assert "VERSION_CODENAME=trixie" in release.splitlines()
+
+
+@pytest.fixture(scope="module")
+def twin() -> str:
+    return built_twin("devel", REF)
 
 
 def sh(ref: str, script: str) -> subprocess.CompletedProcess:
@@ -60,17 +84,11 @@ def env(ref: str) -> dict[str, str]:
 
 
 def test_a_second_build_finds_the_image_present(twin):
-    again = twin_script("build", "--arch", "amd64", timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert "present and current" in again.stdout
-    assert "docker import" not in again.stdout
+    assert_second_build_finds_it_present("devel")
 
 
 def test_the_image_is_linux_amd64_debian_trixie(twin):
-    assert (config(twin)["Os"], config(twin)["Architecture"]) == ("linux", "amd64")
-    release = sh(twin, "cat /etc/os-release").stdout
-    assert "ID=debian" in release.splitlines()
-    assert "VERSION_CODENAME=trixie" in release.splitlines()
+    assert_linux_amd64_debian_trixie(twin)
 
 
 def test_the_environment_is_nvidias(twin):
@@ -138,15 +156,7 @@ def test_there_is_no_version_json(twin):
 
 @pytest.fixture(scope="module")
 def base_twin() -> str:
-    require_engine()
-    if os.geteuid() != 0:
-        pytest.skip("scripts/twin.sh build needs root (mmdebstrap, chroot)")
-    built = twin_script("build", "--arch", "amd64", "--flavor", "base", timeout=3600)
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-    ref = twin_script("ref", "--arch", "amd64", "--flavor", "base")
-    assert ref.returncode == 0, ref.stderr
-    assert ref.stdout.strip() == BASE_REF
-    return BASE_REF
+    return built_twin("base", BASE_REF)
 
 
 def test_ref_names_each_flavor_and_defaults_to_devel():
@@ -167,17 +177,11 @@ def test_status_shows_both_flavors(twin, base_twin):
 
 
 def test_a_second_base_build_finds_the_image_present(base_twin):
-    again = twin_script("build", "--arch", "amd64", "--flavor", "base", timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert "present and current" in again.stdout
-    assert "docker import" not in again.stdout
+    assert_second_build_finds_it_present("base")
 
 
 def test_the_base_image_is_linux_amd64_debian_trixie(base_twin):
-    assert (config(base_twin)["Os"], config(base_twin)["Architecture"]) == ("linux", "amd64")
-    release = sh(base_twin, "cat /etc/os-release").stdout
-    assert "ID=debian" in release.splitlines()
-    assert "VERSION_CODENAME=trixie" in release.splitlines()
+    assert_linux_amd64_debian_trixie(base_twin)
 
 
 def test_the_base_environment_is_nvidias_base_dockerfiles(twin, base_twin):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.adapters.cache import Cache
-from factory.adapters.pypi import NotInCache, PackageIndex
+from factory.adapters.index import NotInCache, PackageIndex
+from factory.adapters.index.cache import Cache
 from factory.core.errors import InputError
 from factory.core.matrix import Rule, load
 from factory.core.resolve import resolve

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from factory.cli.main import main
+from tests.capture import printed
 from tests.engine_support import fixture_release, require_engine
 from tests.test_elf import write_elf
 
@@ -43,7 +44,7 @@ def test_each_planted_fault_stops_the_build_and_nothing_is_pushed(capsys, tmp_pa
     report = tmp_path / "report.json"
     code = main(["build", "0.17.0-t4", "--push", "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
                  "--report", str(report)])
-    out = capsys.readouterr().out
+    out = printed(capsys)
     assert code == 1, out
     assert "verify 0.17.0-t4: FAILED" in out and needle in out, out
     assert "verify 2.10.0-cu131: every label matches" in out
@@ -65,7 +66,7 @@ def test_each_planted_fault_stops_the_build_and_nothing_is_pushed(capsys, tmp_pa
     again = tmp_path / "again.json"
     code = main(["build", "0.17.0-t4", "--matrix", str(matrix), "--log-dir", str(tmp_path / "logs"),
                  "--report", str(again)])
-    out = capsys.readouterr().out
+    out = printed(capsys)
     statuses = {i["name"]: i["status"] for i in json.loads(again.read_text())["images"]}
     assert code == 1 and statuses == {"2.10.0-cu131": "up to date", "2.10.0-cu131-runtime": "up to date",
                                       "0.17.0-t4": "built"}, out

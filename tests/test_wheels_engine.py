@@ -16,6 +16,7 @@ from factory.cli.main import main
 from factory.core.matrix import load
 from factory.core.plan import build_plan
 from factory.core.resolve import resolve
+from tests.capture import printed
 from tests.engine_support import FIXTURE, fixture_release, require_engine
 
 pytestmark = pytest.mark.engine
@@ -74,6 +75,7 @@ def _engine():
     require_engine()
 
 
+
 def test_wheel_mode_release_builds_from_the_local_index_and_verifies(capsys, tmp_path, index):
     matrix = fixture_release(tmp_path)
     wheels = matrix.parent / "wheels-matrix.toml"
@@ -89,7 +91,7 @@ def test_wheel_mode_release_builds_from_the_local_index_and_verifies(capsys, tmp
     report = tmp_path / "report.json"
     code = main(["build", "0.33.0-t5", "--network", "host", "--matrix", str(wheels), "--log-dir",
                  str(tmp_path / "logs"), "--report", str(report)])
-    out = capsys.readouterr().out
+    out = printed(capsys)
     assert code == 0, out
     data = json.loads(report.read_text())
     assert [(i["name"], i["status"], i["verified"]) for i in data["images"]] == [

@@ -1,91 +1,64 @@
-"""The engine adapter: the only module that talks to Docker, through python-on-whales.
+"""The engine adapter: the only module that talks to Docker, through python-on-whales and the docker CLI.
 
 Each function is one engine call with plain values in and out, so the use cases above it stay readable
-and the errors an engine can give are turned into one clear sentence each.
+and the errors an engine can give are turned into one clear sentence each. `DockerEngine` bundles them as
+the `factory.core.engine.Engine` the use cases take. A build runs exactly `BuildRequest.argv()`, the command
+line the dry run and the build log show; a container run exactly `ContainerRun.argv()`.
 """
 
 from __future__ import annotations
 
 import functools
-import shlex
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, TYPE_CHECKING
 
-from factory.core.errors import WorkFailed
+from factory.core.engine import BuildRequest, ContainerRun, EngineError, LineSink, LocalImage, RunResult
 
+if TYPE_CHECKING:
+    import tarfile
+    from types import ModuleType
 
-class EngineError(WorkFailed):
-    """The engine, Buildx or a registry behind them could not do what was asked."""
+    from python_on_whales import DockerClient
+    from python_on_whales.components.image.cli_wrapper import Image
 
-
-@dataclass(frozen=True)
-class BuildRequest:
-    """Everything one `docker buildx build` needs; `argv()` is the exact command it runs."""
-
-    context: Path
-    dockerfile: Path
-    tags: tuple[str, ...]
-    platform: str
-    build_args: dict[str, str]
-    labels: dict[str, str]
-    target: str | None = None
-    load: bool = True
-    push: bool = False
-    builder: str | None = None
-    cache_from: tuple[str, ...] = ()
-    cache_to: str | None = None
-    metadata_file: Path | None = None
-    network: str | None = None
-    #: BuildKit secrets, `id=NAME,src=PATH`: mounted only into the RUN steps that ask for them, never stored
-    secrets: tuple[str, ...] = ()
-    #: named build contexts (`--build-context NAME=DIR`): `lock`, the layer files of the image's lock
-    build_contexts: tuple[tuple[str, str], ...] = ()
-
-    def argv(self) -> list[str]:
-        cmd = ["docker", "buildx", "build", "--progress", "plain", "--platform", self.platform,
-               "--file", str(self.dockerfile)]
-        if self.builder:
-            cmd += ["--builder", self.builder]
-        if self.network:
-            cmd += ["--network", self.network]
-        if self.target:
-            cmd += ["--target", self.target]
-        for tag in self.tags:
-            cmd += ["--tag", tag]
-        for key, value in self.build_args.items():
-            cmd += ["--build-arg", f"{key}={value}"]
-        for key, value in self.labels.items():
-            cmd += ["--label", f"{key}={value}"]
-        for secret in self.secrets:
-            cmd += ["--secret", secret]
-        for name, path in self.build_contexts:
-            cmd += ["--build-context", f"{name}={path}"]
-        for source in self.cache_from:
-            cmd += ["--cache-from", source]
-        if self.cache_to:
-            cmd += ["--cache-to", self.cache_to]
-        if self.load:
-            cmd.append("--load")
-        if self.push:
-            cmd.append("--push")
-        if self.metadata_file:
-            cmd += ["--metadata-file", str(self.metadata_file)]
-        cmd.append(str(self.context))
-        return cmd
-
-    def command_line(self) -> str:
-        return shlex.join(self.argv())
+__all__ = ["BuildRequest", "ContainerRun", "DockerEngine", "EngineError", "RunResult"]
 
 
-def _docker():
+class DockerEngine:
+    """The Engine the use cases take by default: each method is this module's function of the same name."""
+
+    def version(self) -> str:
+        return check_engine()
+
+    def local_image(self, ref: str) -> tuple[str, dict[str, str]] | None:
+        return local_image(ref)
+
+    def build(self, request: BuildRequest, on_line: LineSink) -> None:
+        build(request, on_line)
+
+    def stamp(self, ref: str, tags: tuple[str, ...], platform: str, labels: Mapping[str, str],
+              on_line: LineSink) -> None:
+        stamp(ref, tags, platform, labels, on_line)
+
+    def push(self, ref: str, on_line: LineSink) -> None:
+        push(ref, on_line)
+
+    def tag(self, source: str, target: str) -> None:
+        tag(source, target)
+
+    def run(self, request: ContainerRun) -> RunResult:
+        return run(request)
+
+
+def _docker() -> DockerClient:
     from python_on_whales import docker
 
     return docker
 
 
-def _exceptions():
+def _exceptions() -> ModuleType:
     from python_on_whales import exceptions
 
     return exceptions
@@ -105,7 +78,7 @@ def check_engine() -> str:
     except FileNotFoundError:
         raise EngineError("the docker client is not installed (`make engine` installs Docker Engine)") from None
     server = getattr(version, "server", None)
-    return getattr(server, "version", None) or "unknown"
+    return str(getattr(server, "version", None) or "unknown")
 
 
 @functools.cache
@@ -117,7 +90,7 @@ def check_buildx() -> None:
         raise EngineError("Docker Buildx is missing: install the buildx CLI plugin (`make engine` does)") from None
 
 
-def _inspect(ref: str):
+def _inspect(ref: str) -> Image | None:
     """python-on-whales' Image of a local image, or None when the engine has no image by that name."""
     docker = _docker()
     exc = _exceptions()
@@ -129,10 +102,13 @@ def _inspect(ref: str):
         raise EngineError(f"cannot inspect {ref}: {_first_line(error)}") from None
 
 
-def local_image(ref: str) -> tuple[str, dict[str, str]] | None:
+def local_image(ref: str) -> LocalImage | None:
     """(image id, labels) of a local image, or None when the engine has no image by that name."""
     image = _inspect(ref)
-    return None if image is None else (image.id, dict(image.config.labels or {}))
+    if image is None:
+        return None
+    labels = image.config.labels if image.config is not None else None
+    return LocalImage(str(image.id), dict(labels or {}))
 
 
 def image_env(ref: str) -> dict[str, str]:
@@ -140,12 +116,12 @@ def image_env(ref: str) -> dict[str, str]:
     image = _inspect(ref)
     if image is None:
         raise EngineError(f"cannot inspect {ref}: no such local image")
-    pairs = (item.partition("=") for item in image.config.env or ())
+    env = image.config.env if image.config is not None else None
+    pairs = (item.partition("=") for item in env or ())
     return {key: value for key, _, value in pairs}
 
 
-def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: dict[str, str],
-          on_line: Callable[[str], None]) -> None:
+def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: Mapping[str, str], on_line: LineSink) -> None:
     """Give the local image `ref` more labels, under `tags`, without a new layer (a build `FROM ref`).
 
     Used for what can only be known after a build: facts measured from the image's files.
@@ -156,7 +132,7 @@ def stamp(ref: str, tags: tuple[str, ...], platform: str, labels: dict[str, str]
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text("ARG IMAGE\nFROM ${IMAGE}\n", encoding="utf-8")
         build(BuildRequest(context=Path(tmp), dockerfile=dockerfile, tags=tags, platform=platform,
-                           build_args={"IMAGE": ref}, labels=labels), on_line)
+                           build_args={"IMAGE": ref}, labels=dict(labels)), on_line)
 
 
 def local_platform(ref: str) -> str | None:
@@ -179,39 +155,35 @@ def local_id(ref: str) -> str | None:
     return found[0] if found else None
 
 
-def build(request: BuildRequest, on_line: Callable[[str], None]) -> None:
-    """Run one build, streaming every log line to `on_line`; raise EngineError when it fails."""
+def build(request: BuildRequest, on_line: LineSink) -> None:
+    """Run `request.argv()`, streaming every log line (BuildKit writes them to stderr) to `on_line`; raise
+    EngineError when it fails."""
     check_buildx()
-    docker = _docker()
-    exc = _exceptions()
+    argv = request.argv()
     try:
-        lines: Iterator[str] = docker.buildx.build(
-            request.context,
-            file=request.dockerfile,
-            tags=list(request.tags),
-            platforms=[request.platform],
-            build_args=request.build_args,
-            labels=request.labels,
-            target=request.target,
-            load=request.load,
-            push=request.push,
-            builder=request.builder,
-            cache_from=list(request.cache_from) or None,
-            cache_to=request.cache_to,
-            metadata_file=request.metadata_file,
-            network=request.network,
-            secrets=list(request.secrets),
-            build_contexts=dict(request.build_contexts),
-            progress="plain",
-            stream_logs=True,
-        )
-        for line in lines:
-            on_line(line.rstrip("\n"))
-    except exc.DockerException as error:
-        raise EngineError(f"docker buildx build failed (exit {error.return_code})") from None
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              text=True, encoding="utf-8", errors="replace", bufsize=1) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+    except FileNotFoundError:
+        raise EngineError("the docker client is not installed (`make engine` installs Docker Engine)") from None
+    if code:
+        raise EngineError(f"docker buildx build failed (exit {code})")
 
 
-def push(ref: str, on_line: Callable[[str], None]) -> None:
+def run(request: ContainerRun) -> RunResult:
+    """Run `request.argv()` to its end and return what it printed; only a missing docker client raises."""
+    try:
+        done = subprocess.run(request.argv(), capture_output=True, stdin=subprocess.DEVNULL, text=True,
+                              encoding="utf-8", errors="replace", check=False)
+    except FileNotFoundError:
+        raise EngineError("the docker client is not installed (`make engine` installs Docker Engine)") from None
+    return RunResult(exit_code=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+
+def push(ref: str, on_line: LineSink) -> None:
     docker = _docker()
     exc = _exceptions()
     try:
@@ -247,8 +219,6 @@ def export_rootfs(ref: str, dest: Path) -> None:
     executables other than nvcc) are written as empty placeholders: the rootfs of a 19 GB image then takes a
     fraction of that on disk, and every path still exists.
     """
-    import subprocess
-
     docker = _docker()
     exc = _exceptions()
     dest.mkdir(parents=True, exist_ok=True)
@@ -259,10 +229,11 @@ def export_rootfs(ref: str, dest: Path) -> None:
     try:
         with subprocess.Popen(["docker", "export", container.id], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
             unpack_rootfs(proc.stdout, dest)
-            error = proc.stderr.read().decode(errors="replace")
+            said = proc.stderr.read().decode(errors="replace")
         if proc.returncode:
-            raise EngineError(f"docker export of {ref} failed: {error.strip() or f'exit {proc.returncode}'}")
+            raise EngineError(f"docker export of {ref} failed: {said.strip() or f'exit {proc.returncode}'}")
     except OSError as error:
         raise EngineError(f"cannot unpack {ref} into {dest}: {error.strerror or error}") from None
     finally:
@@ -275,16 +246,16 @@ SPARSE_MIN = 8 * 1024 * 1024
 
 def _whole(name: str) -> bool:
     """Whether verify reads all of this shared object: torch's, vLLM's and FlashInfer's GPU code (their fat
-    binaries, `content.DEVICE_CODE`)."""
+    binaries, `rootfs.cuda.DEVICE_CODE`)."""
     import fnmatch
 
-    from factory.adapters.rootfs.content import DEVICE_CODE
+    from factory.adapters.rootfs.cuda import DEVICE_CODE
 
     return any(fnmatch.fnmatchcase(name, f"*/site-packages/{pattern}")
                for _, patterns in DEVICE_CODE.values() for pattern in patterns)
 
 
-def unpack_rootfs(stream: BinaryIO, dest: Path, *, sparse_min: int = SPARSE_MIN) -> None:
+def unpack_rootfs(stream: IO[bytes], dest: Path, *, sparse_min: int = SPARSE_MIN) -> None:
     """Unpack a root filesystem tar stream (`docker export`) into `dest`, as export_rootfs does: files verify does
     not read (`_kept`) become empty placeholders, a large shared object whose GPU code verify does not read keeps
     only its headers (a sparse file: `elf.header_ranges`), links and directories are kept, devices are skipped.
@@ -305,7 +276,7 @@ def unpack_rootfs(stream: BinaryIO, dest: Path, *, sparse_min: int = SPARSE_MIN)
             archive.extract(member, dest, filter=_inside)
 
 
-def _sparse(source: BinaryIO, dest: Path, name: str, size: int) -> None:
+def _sparse(source: IO[bytes], dest: Path, name: str, size: int) -> None:
     """Write the ELF object streaming from `source` as a sparse file of its full size holding only the ranges
     `elf.header_ranges` names (the rest reads as zeros and takes no disk); all of it when it is not such an
     object; nothing outside `dest`. The stream is read to its end either way."""
@@ -349,7 +320,7 @@ def _placeholder(dest: Path, name: str) -> None:
     open(target, "wb").close()
 
 
-def _inside(member, dest: str):
+def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     """tarfile filter: absolute symlinks become relative to the image root; devices are skipped."""
     import os
     import tarfile

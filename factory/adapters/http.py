@@ -1,6 +1,12 @@
-"""What the two HTTP adapters (package index, OCI registry) share: one TLS context, one client shape,
-one request deadline, one way to read Retry-After and to say in a few words why a request failed, and
-log lines without the credentials of a URL.
+"""The HTTP core of the two HTTP adapters (package index, OCI registry): one TLS context, one client shape
+(:func:`new_client`), one retrying request with a size cap and a deadline (:func:`request`), one way to read
+Retry-After and to say in a few words why a request failed, and log lines without the credentials of a URL.
+
+**The request.** :func:`request` sends one request, repeating it after a connection error, a 429 or a 5xx
+as its :class:`RetryPolicy` says, and returns the first other :class:`Answer` with its body read (a 2xx body
+up to a cap, or :class:`TooLarge`; any other body cut at 64 KiB). What went wrong is a :class:`RequestFailed`
+with the facts (status, attempts, the transport error), which each adapter turns into its own sentence and
+error class.
 
 **The deadline.** httpx's timeouts bound each network operation (connect, one read, one write), so a server
 that drips a byte every few seconds keeps a request alive for ever. Every client made by :func:`new_client`
@@ -16,9 +22,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
+import random
 import re
 import ssl
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +37,24 @@ from factory.core.redact import redact
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Deadline", "describe_error", "new_client", "redacting_logger", "retry_after_seconds", "ssl_context"]
+__all__ = [
+    "Answer",
+    "Deadline",
+    "InvalidRequestURL",
+    "KeptFailing",
+    "NoAnswer",
+    "RequestFailed",
+    "RetryPolicy",
+    "TooLarge",
+    "TransferStats",
+    "describe_error",
+    "host_port",
+    "new_client",
+    "redacting_logger",
+    "request",
+    "retry_after_seconds",
+    "ssl_context",
+]
 
 
 @lru_cache(maxsize=1)
@@ -52,15 +79,15 @@ class Deadline:
     ``fired`` becomes True when the deadline (not httpx's per-operation timeout) ended an operation.
     """
 
-    def __init__(self, seconds: float, *, clock=time.monotonic) -> None:
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self._clock = clock
         self.at = clock() + seconds
         self.fired = False
-        self._token: contextvars.Token | None = None
+        self._token: contextvars.Token[Deadline | None] | None = None
 
     def remaining(self) -> float:
-        return self.at - self._clock()
+        return float(self.at - self._clock())
 
     def __enter__(self) -> Deadline:
         self._token = _ACTIVE.set(self)
@@ -86,7 +113,8 @@ class Deadline:
         return f"<Deadline {self.seconds:g} s, {max(0.0, self.remaining()):.2f} s left>"
 
 
-def _bounded(timeout: float | None, spent: type[Exception], call, *args: Any, **kwargs: Any) -> Any:
+def _bounded(timeout: float | None, spent: type[Exception], call: Callable[..., Any], *args: Any,
+             **kwargs: Any) -> Any:
     """Run a network operation with its timeout capped by the active deadline (if any)."""
     import httpcore
 
@@ -111,12 +139,13 @@ class _DeadlineStream:
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         import httpcore
 
-        return _bounded(timeout, httpcore.ReadTimeout, self._stream.read, max_bytes)
+        data: bytes = _bounded(timeout, httpcore.ReadTimeout, self._stream.read, max_bytes)
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         import httpcore
 
-        return _bounded(timeout, httpcore.WriteTimeout, self._stream.write, buffer)
+        _bounded(timeout, httpcore.WriteTimeout, self._stream.write, buffer)
 
     def close(self) -> None:
         self._stream.close()
@@ -177,7 +206,7 @@ def has_deadline(client: httpx.Client) -> bool:
     return all(isinstance(getattr(p, "_network_backend", None), _DeadlineBackend) for p in pools if p is not None)
 
 
-def new_client(timeout: float, user_agent: str | None = None, **options) -> httpx.Client:
+def new_client(timeout: float, user_agent: str | None = None, **options: Any) -> httpx.Client:
     """A redirect-following client with verified TLS, the factory's User-Agent and the request deadline
     (:class:`Deadline`) on every connection; `options` go to httpx."""
     import httpx
@@ -193,6 +222,213 @@ def new_client(timeout: float, user_agent: str | None = None, **options) -> http
     )
     _install_deadline(client)
     return client
+
+
+# ---------------------------------------------------------------------------------------------
+# the retrying request
+# ---------------------------------------------------------------------------------------------
+
+#: Bodies of answers that are not 2xx (error documents) are read up to this many bytes, the rest dropped.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """When :func:`request` repeats a request: after a connection error, a 429 or a 5xx, at most ``retries``
+    times, waiting ``backoff * 2**n`` seconds (+ up to 10 % jitter) or what a ``Retry-After`` asks when that is
+    at most ``max_retry_after``; never more than ``max_wait`` seconds of waiting in all. ``sleep`` waits (tests
+    pass a recorder)."""
+
+    retries: int = 2
+    backoff: float = 0.5
+    max_wait: float = math.inf
+    max_retry_after: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number ``attempt`` (0 for the first)."""
+        return float(self.backoff * (2 ** attempt) * (1 + random.uniform(0, 0.1)))
+
+
+@dataclass
+class TransferStats:
+    """What a client has received from the network: answers, and bytes of their bodies."""
+
+    requests: int = 0
+    bytes_received: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The final answer to a request: its status, headers and body (empty for HEAD)."""
+
+    url: str
+    status: int
+    reason: str
+    headers: httpx.Headers = field(repr=False)
+    body: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class RequestFailed(Exception):
+    """A request got no usable answer; the attributes say why, the adapter says it in words."""
+
+    def __init__(self, method: str, url: str) -> None:
+        super().__init__(f"{method} {redact(url)}")
+        self.method = method
+        self.url = url
+
+
+class InvalidRequestURL(RequestFailed):
+    """The URL cannot be requested (a bad URL, an unsupported scheme); ``cause`` is httpx's error."""
+
+    def __init__(self, method: str, url: str, cause: Exception) -> None:
+        super().__init__(method, url)
+        self.cause = cause
+
+
+class NoAnswer(RequestFailed):
+    """No complete HTTP answer: the connection, TLS, a timeout or the deadline failed (after the retries
+    when the failure was one a retry may cure). ``request_url``: the URL of the request that failed (a
+    redirect's target, say); ``detail``: :func:`describe_error`'s words."""
+
+    def __init__(self, method: str, url: str, cause: Exception, request_url: httpx.URL, detail: str) -> None:
+        super().__init__(method, url)
+        self.cause = cause
+        self.request_url = request_url
+        self.detail = detail
+
+
+class KeptFailing(RequestFailed):
+    """The server answered 429 or 5xx on every attempt, or asked (Retry-After) to wait longer than allowed:
+    then ``wait_asked`` is what it asked for, in seconds."""
+
+    def __init__(self, method: str, url: str, answer: Answer, attempts: int,
+                 wait_asked: float | None = None) -> None:
+        super().__init__(method, url)
+        self.answer = answer
+        self.attempts = attempts
+        self.wait_asked = wait_asked
+
+
+class TooLarge(RequestFailed):
+    """A 2xx answer's body is larger than the request accepts: ``declared`` by its Content-Length, or (None)
+    found while reading."""
+
+    def __init__(self, method: str, url: str, answer_url: str, status: int, limit: int,
+                 declared: int | None) -> None:
+        super().__init__(method, url)
+        self.answer_url = answer_url
+        self.status = status
+        self.limit = limit
+        self.declared = declared
+
+
+def request(client: httpx.Client, method: str, url: str | httpx.URL, *, timeout: float, policy: RetryPolicy,
+            max_bytes: int, headers: Mapping[str, str] | None = None, content: bytes | None = None,
+            data: Mapping[str, str] | None = None, auth: httpx.Auth | None = None,
+            stats: TransferStats | None = None) -> Answer:
+    """Send one request, with the retries of ``policy``, and return the first answer that is not 429/5xx.
+
+    Each attempt runs under a wall-clock :class:`Deadline` of ``timeout`` seconds (connect, headers and the
+    whole body): a server that drips its answer fails the request then, and an attempt that ran out of time
+    is not repeated. A 2xx body larger than ``max_bytes`` is :class:`TooLarge`; other bodies are cut at
+    :data:`ERROR_BODY_LIMIT`. Raises a :class:`RequestFailed` when there is no answer to return; exceptions
+    of the client's event hooks pass through.
+    """
+    import httpx
+
+    shown = str(url)
+    waited = 0.0
+    attempts = policy.retries + 1
+    for attempt in range(attempts):
+        deadline = Deadline(timeout)
+        failure: RequestFailed
+        try:
+            with deadline, client.stream(method, url, headers=headers, content=content, data=data,
+                                         auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT) as resp:
+                answer = _read(resp, method, shown, max_bytes, stats)
+                if answer.status != 429 and answer.status < 500:
+                    return answer
+                asked = retry_after_seconds(answer.headers.get("retry-after"))
+                if asked is not None and asked > policy.max_retry_after:
+                    raise KeptFailing(method, shown, answer, attempt + 1, wait_asked=asked)
+                retry_in = asked if asked is not None else policy.delay(attempt)
+                failure = KeptFailing(method, shown, answer, attempt + 1)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise InvalidRequestURL(method, shown, exc) from None
+        except httpx.RequestError as exc:  # transport errors, timeouts, bad encodings, redirect loops
+            request_url = exc.request.url if _has_request(exc) else httpx.URL(shown)
+            failure = NoAnswer(method, shown, exc, request_url, describe_error(exc, deadline))
+            failure.__cause__ = exc
+            if deadline.fired or not isinstance(exc, httpx.TransportError):
+                raise failure from None  # ran out of time, or an answer that a retry would repeat
+            retry_in = policy.delay(attempt)
+        if attempt + 1 >= attempts or waited + retry_in > policy.max_wait:
+            raise failure
+        log.debug("%s %s failed (%s); retrying in %.2f s", method, shown, _why(failure), retry_in)
+        policy.sleep(retry_in)
+        waited += retry_in
+    raise AssertionError("unreachable")
+
+
+def _read(resp: httpx.Response, method: str, url: str, max_bytes: int, stats: TransferStats | None) -> Answer:
+    """The answer of ``resp`` with its body read: a 2xx body up to ``max_bytes`` (else TooLarge), any other
+    up to ERROR_BODY_LIMIT."""
+    if stats is not None:
+        stats.requests += 1
+    ok = 200 <= resp.status_code < 300
+    body = b""
+    if method != "HEAD":
+        limit = max_bytes if ok else ERROR_BODY_LIMIT
+        declared = resp.headers.get("content-length", "")
+        if ok and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(method, url, str(resp.url), resp.status_code, limit, int(declared))
+        chunks, got = [], 0
+        try:
+            for chunk in resp.iter_bytes():
+                got += len(chunk)
+                if got > limit:
+                    if ok:
+                        raise TooLarge(method, url, str(resp.url), resp.status_code, limit, None)
+                    chunks.append(chunk[:len(chunk) - (got - limit)])
+                    break
+                chunks.append(chunk)
+        finally:
+            if stats is not None:
+                stats.bytes_received += resp.num_bytes_downloaded
+        body = b"".join(chunks)
+    return Answer(str(resp.url), resp.status_code, resp.reason_phrase, resp.headers, body)
+
+
+def _why(failure: RequestFailed) -> str:
+    if isinstance(failure, KeptFailing):
+        return f"{failure.answer.status} {failure.answer.reason}"
+    if isinstance(failure, NoAnswer):
+        return failure.detail
+    return type(failure).__name__
+
+
+def host_port(url: httpx.URL) -> str:
+    """``host:port`` of ``url`` (``[v6]:port`` for IPv6), the port filled in from the scheme."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _has_request(exc: BaseException) -> bool:
+    try:
+        exc.request  # type: ignore[attr-defined]  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,3 +496,7 @@ def redacting_logger(name: str) -> logging.Logger:
     if not any(isinstance(f, _Redacting) for f in logger.filters):
         logger.addFilter(_Redacting())
     return logger
+
+
+#: The core's own log (retries), credentials of URLs redacted.
+log = redacting_logger(__name__)

@@ -1,9 +1,24 @@
-"""Plain-text rendering for terminals: aligned tables and JSON, nothing clever."""
+"""Where the CLI writes: data on stdout (what a pipe or `--json` consumer reads), progress and logs on stderr
+(what a person watches). Tables and JSON are rendered here, nothing clever."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+
+#: A sink for one line of text: `emit` (data) or `progress` (stderr).
+Printer = Callable[[str], None]
+
+
+def emit(text: str = "") -> None:
+    """One piece of the command's result, on stdout."""
+    print(text)
+
+
+def progress(text: str) -> None:
+    """A progress or log line, on stderr (flushed: a person is watching it)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -118,7 +118,9 @@ def read_dockerfile(path: Path) -> str:
 
 def copy_sources(dockerfile: Path, instruction: Instruction) -> list[str]:
     """The build-context sources of a COPY/ADD (none for `--from`, heredocs, URLs and git addresses)."""
-    flags, rest = _FLAGS.match(instruction.arguments).groups()
+    found = _FLAGS.match(instruction.arguments)
+    assert found is not None  # the pattern matches any text (both groups may be empty)
+    flags, rest = found.groups()
     if any(flag.startswith("--from") for flag in flags.split()):
         return []
     words: list[str] | None = None

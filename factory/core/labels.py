@@ -5,7 +5,7 @@ Plan, verify and inspect all read the keys from here, so a label is named in exa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from factory.core.components import (
     BASE_COMPONENTS,
@@ -77,7 +77,7 @@ def components_from_labels(labels: dict[str, str], namespace: str) -> dict[str, 
     return found
 
 
-def contract(namespace: str) -> dict:
+def contract(namespace: str) -> dict[str, Any]:
     """The contract as data (written to labels/contract.json)."""
     return {
         "namespace": namespace,

@@ -21,8 +21,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from factory.core.errors import InputError, read_input
+from factory.core.lockpath import body_digest as body_digest  # re-exported: where locks are read
+from factory.core.lockpath import relative_path as relative_path
 
 #: Header keys, in the order they are written.
 HEADER_KEYS = ("image", "input-digest", "platform", "python", "index", "resolved", "tool", "parent", "built",
@@ -38,11 +41,6 @@ _LAYER = re.compile(r"^# \[layer: (?P<layer>[a-z][a-z0-9-]*)\]$")
 _HEADER = re.compile(r"^# (?P<key>[a-z][a-z-]*): (?P<value>.*)$")
 
 TITLE = "# spark-image-factory lock, written by `factory lock`: do not edit by hand (`factory lock --help`)."
-
-
-def relative_path(lock_dir: str, image: str) -> str:
-    """Where an image's lock lives, relative to the matrix's folder: `<lock_dir>/<image>.txt`."""
-    return f"{lock_dir}/{image}.txt"
 
 
 def canonical(name: str) -> str:
@@ -137,7 +135,7 @@ def parse(text: str, source: str) -> Lock:
     pins: list[Pin] = []
     layers: list[str] = []
     layer: str | None = None
-    current: dict | None = None  # the pin being read: name, version, hashes, via, line, open (expects a hash)
+    current: dict[str, Any] | None = None  # the pin being read: name, version, hashes, via, line, open (expects a hash)
     seen: dict[str, int] = {}
 
     def fail(lineno: int, why: str) -> InputError:
@@ -224,15 +222,6 @@ def content_digest(lock: Lock) -> str:
     set (a new `resolved:` time) does not count as a change of the image."""
     payload = "\n".join(f"[{layer}]\n{install_text(lock.layer(layer))}" for layer in lock.layers)
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
-
-
-def body_digest(path: Path) -> str:
-    """sha256 over a lock file's layers (everything below its header), without parsing it: what an image's input
-    digest takes from its lock, cheaply (`factory plan` reads every lock). A new `resolved:` time changes
-    nothing; a changed pin, hash, layer or `# via` does."""
-    data = path.read_bytes()
-    start = data.find(b"\n# [layer: ")
-    return "sha256:" + hashlib.sha256(data[start + 1:] if start >= 0 else b"").hexdigest()
 
 
 @dataclass(frozen=True)

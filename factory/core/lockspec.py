@@ -14,7 +14,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from factory.core.cascade import setting
 from factory.core.matrix import LoadedMatrix, Matrix, ships_on
 from factory.core.plan import ImageSpec, Plan
 
@@ -131,7 +133,7 @@ def input_digests(specs: dict[str, LockSpec], root: Path) -> dict[str, str]:
 
 
 def lock_path(loaded: LoadedMatrix, name: str) -> Path:
-    from factory.core.lockfile import relative_path
+    from factory.core.lockpath import relative_path
 
     return loaded.root / relative_path(loaded.matrix.defaults.lock_dir, name)
 
@@ -154,19 +156,20 @@ def lock_specs(loaded: LoadedMatrix, plan: Plan) -> dict[str, LockSpec]:
         elif lock_spec.kind == "extra":
             # what the image under it compiles is in the extra's environment too, and stays unresolved; the
             # CUDA 12 builds it keeps out stay out
-            parent = out[lock_spec.parent]
+            parent = out[lock_spec.parent] if lock_spec.parent else None
+            assert parent is not None, "an extra layer always has its image as parent"
             lock_spec = replace(lock_spec, built=tuple(dict.fromkeys(parent.built + lock_spec.built)),
                                 overrides=tuple(dict.fromkeys(CUDA12_OFF + lock_spec.overrides)))
         out[spec.name] = lock_spec
     return out
 
 
-def _common(matrix: Matrix, spec: ImageSpec, base_name: str) -> dict:
+def _common(matrix: Matrix, spec: ImageSpec, base_name: str) -> dict[str, Any]:
     base = matrix.base[base_name]
-    ubuntu = base.ubuntu or matrix.defaults.ubuntu
+    ubuntu = setting(matrix, "ubuntu", base=base)
     return {
         "image": spec.name, "kind": spec.kind, "mode": spec.mode, "platform": spec.platform,
-        "python": base.python or matrix.defaults.python, "glibc": GLIBC.get(ubuntu, "2.39"), "cuda": base.cuda,
+        "python": setting(matrix, "python", base=base), "glibc": GLIBC.get(ubuntu, "2.39"), "cuda": base.cuda,
         "index": matrix.defaults.index_url,
     }
 
@@ -192,7 +195,7 @@ def _base(matrix: Matrix, spec: ImageSpec) -> LockSpec:
 
 def _siblings(plan: Plan, spec: ImageSpec) -> tuple[str, ...]:
     """The other vLLM images built like this one except for Transformers (the `-t4`/`-t5` of one vLLM)."""
-    def key(s: ImageSpec) -> dict:
+    def key(s: ImageSpec) -> dict[str, str]:
         return {k: v for k, v in s.build_args.items() if k != "TRANSFORMERS_VERSION"} | {"m": s.mode}
     return tuple(s.name for s in plan.vllm_images if s.name != spec.name and key(s) == key(spec))
 
@@ -211,11 +214,11 @@ def _vllm(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
     major = matrix.base[image.base].cuda.split(".")[0]
     # what the base's /etc/factory/constraints.txt holds for every later pip or uv call
     hold = ("torch", "torchvision", "torchaudio", f"nvidia-nccl-cu{major}", "nvidia-cudnn-cu" + major)
-    common = dict(_common(matrix, spec, image.base), extra_index="", parent=image.base, last_layer="transformers",
-                  hold=hold,
-                  siblings=_siblings(plan, spec),
-                  # the matrix's Transformers wins over vLLM's declared range: a -t5 is a waived override
-                  overrides=(*CUDA12_OFF, f"transformers=={image.transformers}"))
+    common: dict[str, Any] = dict(_common(matrix, spec, image.base), extra_index="", parent=image.base,
+                                  last_layer="transformers", hold=hold, siblings=_siblings(plan, spec),
+                                  # the matrix's Transformers wins over vLLM's declared range: a -t5 is a
+                                  # waived override
+                                  overrides=(*CUDA12_OFF, f"transformers=={image.transformers}"))
     # on a runtime image (no CUDA toolkit) Triton's ptxas comes from the venv: CUDA's nvcc wheel, held to the
     # image's CUDA by the cuda-toolkit constraints like every pip CUDA component
     ptxas = (PTXAS_DIST if int(major) >= 13 else f"{PTXAS_DIST}-cu{major}",) \
@@ -247,7 +250,8 @@ def _extra(matrix: Matrix, spec: ImageSpec, plan: Plan) -> LockSpec:
     tag = matrix.image[image.name]
     args = spec.build_args
     major = matrix.base[tag.base].cuda.split(".")[0]
-    common = dict(_common(matrix, spec, tag.base), extra_index="", parent=image.name, files=(spec.dockerfile,))
+    common: dict[str, Any] = dict(_common(matrix, spec, tag.base), extra_index="", parent=image.name,
+                                  files=(spec.dockerfile,))
     if spec.mode != "wheels" or "NIXL_VERSION" not in args:
         # a source-built layer installs only what it compiles (and its build tools in a discarded stage)
         built = tuple(f"{d}=={args['NIXL_VERSION']}" for d in (f"nixl-cu{major}", "nixl")) if "NIXL_VERSION" in args \

@@ -7,18 +7,29 @@ plan need not be built again.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from factory.core import labels as L
+from factory.core.cascade import setting
 from factory.core.dockerfile import dockerfile_inputs
 from factory.core.errors import InputError
-from factory.core.matrix import RUNTIME_CUDA_FLAVOR, Base, Extra, Image, Matrix, extra_images, runtime_name, ships_on
+from factory.core.matrix import (
+    RUNTIME_CUDA_FLAVOR,
+    Base,
+    Extra,
+    Image,
+    Matrix,
+    Source,
+    extra_images,
+    runtime_name,
+    ships_on,
+)
 from factory.core.resolve import Resolution, tag_facts, tag_sort_key
 
 #: Default upstream sources, used when the matrix names no fork: (git URL, ref template).
@@ -66,7 +77,7 @@ class ImageSpec:
     def ref(self) -> str:
         return self.refs[0]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -97,7 +108,7 @@ class Plan:
     def extras(self) -> tuple[ImageSpec, ...]:
         return tuple(s for s in self.images if s.kind == "extra")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "images": [spec.as_dict() for spec in self.images]}
 
 
@@ -112,6 +123,8 @@ def select(matrix: Matrix, patterns: list[str] | tuple[str, ...], everything: bo
     for pattern in patterns:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
+            import difflib
+
             close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known tags: {', '.join(names[:6])} ..."
             raise InputError(f"no tag or base matches {pattern!r}{hint}")
@@ -125,6 +138,7 @@ def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
     copies) its dev base, and source-mode stages compile on the dev base."""
     loaded = resolution.loaded
     matrix = loaded.matrix
+    recipes = Recipes(loaded.root)
     layers = extra_images(matrix)
     runtimes_by_name = {runtime_name(b): b for b in matrix.base}
     names = names if names is not None else select(matrix, (), True)
@@ -137,13 +151,13 @@ def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
     runtime_bases |= {matrix.image[t].base for t in tags if ships_on(matrix, matrix.image[t]) == "runtime"}
     base_names = sorted({n for n in names if n in matrix.base} | {matrix.image[t].base for t in tags}
                         | runtime_bases)
-    bases = {name: _base_spec(matrix, loaded.root, name, matrix.base[name]) for name in base_names}
-    runtimes = {name: _runtime_spec(matrix, loaded.root, name, matrix.base[name], bases[name])
+    bases = {name: _base_spec(matrix, recipes, name, matrix.base[name]) for name in base_names}
+    runtimes = {name: _runtime_spec(matrix, recipes, name, matrix.base[name], bases[name])
                 for name in sorted(runtime_bases)}
-    images = {tag: _image_spec(matrix, loaded.root, tag, matrix.image[tag], bases[matrix.image[tag].base],
+    images = {tag: _image_spec(matrix, recipes, tag, matrix.image[tag], bases[matrix.image[tag].base],
                                runtimes.get(matrix.image[tag].base))
               for tag in sorted(tags, key=tag_sort_key)}
-    extras = [_extra_spec(matrix, loaded.root, name, layers[name][0], images[layers[name][1]],
+    extras = [_extra_spec(matrix, recipes, name, layers[name][0], images[layers[name][1]],
                           bases[matrix.image[layers[name][1]].base])
               for name in sorted(chosen_layers, key=tag_sort_key)]
     return Plan(images=tuple(bases.values()) + tuple(runtimes.values()) + tuple(images.values()) + tuple(extras),
@@ -151,7 +165,7 @@ def build_plan(resolution: Resolution, names: list[str] | None = None) -> Plan:
 
 
 
-def _source(component: str, version: str, override) -> tuple[str, str]:
+def _source(component: str, version: str, override: Source | None) -> tuple[str, str]:
     if override is not None:
         return override.repo, override.ref
     repo, ref = UPSTREAM_SOURCES[component]
@@ -159,7 +173,7 @@ def _source(component: str, version: str, override) -> tuple[str, str]:
 
 
 def _cuda_image(matrix: Matrix, base: Base, *, runtime: bool = False) -> str:
-    ubuntu = base.ubuntu or matrix.defaults.ubuntu
+    ubuntu = setting(matrix, "ubuntu", base=base)
     template = matrix.defaults.runtime_cuda_image if runtime else matrix.defaults.cuda_image
     digest = base.runtime_cuda_image_digest if runtime else base.cuda_image_digest
     ref = template.format(cuda=base.cuda, ubuntu=ubuntu, flavor=RUNTIME_CUDA_FLAVOR[base.mode])
@@ -169,21 +183,21 @@ def _cuda_image(matrix: Matrix, base: Base, *, runtime: bool = False) -> str:
 def _expected_os(matrix: Matrix, base: Base) -> str | None:
     if "{ubuntu}" not in matrix.defaults.cuda_image:
         return None
-    return f"ubuntu {base.ubuntu or matrix.defaults.ubuntu}"
+    return f"ubuntu {setting(matrix, 'ubuntu', base=base)}"
 
 
 def _dockerfile(matrix: Matrix, kind: str, mode: str) -> str:
     files = matrix.defaults.dockerfiles
     key = kind if mode == "source" else f"{kind}_wheels"
-    return getattr(files, key)
+    return str(getattr(files, key))
 
 
-def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
+def _base_spec(matrix: Matrix, recipes: Recipes, name: str, base: Base) -> ImageSpec:
     d = matrix.defaults
     cuda_image = _cuda_image(matrix, base)
     components = {
-        "ubuntu": base.ubuntu or d.ubuntu,
-        "python": base.python or d.python,
+        "ubuntu": setting(matrix, "ubuntu", base=base),
+        "python": setting(matrix, "python", base=base),
         "cuda": base.cuda,
         "nccl": base.nccl,
         "torch": base.torch,
@@ -213,14 +227,14 @@ def _base_spec(matrix: Matrix, root: Path, name: str, base: Base) -> ImageSpec:
     labels = _labels(matrix, "base", name, base.mode, base.revision, components, cuda_image,
                      description="PyTorch development base for NVIDIA DGX Spark (GB10, sm_121)",
                      title=repo.rsplit("/", 1)[-1], flavor="dev")
-    return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="base", name=name, mode=base.mode, repo=repo,
+    return _finish(recipes, d.label_namespace, lock_dir=d.lock_dir, kind="base", name=name, mode=base.mode, repo=repo,
                    revision=base.revision,
                    dockerfile=_dockerfile(matrix, "base", base.mode), platform=d.platform, args=args,
                    labels=labels, parent_digest="", depends_on=None, from_ref=cuda_image,
                    os=_expected_os(matrix, base))
 
 
-def _runtime_spec(matrix: Matrix, root: Path, name: str, base: Base, dev: ImageSpec) -> ImageSpec:
+def _runtime_spec(matrix: Matrix, recipes: Recipes, name: str, base: Base, dev: ImageSpec) -> ImageSpec:
     """A base's slim runtime image `<base>-runtime`: NVIDIA's small CUDA image plus exactly the dev base's Python
     environment (copied from the built dev base, never re-resolved), so it is built after, and changes with, it."""
     d = matrix.defaults
@@ -230,7 +244,7 @@ def _runtime_spec(matrix: Matrix, root: Path, name: str, base: Base, dev: ImageS
         "CUDA_IMAGE": cuda_image,
         "DEV_IMAGE": dev.ref,
         "CUDA_VERSION": base.cuda,
-        "PYTHON_VERSION": base.python or d.python,
+        "PYTHON_VERSION": setting(matrix, "python", base=base),
         "NCCL_VERSION": base.nccl,
         "TORCH_VERSION": base.torch,
         "TORCHVISION_VERSION": base.torchvision,
@@ -242,14 +256,14 @@ def _runtime_spec(matrix: Matrix, root: Path, name: str, base: Base, dev: ImageS
                      description="PyTorch runtime base for NVIDIA DGX Spark (GB10, sm_121): the dev base's torch "
                                  "and NCCL without its toolchain",
                      title=repo.rsplit("/", 1)[-1], flavor="runtime")
-    spec = _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="runtime", name=runtime, mode=base.mode,
+    spec = _finish(recipes, d.label_namespace, lock_dir=d.lock_dir, kind="runtime", name=runtime, mode=base.mode,
                    repo=repo, revision=base.revision, dockerfile=d.dockerfiles.runtime, platform=d.platform,
                    args=args, labels=labels, parent_digest=dev.input_digest, depends_on=dev.name,
                    from_ref=cuda_image, os=dev.os)
     return replace(spec, lock=None, env_lock=dev.lock)
 
 
-def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, dev: ImageSpec,
+def _image_spec(matrix: Matrix, recipes: Recipes, tag: str, image: Image, dev: ImageSpec,
                 runtime: ImageSpec | None) -> ImageSpec:
     """A vLLM image, FROM its base's runtime image (`ship_on = "runtime"`) or the dev base itself; source-mode
     stages always compile on the dev base (BUILD_IMAGE)."""
@@ -283,14 +297,15 @@ def _image_spec(matrix: Matrix, root: Path, tag: str, image: Image, dev: ImageSp
     labels = _labels(matrix, "vllm", tag, image.mode, image.revision, components, base.ref,
                      description=f"vLLM {image.vllm} with Transformers {image.transformers} for NVIDIA DGX Spark",
                      title=repo.rsplit("/", 1)[-1], flavor=flavor)
-    return _finish(root, d.label_namespace, lock_dir=d.lock_dir, kind="vllm", name=tag, mode=image.mode, repo=repo,
+    return _finish(recipes, d.label_namespace, lock_dir=d.lock_dir, kind="vllm", name=tag, mode=image.mode, repo=repo,
                    revision=image.revision,
                    dockerfile=_dockerfile(matrix, "vllm", image.mode), platform=d.platform, args=args,
                    labels=labels, parent_digest=base.input_digest, depends_on=base.name, from_ref=base.ref,
                    os=base.os)
 
 
-def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageSpec, base: ImageSpec) -> ImageSpec:
+def _extra_spec(matrix: Matrix, recipes: Recipes, name: str, layer: str, image: ImageSpec,
+                base: ImageSpec) -> ImageSpec:
     """The extra layer `layer` on a vLLM image: its labels are the image's plus its own components.
 
     A wheel-mode layer clones nothing, so its *_REPO/*_REF args are empty, and it is built from the Dockerfile's
@@ -319,10 +334,10 @@ def _extra_spec(matrix: Matrix, root: Path, name: str, layer: str, image: ImageS
         L.oci_key("base.name"): image.ref,
     }
     if extra.cuda_linked:
-        python = matrix.base[base.name].python or d.python
+        python = setting(matrix, "python", base=matrix.base[base.name])
         labels[L.factory_key(ns, "cuda_linked")] = ":".join(
             path.format(python=python, cuda_major=cuda.split(".")[0]) for path in extra.cuda_linked)
-    spec = _finish(root, ns, lock_dir=d.lock_dir, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
+    spec = _finish(recipes, ns, lock_dir=d.lock_dir, kind="extra", name=name, mode=image.mode, repo=d.repositories.vllm,
                    revision=extra.revision, dockerfile=extra.dockerfile, platform=d.platform, args=args,
                    labels=labels, parent_digest=image.input_digest, depends_on=image.name, from_ref=image.ref,
                    os=image.os)
@@ -349,15 +364,15 @@ def _labels(matrix: Matrix, kind: str, name: str, mode: str, revision: int, comp
     return out
 
 
-def _finish(root: Path, namespace: str, *, lock_dir: str, kind: str, name: str, mode: str, repo: str, revision: int,
-            dockerfile: str,
-            platform: str, args: dict[str, str], labels: dict[str, str], parent_digest: str,
-            depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
+def _finish(recipes: Recipes, namespace: str, *, lock_dir: str, kind: str, name: str, mode: str, repo: str,
+            revision: int, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],
+            parent_digest: str, depends_on: str | None, from_ref: str, os: str | None) -> ImageSpec:
     context = str(Path(dockerfile).parent)
-    from factory.core.lockfile import relative_path
+    from factory.core.lockpath import relative_path
 
-    lock = relative_path(lock_dir, name) if uses_lock(root / dockerfile) else None
-    digest = input_digest(root, dockerfile, platform, args, labels, parent_digest, lock=lock)
+    lock = relative_path(lock_dir, name) if recipes.uses_lock(dockerfile) else None
+    digest = input_digest(recipes.root, dockerfile, platform, args, labels, parent_digest, lock=lock,
+                          recipes=recipes)
     labels = {**labels, L.factory_key(namespace, "input_digest"): digest}
     refs = [f"{repo}:{name}"]
     if revision:
@@ -379,15 +394,46 @@ def uses_lock(dockerfile: Path) -> bool:
         return False
 
 
+class Recipes:
+    """The files one plan reads from the matrix's folder, each read and hashed once: Dockerfiles and what they
+    COPY (every tag of a kind shares its Dockerfile, so `plan --all` would otherwise parse it 15 times)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._digests: dict[Path, str] = {}
+        self._inputs: dict[str, tuple[str, dict[str, str]]] = {}
+        self._locking: dict[str, bool] = {}
+
+    def uses_lock(self, dockerfile: str) -> bool:
+        if dockerfile not in self._locking:
+            self._locking[dockerfile] = uses_lock(self.root / dockerfile)
+        return self._locking[dockerfile]
+
+    def sha256(self, path: Path) -> str:
+        if path not in self._digests:
+            self._digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return self._digests[path]
+
+    def fingerprint(self, dockerfile: str) -> tuple[str, dict[str, str]]:
+        """The Dockerfile's sha256 and that of every file it copies in (by path relative to its folder);
+        InputError when one is missing."""
+        if dockerfile not in self._inputs:
+            path = self.root / dockerfile
+            try:
+                files = {str(p.relative_to(path.parent)): self.sha256(p) for p in dockerfile_inputs(path)}
+                self._inputs[dockerfile] = (self.sha256(path), files)
+            except FileNotFoundError as exc:
+                raise InputError(f"{exc.filename}: file missing (named by the matrix's dockerfiles or a COPY)") \
+                    from None
+        return self._inputs[dockerfile]
+
+
 def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str], labels: dict[str, str],
-                 parent_digest: str, lock: str | None = None) -> str:
-    path = root / dockerfile
-    try:
-        files = {str(p.relative_to(path.parent)): _sha256(p) for p in dockerfile_inputs(path)}
-        recipe = _sha256(path)
-    except FileNotFoundError as exc:
-        raise InputError(f"{exc.filename}: file missing (named by the matrix's dockerfiles or a COPY)") from None
-    payload = {
+                 parent_digest: str, lock: str | None = None, recipes: Recipes | None = None) -> str:
+    """sha256 over everything that decides an image's content: its Dockerfile and the files it copies, platform,
+    build args, labels, the parent's digest and its lock's body. `recipes` shares what one plan already read."""
+    recipe, files = (recipes or Recipes(root)).fingerprint(dockerfile)
+    payload: dict[str, object] = {
         "dockerfile": recipe,
         "files": files,
         "platform": platform,
@@ -396,17 +442,13 @@ def input_digest(root: Path, dockerfile: str, platform: str, args: dict[str, str
         "parent": parent_digest,
     }
     if lock is not None:  # what the image installs: a changed lock is a changed image
-        from factory.core import lockfile
+        from factory.core.lockpath import body_digest
 
         path = root / lock
-        payload["lock"] = lockfile.body_digest(path) if path.exists() else "missing"
+        payload["lock"] = body_digest(path) if path.exists() else "missing"
 
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def aliases(matrix: Matrix, plan: Plan) -> dict[str, str]:

@@ -6,14 +6,16 @@ tag's waiver turns a violation into a visible, explained deviation instead of hi
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
+import functools
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from factory.core.cascade import setting
 from factory.core.components import COMPONENTS
 from factory.core.matrix import (
     FACTS,
@@ -72,7 +74,7 @@ class Violation:
     def waived(self) -> bool:
         return self.waiver is not None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "subject": self.subject,
             "tag": self.tag,
@@ -122,8 +124,8 @@ def tag_facts(matrix: Matrix, tag: str) -> TagFacts:
     base = matrix.base.get(image.base)
     defaults = matrix.defaults
     components: dict[str, str] = {
-        "ubuntu": (base.ubuntu if base else None) or defaults.ubuntu,
-        "python": (base.python if base else None) or defaults.python,
+        "ubuntu": setting(matrix, "ubuntu", image=image),
+        "python": setting(matrix, "python", image=image),
     }
     if base is not None:
         for name in ("cuda", "nccl", "torch", "torchvision", "torchaudio"):
@@ -133,7 +135,7 @@ def tag_facts(matrix: Matrix, tag: str) -> TagFacts:
         flashinfer=image.flashinfer,
         vllm=image.vllm,
         transformers=image.transformers,
-        ray=image.ray or defaults.ray,
+        ray=setting(matrix, "ray", image=image),
     )
     facts = {
         "platform": defaults.platform,
@@ -171,13 +173,20 @@ def resolve(loaded: LoadedMatrix, extra_rules: Iterable[Rule] = ()) -> Resolutio
     return Resolution(loaded=loaded, tags=tags, violations=tuple(found))
 
 
-def tag_sort_key(tag: str) -> tuple:
+def tag_sort_key(tag: str) -> tuple[int, Version, str, str]:
     """Tags in release order: by vLLM version, then the transformers variant; odd names last."""
     head, _, variant = tag.partition("-")
     try:
         return (0, Version(head), variant, tag)
     except ValueError:
         return (1, Version("0"), "", tag)
+
+
+def _close_matches(word: str, possibilities: list[str], n: int) -> list[str]:
+    """Names like `word`, for a hint; difflib is imported only when a hint is needed."""
+    import difflib
+
+    return difflib.get_close_matches(word, possibilities, n=n)
 
 
 def _builtin(rule: str, subject: str, *, found: str, required: str, tag: str | None = None,
@@ -207,7 +216,7 @@ def _check_extras(matrix: Matrix) -> Iterable[Violation]:
         subject = f'extra "{name}"'
         for pattern in extra.on:
             if not any(fnmatch.fnmatchcase(tag, pattern) for tag in matrix.image):
-                close = difflib.get_close_matches(pattern, list(matrix.image), n=3)
+                close = _close_matches(pattern, list(matrix.image), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 yield _builtin("builtin/extra-on", subject, found=f"on {pattern!r}",
                                required=f"a vLLM tag of the matrix{hint}")
@@ -224,7 +233,7 @@ def _check_tag(matrix: Matrix, tag: str, image: Image, facts: TagFacts) -> Itera
     if tag != expected:
         yield _builtin("builtin/tag-name", subject, found=tag, required=expected, tag=tag)
     if image.base not in matrix.base:
-        close = difflib.get_close_matches(image.base, list(matrix.base), n=3)
+        close = _close_matches(image.base, list(matrix.base), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         yield _builtin(
             "builtin/base-exists", subject, found=f"base = {image.base!r}",
@@ -260,7 +269,13 @@ def _check_rule(rule: Rule, facts: TagFacts) -> Iterable[Violation]:
 def _satisfies(component: str, text: str | None, spec: str) -> bool:
     if text is None:
         return False
-    return SpecifierSet(spec).contains(version_of(component, text), prereleases=True)
+    return _specifier(spec).contains(version_of(component, text), prereleases=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _specifier(spec: str) -> SpecifierSet:
+    """A rule's specifier, parsed once: every rule is checked against every tag."""
+    return SpecifierSet(spec)
 
 
 #: Prefix of rules derived from upstream metadata (factory/usecases/upstream.py); see `_apply_waivers`.
@@ -268,7 +283,7 @@ UPSTREAM_PREFIX = "upstream/"
 
 
 def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: set[str],
-                   lock_time: set[str] = frozenset()) -> list[Violation]:
+                   lock_time: AbstractSet[str] = frozenset()) -> list[Violation]:
     """Attach the tag's waivers to its violations and flag unknown or unused waivers.
 
     A waiver for rule `X` also waives `upstream/X`, the same fact read from upstream metadata
@@ -290,7 +305,7 @@ def _apply_waivers(tag: str, image: Image, violations: list[Violation], known: s
     subject = f'image "{tag}"'
     for waiver in image.allow:
         if waiver.rule not in known:
-            close = difflib.get_close_matches(waiver.rule, sorted(known), n=1)
+            close = _close_matches(waiver.rule, sorted(known), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             out.append(_builtin("builtin/waiver-unknown", subject, found=f"allow {waiver.rule!r}",
                                 required=f"an existing rule id{hint}", tag=tag))

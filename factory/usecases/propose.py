@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from factory.core.errors import InputError
-from factory.core.matrix import LoadedMatrix, Rule, parse, version_of
+from factory.core.matrix import LoadedMatrix, Rule, as_dict, parse, version_of
 from factory.usecases.upstream import (
     TorchTriton,
     VllmFacts,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import tomlkit.container
     import tomlkit.items
 
-    from factory.adapters.pypi import PackageIndex, WheelMetadata
+    from factory.adapters.index import PackageIndex, UpstreamError, WheelMetadata
     from factory.core.resolve import Resolution
 
 _PINS = ("torch", "torchvision", "torchaudio")
@@ -114,7 +114,7 @@ class Proposal:
             "vllm": self.vllm,
             "base": self.base.as_dict(),
             "images": [image.as_dict() for image in self.images],
-            "rules": [rule.model_dump(exclude_defaults=True) for rule in self.rules],
+            "rules": [as_dict(rule, exclude_defaults=True) for rule in self.rules],
             "notes": list(self.notes),
             "existing_tags": list(self.existing_tags),
         }
@@ -195,10 +195,10 @@ def propose(loaded: LoadedMatrix, vllm_version: str, index: PackageIndex) -> Pro
     """The matrix entries vLLM `vllm_version` needs, from its wheel METADATA and the index.
 
     InputError: not a version, not on the index, or every tag it needs is already in the matrix.
-    `factory.adapters.pypi.UpstreamError` (WorkFailed): the index failed, or what upstream declares cannot be
+    `factory.adapters.index.UpstreamError` (WorkFailed): the index failed, or what upstream declares cannot be
     turned into entries (no exact torch pins, no release satisfying a requirement).
     """
-    from factory.adapters.pypi import NotFound
+    from factory.adapters.index import NotFound
 
     matrix = loaded.matrix
     try:
@@ -219,7 +219,8 @@ def propose(loaded: LoadedMatrix, vllm_version: str, index: PackageIndex) -> Pro
     flashinfer = _flashinfer(index, facts)
     notes.append(f"flashinfer {flashinfer}: vLLM {vllm_version} declares {facts.requires['flashinfer']}")
     majors = _transformers_by_major(index, facts)
-    spec = spec_text(facts.requires["transformers"].specifier)
+    declared = facts.requires["transformers"]
+    spec = spec_text(declared.specifier) if declared is not None else ""
     notes.append(f"transformers: vLLM {vllm_version} declares transformers{spec}; "
                  + "; ".join(f"t{m}: newest {m}.x allowed is {v}" for m, v in majors.items()))
 
@@ -269,8 +270,8 @@ def propose(loaded: LoadedMatrix, vllm_version: str, index: PackageIndex) -> Pro
                     existing_tags=existing)
 
 
-def _fail(message: str):
-    from factory.adapters.pypi import UpstreamError
+def _fail(message: str) -> UpstreamError:
+    from factory.adapters.index import UpstreamError
 
     return UpstreamError(message)
 
@@ -367,7 +368,7 @@ def _new_base(loaded: LoadedMatrix, index: PackageIndex, pins: dict[str, str], t
 
 
 def _linux_requirements(meta: WheelMetadata, python: str) -> list[Requirement]:
-    from factory.adapters.pypi import target_environment
+    from factory.adapters.index import target_environment
 
     env = target_environment("aarch64", python)
     out = []
@@ -390,14 +391,16 @@ def _pin_of(req: Requirement) -> str | None:
 
 def _torch_wheel_cuda(index: PackageIndex, torch: str, python: str) -> tuple[str, str, str, str]:
     """CUDA and NCCL of PyPI's aarch64 torch wheel, from the CUDA packages its METADATA pins."""
-    from factory.adapters.pypi import select_wheel
+    from factory.adapters.index import select_wheel
 
     release = index.release("torch", torch)
-    wheel = select_wheel([f for f in release.files if f.is_aarch64_linux], "linux/arm64")
+    wheel = select_wheel([f for f in release.files if f.is_aarch64_linux], "linux/arm64", python_version=python)
     if wheel is None:
         raise _fail(f"torch {torch} has no aarch64 wheel on {index.index_url}")
     requirements = _linux_requirements(index.metadata_of(wheel), python)
-    cuda = cuda_why = nccl = nccl_why = None
+    cuda: str | None = None
+    nccl: str | None = None
+    cuda_why = nccl_why = ""
     for req in requirements:
         name, pin = canonicalize_name(req.name), _pin_of(req)
         if pin is None:
@@ -431,11 +434,11 @@ def _new_rules(loaded: LoadedMatrix, index: PackageIndex, facts: VllmFacts, trit
     page = _project_page(index, "vllm", facts.version)
     for rule in vllm_rules(facts, prefix=""):
         if rule.id not in have:
-            rules.append(rule.model_copy(update={"source": page}) if page else rule)
-    rule = triton_rule(triton, prefix="")
-    if rule is not None and rule.id not in have:
+            rules.append(replace(rule, source=page) if page else rule)
+    triton_pin = triton_rule(triton, prefix="")
+    if triton_pin is not None and triton_pin.id not in have:
         page = _project_page(index, "torch", triton.torch)
-        rules.append(rule.model_copy(update={"source": page}) if page else rule)
+        rules.append(replace(triton_pin, source=page) if page else triton_pin)
     return rules
 
 
@@ -445,7 +448,7 @@ def _new_rules(loaded: LoadedMatrix, index: PackageIndex, facts: VllmFacts, trit
 def _value(value: Any, comment: str | None = None) -> tomlkit.items.Item:
     import tomlkit
 
-    item = tomlkit.item(value)
+    item: tomlkit.items.Item = tomlkit.item(value)
     if comment:
         item.comment(comment)
         item.trivia.comment_ws = "  "
@@ -482,7 +485,8 @@ def _inline(mapping: dict[str, str]) -> tomlkit.items.InlineTable:
     import tomlkit
 
     pairs = ", ".join(f"{key} = {tomlkit.string(value).as_string()}" for key, value in mapping.items())
-    return tomlkit.parse(f"x = {{ {pairs} }}\n")["x"]
+    table: tomlkit.items.InlineTable = tomlkit.parse(f"x = {{ {pairs} }}\n")["x"]
+    return table
 
 
 def _rule_table(rule: Rule) -> tomlkit.items.Table:
@@ -499,7 +503,9 @@ def _rule_table(rule: Rule) -> tomlkit.items.Table:
     return table
 
 
-def _split_trailing(container: tomlkit.container.Container) -> tuple[tomlkit.container.Container, list, list]:
+def _split_trailing(container: tomlkit.container.Container) -> tuple[tomlkit.container.Container,
+                                                                      list[tomlkit.items.Item],
+                                                                      list[tomlkit.items.Item]]:
     """Take the comments and blank lines that end a table (recursing into its last sub-table) off it.
 
     tomlkit keeps what follows a table's last key -- blank lines, then maybe the comment block that
@@ -516,10 +522,10 @@ def _split_trailing(container: tomlkit.container.Container) -> tuple[tomlkit.con
         if isinstance(last, AoT) and last.body:
             return _split_trailing(last.body[-1].value)
         return container, [], []
-    items = []
+    items: list[tomlkit.items.Item] = []
     while body and body[-1][0] is None and isinstance(body[-1][1], Comment | Whitespace):
         items.insert(0, body.pop()[1])
-    blank = []
+    blank: list[tomlkit.items.Item] = []
     while items and isinstance(items[0], Whitespace):
         blank.append(items.pop(0))
     return container, blank, items

@@ -13,9 +13,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from factory.core import labels as L
 from factory.core.errors import WorkFailed
+from factory.core.plan import ImageSpec, Plan
+
+if TYPE_CHECKING:
+    from factory.usecases.build import BuildOptions, BuildReport
 
 
 class TagConflict(WorkFailed):
@@ -25,14 +31,15 @@ class TagConflict(WorkFailed):
 _WHOLE_NUMBER = re.compile(r"\d{1,9}")
 
 
-def split_refs(spec) -> tuple[list[str], list[str]]:
+def split_refs(spec: ImageSpec) -> tuple[list[str], list[str]]:
     """(immutable refs, mutable refs) of an image: ``<tag>-r<N>`` (when it has a revision), then ``<tag>``."""
     mutable = spec.refs[0]
     return [ref for ref in spec.refs[1:] if ref != mutable], [mutable]
 
 
-def push_order(specs) -> list[tuple[object, str]]:
+def push_order(specs: Iterable[ImageSpec]) -> list[tuple[ImageSpec, str]]:
     """(spec, ref) in the order they are pushed: the immutable refs of every image, then every mutable one."""
+    specs = list(specs)
     immutable = [(spec, ref) for spec in specs for ref in split_refs(spec)[0]]
     mutable = [(spec, ref) for spec in specs for ref in split_refs(spec)[1]]
     return immutable + mutable
@@ -45,7 +52,7 @@ def _revision(text: str | None) -> int | None:
     return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
-def check_immutable(plan, report, options, out) -> None:
+def check_immutable(plan: Plan, report: BuildReport, options: BuildOptions, out: Callable[[str], None]) -> None:
     """Refuse to overwrite what is published, unless --force, before anything is pushed.
 
     Every ref of every image about to be pushed is read from the registry for the image's platform
@@ -60,7 +67,7 @@ def check_immutable(plan, report, options, out) -> None:
     results = {r.name: r for r in report.images}
     digest_key = L.factory_key(plan.namespace, "input_digest")
     revision_key = L.factory_key(plan.namespace, "revision")
-    conflicts = []
+    conflicts: list[str] = []
     with RegistryClient(allow_http=options.allow_http) as client:
         for spec in plan.images:
             result = results.get(spec.name)
@@ -93,7 +100,8 @@ def check_immutable(plan, report, options, out) -> None:
                 old_text = remote.get(revision_key)
                 old_rev = _revision(old_text)
                 if old_rev is None:
-                    conflicts.append(f"{ref} is published with a {revision_key} label {old_text[:40]!r} that is "
+                    shown = (old_text or "")[:40]
+                    conflicts.append(f"{ref} is published with a {revision_key} label {shown!r} that is "
                                      "not a whole number, so no revision can be compared with it")
                     continue
                 new_rev = int(spec.labels[revision_key])

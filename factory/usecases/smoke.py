@@ -1,16 +1,17 @@
 """Run the GPU smoke test (dockerfiles/smoke.py, at /opt/factory/smoke.py in every vLLM image) and read its report.
 
 The program in the image does the work and prints one JSON report; this module builds its command line,
-runs it (in an image through python-on-whales, or with a local interpreter), parses the report (also when the
-program exits 1, which is how it says a check failed), and renders it as a plain-text table.
+runs it (in an image through the engine, `factory.core.engine.Engine`, or with a local interpreter), parses
+the report (also when the program exits 1, which is how it says a check failed), and renders it as a
+plain-text table.
 
 A baseline (`baseline=`, a report of the program saved from a known-good image on the same GPU arch) makes
 every SDPA case that passed there and is unavailable now a failure; smoke_image() bind-mounts the file
 read-only into the container at BASELINE_PATH_IN_IMAGE and passes `--baseline` that path (run_local() passes
 the host path).  The program's built-in per-arch expectation applies unless `builtin_baseline=False`.
 
-Import cost matters (the CLI imports this module on every start): the standard library only at module
-level; python_on_whales is imported inside smoke_image().
+Import cost matters (the CLI imports this module on every start): the standard library and the pure core only
+at module level; the Docker adapter is imported inside smoke_image().
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.core.components import SMOKE_EXPECT, SMOKE_IMPORTS
+from factory.core.engine import ContainerRun, Engine, EngineError
 
 #: Where the Dockerfiles COPY dockerfiles/smoke.py.
 SMOKE_PATH_IN_IMAGE = "/opt/factory/smoke.py"
@@ -42,7 +44,7 @@ class SmokeCheck:
     ok: bool
     skipped: bool = False
     detail: str = ""
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def result(self) -> str:
@@ -53,15 +55,15 @@ class SmokeCheck:
 class SmokeReport:
     ok: bool
     checks: list[SmokeCheck] = field(default_factory=list)
-    host: dict = field(default_factory=dict)
-    args: dict = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
     usage_error: str | None = None
     #: Where it ran: the image, or the local interpreter.
     target: str = ""
     command: list[str] = field(default_factory=list)
     #: The report exactly as the program printed it (empty when it printed none).
-    raw: dict = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[SmokeCheck]:
@@ -78,7 +80,7 @@ class SmokeReport:
     def check(self, name: str) -> SmokeCheck | None:
         return next((c for c in self.checks if c.name == name), None)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.raw or {"ok": self.ok, "host": self.host, "args": self.args,
                             "checks": [vars(c) for c in self.checks]}
 
@@ -135,7 +137,7 @@ def baseline_mount(baseline: str | Path) -> list[str]:
     return ["type=bind", f"source={path}", f"target={BASELINE_PATH_IN_IMAGE}", "readonly"]
 
 
-def _find_report(stdout: str) -> dict | None:
+def _find_report(stdout: str) -> dict[str, Any] | None:
     """The program's JSON report in stdout; tolerates other lines around it (an entrypoint banner, say)."""
     text = stdout.strip()
     if not text:
@@ -203,67 +205,59 @@ def _gpu_flag(gpus: str | int | None) -> str | int | None:
     return None if gpus is None or str(gpus).strip().lower() in ("", "none") else gpus
 
 
-def smoke_command(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
-                  expect: Mapping[str, str] | None = None, nccl: bool = False,
-                  require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False,
-                  baseline: str | Path | None = None, builtin_baseline: bool = True,
-                  platform: str | None = None) -> list[str]:
-    """The `docker run` command line smoke_image() runs (for logs and --dry-run)."""
+def smoke_run(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
+              expect: Mapping[str, str] | None = None, nccl: bool = False,
+              require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False, pull: str | None = "missing",
+              envs: Mapping[str, str] | None = None, baseline: str | Path | None = None,
+              builtin_baseline: bool = True, platform: str | None = None) -> ContainerRun:
+    """The container run of the smoke program in `image`: `python3 /opt/factory/smoke.py ...` as entrypoint
+    (vLLM images start `vllm serve`), `--shm-size` for NCCL, the baseline bind-mounted read-only."""
+    program_args = smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports,
+                              baseline=BASELINE_PATH_IN_IMAGE if baseline is not None else None,
+                              builtin_baseline=builtin_baseline)
     flag = _gpu_flag(gpus)
-    mount = ["--mount", ",".join(baseline_mount(baseline))] if baseline is not None else []
-    return ["docker", "run", "--rm", *([f"--platform={platform}"] if platform else []),
-            *([f"--gpus={flag}"] if flag is not None else []), *(["--shm-size=2g"] if nccl else []), *mount,
-            "--entrypoint", "python3", image, SMOKE_PATH_IN_IMAGE,
-            *smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports,
-                        baseline=BASELINE_PATH_IN_IMAGE if baseline is not None else None,
-                        builtin_baseline=builtin_baseline)]
+    run_envs = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", **(envs or {})}
+    return ContainerRun(
+        image=image, entrypoint="python3", command=(SMOKE_PATH_IN_IMAGE, *program_args), platform=platform,
+        gpus=None if flag is None else str(flag),
+        shm_size="2g" if nccl else None,  # NCCL's shared-memory transport outgrows docker's 64 MiB /dev/shm
+        mounts=(",".join(baseline_mount(baseline)),) if baseline is not None else (),
+        envs=tuple(run_envs.items()), pull=pull)
+
+
+def smoke_command(image: str, **options: Any) -> list[str]:
+    """The `docker run` command line smoke_image() runs (for logs and --dry-run); options as smoke_run()'s."""
+    return smoke_run(image, **options).argv()
 
 
 def smoke_image(image: str, *, gpus: str | int | None = "all", arch: str = "sm_121",
                 expect: Mapping[str, str] | None = None, nccl: bool = False,
                 require: Iterable[str] = IMAGE_REQUIRE, skip_imports: bool = False, pull: str = "missing",
                 envs: Mapping[str, str] | None = None, baseline: str | Path | None = None,
-                builtin_baseline: bool = True, platform: str | None = None, docker: Any = None) -> SmokeReport:
+                builtin_baseline: bool = True, platform: str | None = None,
+                engine: Engine | None = None) -> SmokeReport:
     """Run `python3 /opt/factory/smoke.py ...` in `image` on the GPUs `gpus` and return its report.
 
-    The entrypoint is replaced by python3 (vLLM images start `vllm serve`).  A failing check makes the
-    program exit 1, which python-on-whales raises as DockerException carrying stdout: that stdout is
-    parsed like a success's.  `docker` is a python-on-whales DockerClient (default: the module's client).
-    `gpus="none"` runs without `--gpus` (no GPU check can pass then; it proves the program runs in the image).
-    `baseline` is a report on this host, bind-mounted read-only (see baseline_mount); `platform` is the
-    image's platform ("linux/arm64"), passed to `docker run --platform` so that the image of that platform
-    runs (and a missing one is pulled for it).
+    A failing check makes the program exit 1 after printing its report: that report is parsed like a
+    success's. `engine` runs the container (default: Docker). `gpus="none"` runs without `--gpus` (no GPU
+    check can pass then; it proves the program runs in the image). `baseline` is a report on this host,
+    bind-mounted read-only (see baseline_mount); `platform` is the image's platform ("linux/arm64"), passed to
+    `docker run --platform` so that the image of that platform runs (and a missing one is pulled for it).
     """
-    from python_on_whales import DockerException  # here, not at module level: the CLI must start fast
+    request = smoke_run(image, gpus=gpus, arch=arch, expect=expect, nccl=nccl, require=require,
+                        skip_imports=skip_imports, pull=pull, envs=envs, baseline=baseline,
+                        builtin_baseline=builtin_baseline, platform=platform)
+    if engine is None:
+        from factory.adapters.docker import DockerEngine
 
-    if docker is None:
-        from python_on_whales import docker
-
-    program_args = smoke_args(arch=arch, expect=expect, nccl=nccl, require=require, skip_imports=skip_imports,
-                              baseline=BASELINE_PATH_IN_IMAGE if baseline is not None else None,
-                              builtin_baseline=builtin_baseline)
-    command = [SMOKE_PATH_IN_IMAGE, *program_args]
-    run_envs = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", **(envs or {})}
-    kwargs: dict[str, Any] = {"entrypoint": "python3", "remove": True, "envs": run_envs, "pull": pull}
-    flag = _gpu_flag(gpus)
-    if flag is not None:
-        kwargs["gpus"] = flag
-    if nccl:
-        kwargs["shm_size"] = "2g"  # NCCL's shared-memory transport outgrows docker's 64 MiB /dev/shm
-    if baseline is not None:
-        kwargs["mounts"] = [baseline_mount(baseline)]
-    if platform:
-        kwargs["platform"] = platform
-    shown = smoke_command(image, gpus=gpus, arch=arch, expect=expect, nccl=nccl, require=require,
-                          skip_imports=skip_imports, baseline=baseline, builtin_baseline=builtin_baseline,
-                          platform=platform)
+        engine = DockerEngine()
     try:
-        stdout = docker.run(image, command, **kwargs)
-        code = 0
-        stderr = None
-    except DockerException as e:
-        stdout, code, stderr = e.stdout or "", e.return_code, e.stderr
-    return parse_report(str(stdout or ""), exit_code=code, stderr=stderr, target=image, command=shown)
+        done = engine.run(request)
+    except EngineError as error:
+        return SmokeReport(ok=False, checks=[SmokeCheck("smoke_program", False, False, str(error))],
+                           target=image, command=request.argv())
+    return parse_report(done.stdout, exit_code=done.exit_code, stderr=done.stderr or None, target=image,
+                        command=request.argv())
 
 
 def run_local(python: str = sys.executable, *, script: str | Path | None = None, arch: str = "sm_121",

@@ -24,13 +24,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import Specifier, SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from factory.core.cascade import setting
 from factory.core.components import IMAGE_WHEELS, PROJECTS
 from factory.core.components import TRACKED_UPSTREAM as OUTDATED_COMPONENTS
 from factory.core.errors import InputError
@@ -40,7 +41,7 @@ from factory.core.resolve import UPSTREAM_PREFIX, Violation, resolve, tag_facts,
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
-    from factory.adapters.pypi import DistFile, PackageIndex
+    from factory.adapters.index import DistFile, PackageIndex
 
 #: vLLM rule suffix -> the components (declared by vLLM's wheel) it requires, as in the shipped rules.
 VLLM_RULES = {
@@ -62,8 +63,7 @@ def open_index(loaded: LoadedMatrix | None = None, *, index_url: str | None = No
     if index is not None:
         yield index
         return
-    from factory.adapters.cache import Cache
-    from factory.adapters.pypi import DEFAULT_INDEX_URL, PackageIndex
+    from factory.adapters.index import DEFAULT_INDEX_URL, Cache, PackageIndex
 
     url = index_url or (loaded.matrix.defaults.index_url if loaded is not None else DEFAULT_INDEX_URL)
     with PackageIndex(url, cache=Cache(), offline=offline, refresh=refresh) as client:
@@ -117,10 +117,10 @@ class VllmFacts:
 
 def vllm_facts(index: PackageIndex, version: str, *, python: str = "3.12") -> VllmFacts:
     """Read the METADATA of vLLM `version`'s arm64 wheel (x86_64 when it has none)."""
-    from factory.adapters.pypi import NotFound, requirement_for, select_wheel
+    from factory.adapters.index import NotFound, requirement_for, select_wheel
 
     release = index.release("vllm", version)
-    wheel = select_wheel(release.files, "linux/arm64")
+    wheel = select_wheel(release.files, "linux/arm64", python_version=python)
     if wheel is None or not (wheel.is_aarch64_linux or wheel.is_x86_64_linux or wheel.is_any):
         raise NotFound(f"vllm {release.version} has no Linux wheel on {index.index_url}")
     meta = index.metadata_of(wheel)
@@ -158,17 +158,17 @@ class TorchTriton:
 
 def torch_triton(index: PackageIndex, version: str, *, python: str = "3.12") -> TorchTriton:
     """torch `version`'s Triton requirement: for aarch64 when its aarch64 wheel declares one, else x86_64."""
-    from factory.adapters.pypi import requirement_for, select_wheel
+    from factory.adapters.index import requirement_for, select_wheel
 
     release = index.release("torch", version)
-    arm = select_wheel([f for f in release.files if f.is_aarch64_linux], "linux/arm64")
+    arm = select_wheel([f for f in release.files if f.is_aarch64_linux], "linux/arm64", python_version=python)
     if arm is not None:
         meta = index.metadata_of(arm)
         for machine in ("aarch64", "x86_64"):
             req = requirement_for(meta, "triton", machine=machine, python_version=python)
             if req is not None:
                 return TorchTriton(version, req, machine, arm)
-    x86 = select_wheel([f for f in release.files if f.is_x86_64_linux], "linux/amd64")
+    x86 = select_wheel([f for f in release.files if f.is_x86_64_linux], "linux/amd64", python_version=python)
     if x86 is not None:
         req = requirement_for(index.metadata_of(x86), "triton", machine="x86_64", python_version=python)
         if req is not None:
@@ -185,8 +185,8 @@ def vllm_rules(facts: VllmFacts, *, prefix: str = UPSTREAM_PREFIX) -> list[Rule]
     read_from = "" if facts.has_aarch64_wheel else f" (read from its {facts.machine} wheel: no aarch64 wheel)"
     rules = []
     for suffix, components in VLLM_RULES.items():
-        require = {c: spec_text(facts.requires[c].specifier) for c in components
-                   if facts.requires[c] is not None and str(facts.requires[c].specifier)}
+        require = {c: spec_text(req.specifier) for c in components
+                   if (req := facts.requires[c]) is not None and str(req.specifier)}
         if not require:
             continue
         declared = ", ".join(f"{PROJECTS[c]}{spec}" for c, spec in require.items())
@@ -251,7 +251,7 @@ def upstream_rules(loaded: LoadedMatrix, *, index_url: str | None = None, offlin
     """Rules from upstream METADATA for every vLLM version of the matrix and every torch of its bases.
 
     Ids are the matrix's own rule ids prefixed with `upstream/`; `tags` limits them to those tags'
-    versions. Raises `factory.adapters.pypi.UpstreamError` (a WorkFailed) when the index fails.
+    versions. Raises `factory.adapters.index.UpstreamError` (a WorkFailed) when the index fails.
     """
     python = loaded.matrix.defaults.python
     vllm_versions, torch_versions = _versions(loaded, select_tags(loaded, tags))
@@ -289,7 +289,7 @@ class Deviation:
         """The rule id a waiver names to allow this deviation (the matrix's id, without `upstream/`)."""
         return self.rule_id.removeprefix(UPSTREAM_PREFIX)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "tag": self.tag,
             "component": self.component,
@@ -353,7 +353,7 @@ class Outdated:
     version: str
     uploaded: datetime | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "component": self.component,
             "project": self.project,
@@ -466,7 +466,7 @@ class WheelProblem:
         """The id it carries among `factory check --upstream`'s violations (not waivable)."""
         return f"{UPSTREAM_PREFIX}wheels/{self.problem}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "name": self.name,
@@ -508,7 +508,7 @@ class WheelAvailability:
     def ok(self) -> bool:
         return not self.problems
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"bases_checked": list(self.bases), "tags_checked": list(self.tags),
                 "problems": [p.as_dict() for p in self.problems]}
 
@@ -596,7 +596,7 @@ def _why_no_wheel(wheels: list[DistFile], target: _Target) -> tuple[str, str]:
     if not mine:
         others = ", ".join(sorted({_machine_word(t.platform) for t in tags}))
         return "no-platform-wheel", f"has no {machine} wheel (its wheels are for {others} only)"
-    glibc = [t for t in mine if target.platform_kind(t.platform)[0] != "musl"]
+    glibc = [t for t in mine if (kind := target.platform_kind(t.platform)) is not None and kind[0] != "musl"]
     if not glibc:
         musl = ", ".join(sorted({t.platform for t in mine}))
         return "musllinux-only", (f"has no {machine} wheel for glibc (only {musl}, which does not install on "
@@ -606,7 +606,7 @@ def _why_no_wheel(wheels: list[DistFile], target: _Target) -> tuple[str, str]:
         interpreters = ", ".join(sorted({f"{t.interpreter}-{t.abi}" for t in glibc}))
         return "no-python-wheel", (f"has no {machine} wheel for CPython {target.python} (its {machine} wheels "
                                    f"are for {interpreters})")
-    need = min(target.platform_kind(t.platform)[1] for t in for_python)
+    need = min(kind[1] for t in for_python if (kind := target.platform_kind(t.platform)) is not None)
     return "glibc-too-old", (f"has no {machine} wheel that installs on Ubuntu {target.ubuntu}'s glibc "
                              f"2.{target.glibc} (its {machine} wheels for CPython {target.python} need glibc "
                              f"2.{need} or newer)")
@@ -614,7 +614,7 @@ def _why_no_wheel(wheels: list[DistFile], target: _Target) -> tuple[str, str]:
 
 def _choose(indexes: tuple[PackageIndex, ...], project: str, version: str, target: _Target) -> _Choice:
     """What `pip/uv install project==version` would take from `indexes` (the first that has the project)."""
-    from factory.adapters.pypi import NotFound, select_wheel
+    from factory.adapters.index import NotFound, select_wheel
 
     for ix in indexes:
         try:
@@ -642,7 +642,8 @@ def _choose(indexes: tuple[PackageIndex, ...], project: str, version: str, targe
     if not fitting:
         problem, detail = _why_no_wheel(wheels, target)
         return _Choice(ix, None, problem, detail, wheel_text, page)
-    newest_fit = max(f.version for f in fitting)
+    versions = [f.version for f in fitting if f.version is not None]
+    newest_fit = max(versions) if versions else None
     return _Choice(ix, select_wheel([f for f in fitting if f.version == newest_fit], None))
 
 
@@ -677,14 +678,14 @@ def _torch_cuda(index: PackageIndex, wheel: DistFile, target: _Target) -> tuple[
     be read. Offline misses, an unreachable index and METADATA that does not match its advertised hash are
     errors, not guesses.
     """
-    from factory.adapters.pypi import (
+    from factory.adapters.index import (
         TORCH_CUDA_WHEEL_MIN_SIZE,
         BadMetadataHash,
         NotInCache,
         UpstreamError,
         UpstreamUnavailable,
-        _is_cuda_requirement,
-        _requirements,
+        applicable_requirements,
+        is_cuda_requirement,
         target_environment,
     )
 
@@ -697,8 +698,8 @@ def _torch_cuda(index: PackageIndex, wheel: DistFile, target: _Target) -> tuple[
         if wheel.size is None:
             raise
         return big, {}
-    cuda = [r for r in _requirements(meta, target_environment(target.machine, target.python))
-            if _is_cuda_requirement(r)]
+    cuda = [r for r in applicable_requirements(meta, target_environment(target.machine, target.python))
+            if is_cuda_requirement(r)]
     if not cuda:
         return big, {}
     return True, cuda_majors(cuda)
@@ -730,7 +731,7 @@ def wheel_availability(loaded: LoadedMatrix, tags: Iterable[str] | None = None, 
     ray from the index (`index_url`, default the matrix's `defaults.index_url`). Each needs, at its pinned
     version, a wheel for the matrix platform that CPython `python` installs on the Ubuntu's glibc (manylinux
     or pure; musllinux wheels do not install on Ubuntu). torch's wheel must moreover be a CUDA build pulling
-    the base's CUDA major. Source-mode bases and tags are not checked. Raises `factory.adapters.pypi.NotInCache`
+    the base's CUDA major. Source-mode bases and tags are not checked. Raises `factory.adapters.index.NotInCache`
     offline when an answer is not cached, `UpstreamUnavailable` when the index cannot be reached.
     """
     matrix = loaded.matrix
@@ -742,7 +743,7 @@ def wheel_availability(loaded: LoadedMatrix, tags: Iterable[str] | None = None, 
         raise InputError(f"{loaded.path}: cannot check wheels for platform {platform!r} "
                          f"(known: {', '.join(MACHINES)})")
     problems: list[WheelProblem] = []
-    choices: dict[tuple, _Choice] = {}
+    choices: dict[tuple[tuple[str, ...], str, str, _Target], _Choice] = {}
     with ExitStack() as stack:
         ix = stack.enter_context(open_index(loaded, index_url=index_url, offline=offline, refresh=refresh,
                                             index=index))
@@ -765,8 +766,8 @@ def wheel_availability(loaded: LoadedMatrix, tags: Iterable[str] | None = None, 
 
         for name in bases:
             base = matrix.base[name]
-            target = _Target.of(platform, base.python or matrix.defaults.python,
-                                base.ubuntu or matrix.defaults.ubuntu)
+            target = _Target.of(platform, setting(matrix, "python", base=base),
+                                setting(matrix, "ubuntu", base=base))
             used_by = tuple(t for t in names if matrix.image[t].base == name)
             cuda_major = version_of("cuda", base.cuda).major
             for component in BASE_WHEELS:
@@ -803,6 +804,6 @@ def wheel_availability(loaded: LoadedMatrix, tags: Iterable[str] | None = None, 
     return WheelAvailability(tuple(bases), tuple(images), tuple(problems))
 
 
-def wheel_violations(loaded: LoadedMatrix, tags: Iterable[str] | None = None, **options) -> tuple[Violation, ...]:
+def wheel_violations(loaded: LoadedMatrix, tags: Iterable[str] | None = None, **options: Any) -> tuple[Violation, ...]:
     """`wheel_availability`'s problems as (unwaivable) violations, for `factory check --upstream`."""
     return tuple(p.as_violation() for p in wheel_availability(loaded, tags, **options).problems)

@@ -1,8 +1,9 @@
 """Verification: every label of an image must be a fact of its content.
 
-The image is read, never run: its filesystem is exported and scanned (`factory.adapters.rootfs.content`), so an arm64
-image can be verified on an x86 host without a GPU. What the scan measures and no matrix can promise (the
-OS, the GPU code torch carries) is returned as labels to stamp on the image once it passed.
+The image is read, never run: its filesystem is exported and scanned (`factory.adapters.rootfs.scan`), and
+the findings judged against its labels (`factory.core.image_checks`), so an arm64 image can be verified on an
+x86 host without a GPU. What the scan measures and no matrix can promise (the OS, the GPU code torch carries)
+is returned as labels to stamp on the image once it passed.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from factory.core import labels as L
+from factory.core.findings import Mismatch
+from factory.core.image_checks import measured_labels, verify
+from factory.core.kinds import Kind
+from factory.core.lockfile import Lock
 
 
 @dataclass(frozen=True)
@@ -20,29 +26,29 @@ class Verification:
 
     ref: str
     kind: str
-    mismatches: tuple = ()
+    mismatches: tuple[Mismatch, ...] = ()
     measured: dict[str, str] = field(default_factory=dict)
-    findings: dict = field(default_factory=dict)
+    findings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"image": self.ref, "kind": self.kind, "ok": self.ok,
                 "mismatches": [vars(m) for m in self.mismatches],
                 "measured_labels": dict(self.measured), "findings": self.findings}
 
 
 def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str | None = None,
-                  lock=None) -> Verification:
+                  lock: Lock | None = None) -> Verification:
     """Scan a local image and check its labels against what it really contains.
 
     `expect_os` ("ubuntu 24.04") is the OS the matrix's CUDA image promises; the image's own os-release must
     say the same. Labels the image already carries from an earlier stamp are checked like any other.
     """
     from factory.adapters import docker
-    from factory.adapters.rootfs import content
+    from factory.adapters.rootfs.scan import scan
 
     labels = docker.local_labels(ref)
     if labels is None:
@@ -54,15 +60,15 @@ def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str 
     with tempfile.TemporaryDirectory(prefix="factory-verify-") as tmp:
         root = Path(tmp) / "rootfs"
         docker.export_rootfs(ref, root)
-        findings = content.scan(root, env=env)
-    mismatches = list(content.verify(findings, labels, namespace, kind))
-    measured = content.measured_labels(findings, namespace)
+        findings = scan(root, env=env)
+    mismatches = verify(findings, labels, namespace, kind)
+    measured = measured_labels(findings, namespace)
     # the proof of a passed verify names the image it was made for: labels are inherited from the base, so a
     # vLLM image FROM a verified base carries the base's stamp, with the base's input digest
     measured[L.factory_key(namespace, "verified")] = labels.get(L.factory_key(namespace, "input_digest"), "")
     os_key = L.factory_key(namespace, "os")
     if expect_os and measured.get(os_key) != expect_os:
-        mismatches.append(content.Mismatch(
+        mismatches.append(Mismatch(
             "os", os_key, expect_os, measured.get(os_key, ""), "/etc/os-release",
             f"os: the matrix's CUDA image promises {expect_os}, but the image's os-release says "
             f"{measured.get(os_key) or 'nothing readable'}"))
@@ -76,14 +82,13 @@ def measure_local(ref: str, kind: str | None, namespace: str, *, expect_os: str 
 SEEDED = frozenset({"pip"})
 
 
-def compare_lock(installed: dict[str, str], lock) -> list:
+def compare_lock(installed: dict[str, str], lock: Lock) -> list[Mismatch]:
     """Mismatches between an image's environment (name -> version, from its dist-infos) and its lock: a locked
     distribution missing or at another version, or one installed that the lock does not hold. What the image
     compiles (the lock's `built` lines) and pip, which `python -m venv` seeds, may be there unlocked."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
 
-    from factory.adapters.rootfs.content import Mismatch
     from factory.core.lockfile import canonical
 
     where = lock.value("image").split(" ", 1)[0]
@@ -120,7 +125,7 @@ def compare_lock(installed: dict[str, str], lock) -> list:
     return out
 
 
-def kind_of(labels: dict[str, str], namespace: str) -> str:
+def kind_of(labels: dict[str, str], namespace: str) -> Kind:
     """An image's kind from its labels: an extra layer names its layer, a vLLM image its vLLM, a base's runtime
     image says it is of the runtime flavor."""
     if L.factory_key(namespace, "extra") in labels:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from factory.core.errors import InputError
 from factory.core.labels import build_time_labels
@@ -23,10 +24,10 @@ def target_name(spec: ImageSpec) -> str:
 
 def bake_file(plan: Plan, root: Path, *, created: str, revision: str, cache_from: tuple[str, ...] = (),
               cache_to: str | None = None, platforms: tuple[str, ...] | None = None,
-              lock_dirs: dict[str, Path] | None = None) -> dict:
+              lock_dirs: dict[str, Path] | None = None) -> dict[str, Any]:
     """`lock_dirs`: image -> its `lock` build context (`factory.usecases.build.lock_context`), which every
     Dockerfile installs from."""
-    targets: dict[str, dict] = {}
+    targets: dict[str, dict[str, Any]] = {}
     by_ref = {spec.ref: spec for spec in plan.images}
     for spec in plan.images:
         problem = confined_file(root, spec.dockerfile)  # the context is its folder: never one outside the matrix's

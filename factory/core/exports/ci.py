@@ -10,20 +10,21 @@ from __future__ import annotations
 import re
 
 from factory.core.errors import InputError
-from factory.core.plan import Plan
+from factory.core.plan import ImageSpec, Plan
 
 #: What a job value may hold: names, image references (`host:port/repo:tag`), platforms, digests.
 _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,254}")
 
 
-def github_matrix(plan: Plan) -> dict:
+def github_matrix(plan: Plan) -> dict[str, dict[str, list[dict[str, str | None]]]]:
     """A GitHub Actions matrix: `bases` jobs first, then `runtimes` jobs (each base's runtime image) that need
     them, then `images` jobs that need those (`needs: runtimes`), then `extras` jobs (extra layers) that need
     the images."""
 
-    def job(spec) -> dict:
-        values = {"name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
-                  "platform": spec.platform, "input_digest": spec.input_digest}
+    def job(spec: ImageSpec) -> dict[str, str | None]:
+        values: dict[str, str | None] = {
+            "name": spec.name, "kind": spec.kind, "ref": spec.ref, "depends_on": spec.depends_on,
+            "platform": spec.platform, "input_digest": spec.input_digest}
         for key, value in values.items():
             if value is not None and not _SAFE.fullmatch(value):
                 raise InputError(f"{spec.kind} {spec.name!r}: {key} {value!r} cannot be a CI job value")

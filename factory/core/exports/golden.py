@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from factory.core import labels as L
-from factory.core.components import COMPONENTS, EXTRA_COMPONENTS, LISTED
+from factory.core.components import COMPONENTS, EXTRA_COMPONENTS, LISTED, MEASURED_COMPONENTS
 from factory.core.matrix import extra_images
 from factory.core.plan import Plan
 from factory.core.resolve import Resolution, tag_sort_key
@@ -20,10 +21,10 @@ README_BEGIN = "<!-- BEGIN factory docs: generated from matrix.toml by `factory 
 README_END = "<!-- END factory docs -->"
 
 
-def label_schema(namespace: str) -> dict:
+def label_schema(namespace: str) -> dict[str, Any]:
     """JSON Schema of the label set of a vLLM image (a base carries the base components only)."""
     component_keys = {L.component_key(namespace, c): {"type": "string", "minLength": 1}
-                      for c in COMPONENTS + EXTRA_COMPONENTS if c not in L.MEASURED_COMPONENTS}
+                      for c in COMPONENTS + EXTRA_COMPONENTS if c not in MEASURED_COMPONENTS}
     factory_keys = {L.factory_key(namespace, k): {"type": "string"} for k in (*L.FACTORY_KEYS, *L.MEASURED_KEYS)}
     oci_keys = {L.oci_key(k): {"type": "string"} for k in (*L.OCI_PLAN_KEYS, *L.OCI_BUILD_KEYS)}
     return {
@@ -89,6 +90,7 @@ def image_table(resolution: Resolution) -> str:
     """The README table of images: one row per tag with its base and every component version."""
     matrix = resolution.matrix
     columns = list(LISTED)
+    from factory.core.cascade import setting
     from factory.core.matrix import RUNTIME_CUDA_FLAVOR, runtime_name, ships_on
 
     head = ["tag", "ships on", "mode", *columns, "vLLM released"]
@@ -106,7 +108,7 @@ def image_table(resolution: Resolution) -> str:
                   "its runtime image `<base>-runtime` (the same Python environment, copied, on a small CUDA "
                   "image without compilers: what vLLM images ship on):", ""]
     for name, base in sorted(matrix.base.items()):
-        ubuntu = base.ubuntu or d.ubuntu
+        ubuntu = setting(matrix, "ubuntu", base=base)
         dev = d.cuda_image.format(cuda=base.cuda, ubuntu=ubuntu)
         runtime = d.runtime_cuda_image.format(cuda=base.cuda, ubuntu=ubuntu, flavor=RUNTIME_CUDA_FLAVOR[base.mode])
         lines.append(f"- `{name}` ({base.mode}: torch {base.torch}, NCCL {base.nccl}) FROM `{dev}`; "

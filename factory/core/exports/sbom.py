@@ -32,8 +32,9 @@ from urllib.parse import quote
 from packaging.requirements import InvalidRequirement, Requirement
 
 from factory import __version__
+from factory.core.components import COMPONENT_MEANING
 from factory.core.errors import InputError
-from factory.core.labels import COMPONENT_MEANING, component_key, factory_key, oci_key
+from factory.core.labels import component_key, factory_key, oci_key
 from factory.core.lockfile import Lock, Pin, content_digest
 from factory.core.redact import redact
 
@@ -59,7 +60,8 @@ _HASH_ALGORITHMS = {"sha256": "SHA-256", "sha512": "SHA-512"}
 _ENTRY = re.compile(r"^(?P<requirement>[^()]+?)\s*(?:\((?P<note>.*?)\)?)?$")  # a note may be cut short
 
 
-def cyclonedx(lock: Lock, labels: Mapping[str, str], *, image_ref: str, namespace: str, created: str) -> dict:
+def cyclonedx(lock: Lock, labels: Mapping[str, str], *, image_ref: str, namespace: str,
+              created: str) -> dict[str, Any]:
     """The CycloneDX 1.5 document of the image `image_ref`: one component per lock pin (its purl, file hashes and
     layer), per `built` and `unlocked` header entry, and per system fact verify measured (CUDA, NCCL, OS,
     Python); `labels` are the image's labels with verify's measurements. Components are sorted and the serial
@@ -171,10 +173,11 @@ def _system_components(labels: Mapping[str, str], namespace: str) -> list[dict[s
     key = factory_key(namespace, "os")
     if labels.get(key):
         os_name, _, os_version = labels[key].strip().partition(" ")
-        component = {"type": "operating-system", "bom-ref": f"{PROPERTY}:system:os", "name": os_name}
+        system_os: dict[str, Any] = {"type": "operating-system", "bom-ref": f"{PROPERTY}:system:os",
+                                     "name": os_name}
         if os_version.strip():
-            component["version"] = os_version.strip()
-        out.append(component | {"description": "the image's OS (os-release ID and VERSION_ID)",
+            system_os["version"] = os_version.strip()
+        out.append(system_os | {"description": "the image's OS (os-release ID and VERSION_ID)",
                                 "properties": [_prop("origin", MEASURED), _prop("label", key)]})
     return out
 

@@ -10,7 +10,7 @@ the same directory and are moved into place with :func:`os.replace`, so readers
 never see a half-written entry.
 
 The cache only stores and expires; the policy of *when* to consult it (offline
-mode, ``refresh``) belongs to its users, e.g. :class:`factory.adapters.pypi.PackageIndex`.
+mode, ``refresh``) belongs to its users, e.g. :class:`factory.adapters.index.client.PackageIndex`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.core.cachedir import APP_NAME, user_cache_dir
 from factory.core.redact import redact
 
 __all__ = ["APP_NAME", "Cache", "CacheEntry", "DEFAULT_TTL", "default_cache_dir"]
 
-APP_NAME = "spark-image-factory"
 #: Default time-to-live of mutable things (release lists): six hours.
 DEFAULT_TTL: float = 6 * 60 * 60
 
@@ -42,9 +42,7 @@ def default_cache_dir() -> Path:
 
     As the XDG base directory specification asks, a relative ``XDG_CACHE_HOME`` is ignored.
     """
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / APP_NAME
+    return user_cache_dir()  # one definition, in core, shared with the cache of validated matrices
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ registry host, in the order the Docker CLI uses:
 
 Keys of ``auths`` and ``credHelpers`` match on their host (a scheme and path are ignored).
 The default registry's credentials are filed under the legacy key ``docker login`` uses for
-it, :data:`factory.adapters.registry.DOCKER_HUB_AUTH_KEY`, for that registry and its aliases.
+it, :data:`factory.adapters.registry.reference.DOCKER_HUB_AUTH_KEY`, for that registry and its aliases.
 
 Secrets are never logged, and the ``repr`` of a :class:`Credential` hides them.
 """
@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from factory.adapters.http import redacting_logger
-from factory.adapters.registry import DOCKER_HUB_ALIASES, DOCKER_HUB_AUTH_KEY, RegistryError
+from factory.adapters.registry.errors import RegistryError
+from factory.adapters.registry.reference import DOCKER_HUB_ALIASES, DOCKER_HUB_AUTH_KEY
 
 __all__ = [
     "Credential",
@@ -165,7 +166,7 @@ class DockerCredentials:
             raise CredentialsError(f"cannot read the Docker config {path}: {exc.strerror or exc}") from None
         try:
             doc = json.loads(text) if text.strip() else {}
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             # the message names the position only, never the file's text
             raise CredentialsError(f"the Docker config {path} is not valid JSON (line {exc.lineno})") from None
         if not isinstance(doc, dict):
@@ -176,7 +177,7 @@ class DockerCredentials:
         """The credential for ``registry`` (``host[:port]``), or ``None`` when there is none."""
         path = self.config_path or docker_config_path()
         doc = self.load()
-        helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
+        helpers: Mapping[str, Any] = doc["credHelpers"] if isinstance(doc.get("credHelpers"), dict) else {}
         helper = _lookup(helpers, registry)
         origin = "credHelpers"
         if helper is not None and not isinstance(helper, str):
@@ -189,7 +190,7 @@ class DockerCredentials:
             if cred:
                 log.debug("credentials for %s from docker-credential-%s (user %r)", registry, helper, cred.username)
                 return cred
-        auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+        auths: Mapping[str, Any] = doc["auths"] if isinstance(doc.get("auths"), dict) else {}
         entry = _lookup(auths, registry)
         if not isinstance(entry, dict):
             return None
