@@ -51,9 +51,10 @@ test: setup engine lint locks-check   ## everything CI runs: lint, current locks
 unit: setup            ## the fast tests that need no engine
 	$(BIN)/pytest -m "not engine"
 
-lint: setup
+lint: setup            ## ruff, import contracts (layers), mypy --strict, hadolint
 	$(BIN)/ruff check factory tests benchmarks dockerfiles/smoke.py
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/hadolint --config .hadolint.yaml dockerfiles/*.Dockerfile
 
 lock: setup            ## resolve the missing or stale locks/ (needs the package index)

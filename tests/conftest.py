@@ -82,15 +82,17 @@ def write_matrix(tmp_path: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_engine_test_images():
-    """Engine tests push to throw-away repositories named factory-test-<hex>: remove their local images when
-    the session ends, so repeated runs do not fill the engine (what they pushed goes with the registry)."""
+    """Engine tests push to throw-away repositories named factory-test-<hex>: remove this session's local images
+    when it ends, so repeated runs do not fill the engine (what they pushed goes with the registry)."""
     yield
-    if shutil.which("docker") is None:
+    from tests.engine_support import SESSION_REPOSITORIES
+
+    if shutil.which("docker") is None or not SESSION_REPOSITORIES:
         return
     import subprocess
 
     listed = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
                             capture_output=True, text=True, timeout=60)
-    refs = [ref for ref in listed.stdout.split() if "/factory-test-" in ref]
+    refs = [ref for ref in listed.stdout.split() if any(f"/{name}/" in ref for name in SESSION_REPOSITORIES)]
     if listed.returncode == 0 and refs:
         subprocess.run(["docker", "image", "rm", "--force", *refs], capture_output=True, timeout=300)

@@ -47,11 +47,17 @@ def require_engine() -> None:
     pytest.skip(reason)
 
 
+#: The throw-away repository names this test session made (conftest removes their local images at the end,
+#: and only theirs: another session running engine tests at the same time keeps its images).
+SESSION_REPOSITORIES: set[str] = set()
+
+
 def fixture_release(tmp_path: Path) -> Path:
     """A private copy of the fixture release whose repositories no other test uses."""
     dest = tmp_path / "release"
     shutil.copytree(FIXTURE, dest)
     unique = f"factory-test-{uuid.uuid4().hex[:10]}"
+    SESSION_REPOSITORIES.add(unique)
     matrix = dest / "matrix.toml"
     matrix.write_text(matrix.read_text().replace("factory-test", unique))
     return matrix

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from factory.core.components import COMPONENTS, DIST_COMPONENTS, EXTRA_COMPONENTS
+from factory.core.components import COMPONENT, COMPONENTS, DIST_COMPONENTS, EXTRA_COMPONENTS
 from factory.core.cuda_abi import TOOLKIT_VERSIONED, runtime_major
 from factory.core.cuda_arch import format_archs, runs_on
 from factory.core.findings import Findings, Mismatch
@@ -28,13 +28,20 @@ RUNTIME_FLAVOR = "runtime"
 MAX_LISTED = 3
 
 
-_WHAT = {
-    "ubuntu": "no Ubuntu /etc/os-release",
-    "python": "no Python (no pyvenv.cfg, python3.X or site-packages)",
+#: What the image lacks when a labelled component is not found, by how the component is measured.
+_ABSENT = {
+    "os-release": "no Ubuntu /etc/os-release",
+    "interpreter": "no Python (no pyvenv.cfg, python3.X or site-packages)",
     "cuda": ("no CUDA toolkit version (no /usr/local/cuda with libcudart.so.X.Y.Z, version.json, version.txt, "
              "include/cuda.h or bin/nvcc)"),
     "nccl": "no NCCL (no libnccl.so.X.Y.Z, nccl.h or nvidia-nccl wheel)",
+    "pkgconfig": "no lib/pkgconfig/{name}.pc",
+    "dist": "no {name} distribution (*.dist-info) in any site-packages",
 }
+
+
+def _absent(name: str) -> str:
+    return _ABSENT[COMPONENT[name].measure].format(name=name)
 
 
 def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: str) -> list[Mismatch]:
@@ -66,7 +73,7 @@ def verify(findings: Findings, labels: dict[str, str], namespace: str, kind: str
                                            f"none ({seen})"))
             continue
         if found is None:
-            what = _WHAT.get(component, f"no {component} distribution (*.dist-info) in any site-packages")
+            what = _absent(component)
             mismatches.append(Mismatch(component, key, expected, "", "",
                                        f"{component}: label {key}={expected} but the image has {what}"))
             continue
@@ -263,7 +270,7 @@ def _verify_extra(findings: Findings, labels: dict[str, str], namespace: str, ma
         if expected is None:
             continue
         if found is None:
-            what = "no lib/pkgconfig/ucx.pc" if component == "ucx" else f"no {component} distribution (*.dist-info)"
+            what = _absent(component)
             out.append(Mismatch(component, key, expected, "", "", f"{component}: label {key}={expected} but the "
                                                                   f"image has {what}"))
         elif not versions_equal(component, expected, found):

@@ -20,8 +20,8 @@ from factory.core.image_checks import measured_labels, verify
 from factory.core.labels import component_key
 from factory.core.release_versions import versions_equal
 from factory.core.toolchain import toolchain_kind
-from tests.test_elf import gcc_library, needs_gcc, write_elf
-from tests.test_fatbin import container, fat_entry
+from tests.adapters.test_elf import gcc_library, needs_gcc, write_elf
+from tests.adapters.test_fatbin import container, fat_entry
 
 NS = "dev.scitrera"
 SITE = "opt/venv/lib/python3.12/site-packages"

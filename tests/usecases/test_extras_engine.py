@@ -10,9 +10,9 @@ import pytest
 
 from factory.cli.main import main
 from factory.core.cuda_abi import CUDA_RUNTIME_SONAME
+from tests.adapters.test_elf import write_elf
+from tests.core.test_extras import NIXL as LAYER
 from tests.engine_support import fixture_release, require_engine
-from tests.test_elf import write_elf
-from tests.test_extras import NIXL as LAYER
 
 pytestmark = pytest.mark.engine
 

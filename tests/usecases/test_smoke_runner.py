@@ -11,7 +11,7 @@ from factory.usecases import smoke
 from factory.usecases.smoke import SmokeCheck, SmokeReport
 from tests.fake_engine import FakeEngine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECORDED = sorted((ROOT / "docs" / "smoke").glob("*.json"))
 
 #: A report as the program prints it (trimmed from an H100 run: fewer checks, same structure).

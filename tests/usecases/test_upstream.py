@@ -33,7 +33,7 @@ from factory.usecases.upstream import (
 from tests.conftest import SHIPPED, SMALL
 from tests.pypi_server import FIXTURES, PyPIServer, standin_wheel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = FIXTURES / "upstream"
 
 
@@ -501,7 +501,7 @@ def _meta(filename: str, requires: tuple[str, ...]) -> bytes:
     name, version = filename.split("-")[:2]
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", "Requires-Python: >=3.10",
              "Requires-Dist: filelock", *(f"Requires-Dist: {r}" for r in requires)]
-    return ("\n".join(lines) + "\n\nbuilt by tests/test_upstream.py\n").encode()
+    return ("\n".join(lines) + "\n\nbuilt by tests/usecases/test_upstream.py\n").encode()
 
 
 def torch_wheel(filename: str, requires: tuple[str, ...], *, size: int, pep658: bool = True) -> dict:

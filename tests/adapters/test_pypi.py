@@ -32,8 +32,8 @@ from factory.adapters.index import client as index_client
 from factory.adapters.index.cache import Cache
 from tests.pypi_server import PyPIServer, standin_wheel, unused_port, wheel_zip
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pypi"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pypi"
 
 VLLM_015_ARM = "vllm-0.15.0-cp38-abi3-manylinux_2_31_aarch64.whl"
 VLLM_033_ARM = "vllm-0.33.0-cp38-abi3-manylinux_2_28_aarch64.whl"

@@ -1,4 +1,4 @@
-"""factory.usecases.propose and `factory propose`, against the real local index of tests/test_upstream.py."""
+"""factory.usecases.propose and `factory propose`, against the real local index of tests/usecases/test_upstream.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from factory.core.resolve import resolve
 from factory.usecases.propose import Proposal, _transformers_by_major, propose
 from factory.usecases.upstream import VllmFacts
 from tests.conftest import SHIPPED
-from tests.test_upstream import factory_main, upstream_server
+from tests.usecases.test_upstream import factory_main, upstream_server
 
 
 @pytest.fixture

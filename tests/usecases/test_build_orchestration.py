@@ -2,7 +2,7 @@
 images, skip-if-up-to-date, push gating, push retries, aliases, the dry run's argv, and progress lines.
 
 No Docker: the engine is a fake and verify is faked at its seam (`measure`); publishing meets a real registry
-API (tests/registry_server.py on 127.0.0.1). tests/test_build_engine.py proves the same run on a real engine.
+API (tests/registry_server.py on 127.0.0.1). tests/usecases/test_build_engine.py proves the same run on a real engine.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from factory.cli.main import main
+from tests.adapters.test_elf import write_elf
 from tests.capture import printed
 from tests.engine_support import fixture_release, require_engine
-from tests.test_elf import write_elf
 
 pytestmark = pytest.mark.engine
 

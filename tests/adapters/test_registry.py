@@ -46,7 +46,7 @@ from factory.adapters.registry.credentials import (
 from factory.core.errors import InputError, WorkFailed
 from tests.registry_server import RegistryServer, sha256
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NS = "dev.scitrera"
 ARM_LABELS = {f"{NS}.vllm_version": "0.17.0", f"{NS}.torch_version": "2.10.0",
               "org.opencontainers.image.title": "vllm", f"{NS}.cuda_arch": "sm_121"}

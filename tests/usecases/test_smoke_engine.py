@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.engine_support import fixture_release, python_image, require_engine
-from tests.test_release_engine import Registry
+from tests.usecases.test_release_engine import Registry
 
 pytestmark = pytest.mark.engine
-PROGRAM = Path(__file__).parent.parent / "dockerfiles" / "smoke.py"
+PROGRAM = Path(__file__).parents[2] / "dockerfiles" / "smoke.py"
 
 
 @pytest.fixture(autouse=True)

@@ -560,5 +560,5 @@ def test_an_alias_the_registry_refuses_is_a_clean_failure(write_matrix: Callable
 
 
 def test_the_readme_says_what_a_failed_push_leaves() -> None:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "immutable refs" in text and "`<tag>-r<N>`" in text and "what a failed push leaves" in text.lower()

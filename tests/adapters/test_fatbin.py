@@ -25,7 +25,7 @@ from factory.adapters.rootfs.fatbin import (
     runs_on,
     sort_archs,
 )
-from tests.test_elf import make_sectioned_elf, write_elf
+from tests.adapters.test_elf import make_sectioned_elf, write_elf
 
 # --- a fatbin writer ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Tests of what goes into the images: the Dockerfiles and the programs they copy."""

@@ -1,0 +1,1 @@
+"""Tests of scripts/: the engine, the CUDA twin, the git-ref check."""
