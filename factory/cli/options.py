@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from factory.core.errors import InputError
 
@@ -39,21 +39,36 @@ def epilog(*examples: str) -> str:
     return "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(f"  {e}" for e in examples)
 
 
-class Commands:
-    """The subcommands of one parser level and their handlers (`table`, shared with main's dispatch)."""
+class _Unused:
+    """Stands in for the parser of a command this run does not dispatch to: argparse spends about a millisecond
+    on each command's options, and only the chosen command's are ever parsed. Every call is accepted and ignored."""
 
-    def __init__(self, sub: argparse._SubParsersAction[Parser], table: dict[str, Handler]) -> None:
+    def __getattr__(self, name: str) -> Callable[..., _Unused]:
+        return self._ignore
+
+    def _ignore(self, *args: object, **kwargs: object) -> _Unused:
+        return self
+
+
+class Commands:
+    """The subcommands of one parser level and their handlers (`table`, shared with main's dispatch). With `only`,
+    the parsers of the other commands are not built (their handlers are still recorded)."""
+
+    def __init__(self, sub: argparse._SubParsersAction[Parser], table: dict[str, Handler],
+                 only: str | None = None) -> None:
         self._sub = sub
         self._table = table
+        self._only = only
         self._common = _matrix_parent()
 
     def add(self, name: str, help: str, examples: tuple[str, ...], handler: Handler | None = None, *,
             description: str | None = None) -> Parser:
-        parser = self._sub.add_parser(name, help=help, description=description or help, epilog=epilog(*examples),
-                                      parents=[self._common], formatter_class=argparse.RawDescriptionHelpFormatter)
         if handler is not None:
             self._table.setdefault(name, handler)  # an entry set before (a test's stand-in) is kept
-        return parser
+        if self._only is not None and name != self._only:
+            return cast(Parser, _Unused())
+        return self._sub.add_parser(name, help=help, description=description or help, epilog=epilog(*examples),
+                                    parents=[self._common], formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_json(p: argparse.ArgumentParser, help: str = "machine-readable output on stdout (progress stays on "
