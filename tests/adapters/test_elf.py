@@ -14,7 +14,7 @@ import pytest
 
 from factory.adapters.rootfs import elf
 
-# --- a minimal ELF writer (also used by tests/core/test_content.py) ----------------------------------------------
+# --- a minimal ELF writer (also used by tests/rootfs_fixtures.py and the tests/adapters/test_rootfs_*.py) -------
 
 EM_AARCH64 = 183
 EM_PPC = 20

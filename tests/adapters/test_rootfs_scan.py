@@ -1,4 +1,4 @@
-"""Labels that never lie: scan fake root filesystems and verify labels against what is really there."""
+"""The rootfs scan: fake root filesystems scanned, and the labels verified against what the scan found."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from factory.adapters.rootfs import cuda as rootfs_cuda
-from factory.adapters.rootfs import dists, libraries
+from factory.adapters.rootfs import dists
 from factory.adapters.rootfs.fatbin import KIND_ELF, KIND_PTX
 from factory.adapters.rootfs.paths import resolve_in_root
 from factory.adapters.rootfs.scan import scan
@@ -18,102 +18,22 @@ from factory.core.components import DIST_COMPONENTS
 from factory.core.findings import Findings, Mismatch
 from factory.core.image_checks import measured_labels, verify
 from factory.core.labels import component_key
-from factory.core.release_versions import versions_equal
 from factory.core.toolchain import toolchain_kind
 from tests.adapters.test_elf import gcc_library, needs_gcc, write_elf
 from tests.adapters.test_fatbin import container, fat_entry
-
-NS = "dev.scitrera"
-SITE = "opt/venv/lib/python3.12/site-packages"
-
-VERSIONS = {
-    "ubuntu": "24.04",
-    "python": "3.12",
-    "cuda": "13.1.0",
-    "nccl": "2.29.2-1",
-    "torch": "2.10.0",
-    "torchvision": "0.25.0",
-    "torchaudio": "2.10.0",
-    "triton": "3.6.0",
-    "flashinfer": "0.6.4",
-    "vllm": "0.17.0",
-    "transformers": "4.57.6",
-    "ray": "2.53.0",
-}
-BASE = ("ubuntu", "python", "cuda", "nccl", "torch", "torchvision", "torchaudio")
-DISTS = {  # dist-info directory stem -> (METADATA Name, Version)
-    "torch": ("torch", "2.10.0+cu131"),
-    "torchvision": ("torchvision", "0.25.0"),
-    "torchaudio": ("torchaudio", "2.10.0"),
-    "triton": ("triton", "3.6.0"),
-    "flashinfer_python": ("flashinfer-python", "0.6.4"),
-    "vllm": ("vllm", "0.17.0"),
-    "transformers": ("transformers", "4.57.6"),
-    "ray": ("ray", "2.53.0"),
-    "numpy": ("numpy", "2.2.6"),
-}
-
-
-def labels(kind: str = "vllm", **changes: str | None) -> dict[str, str]:
-    versions = {**VERSIONS, **changes}
-    components = BASE if kind == "base" else tuple(VERSIONS)
-    return {component_key(NS, c): v for c, v in versions.items() if c in components and v is not None}
-
-
-def put(root: Path, rel: str, text: str = "") -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def link(root: Path, rel: str, target: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(target, path)
-
-
-def dist(root: Path, site: str, stem: str, name: str, version: str) -> Path:
-    return put(root, f"{site}/{stem}-{version}.dist-info/METADATA",
-               f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: x\n\nVersion: 0.0.0 in the body\n")
-
-
-def make_image(root: Path, kind: str = "vllm", skip: tuple[str, ...] = ()) -> Path:
-    """A root filesystem with everything the labels above promise (a CUDA 13 source-mode image)."""
-    put(root, "etc/os-release", 'PRETTY_NAME="Ubuntu 24.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\n')
-    put(root, "usr/bin/python3.12")
-    link(root, "usr/bin/python3", "python3.12")
-    put(root, "opt/venv/pyvenv.cfg", "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.12.3\n")
-    link(root, "opt/venv/lib64", "lib")
-    for stem, (name, version) in DISTS.items():
-        if kind == "base" and stem not in ("torch", "torchvision", "torchaudio", "numpy"):
-            continue
-        if stem not in skip:
-            dist(root, SITE, stem, name, version)
-    torch_lib = root / SITE / "torch/lib"
-    write_elf(torch_lib / "libtorch_cuda.so", ["libcudart.so.13", "libnccl.so.2", "libcusparse.so.12"],
-              soname="libtorch_cuda.so")
-    write_elf(torch_lib / "libc10.so", ["libstdc++.so.6"], soname="libc10.so")
-    put(root, "usr/local/cuda-13.1/version.json",
-        json.dumps({"cuda": {"name": "CUDA SDK", "version": "13.1.0"}, "cuda_cudart": {"version": "13.1.80"}}))
-    link(root, "usr/local/cuda", "/usr/local/cuda-13.1")  # absolute, as in the real images
-    write_elf(root / "usr/local/cuda-13.1/lib64/libcudart.so.13.1.80", ["libc.so.6"], soname="libcudart.so.13")
-    link(root, "usr/local/cuda-13.1/lib64/libcudart.so.13", "libcudart.so.13.1.80")
-    write_elf(root / "usr/local/lib/libnccl.so.2.29.2", ["libcudart.so.13"], soname="libnccl.so.2")
-    link(root, "usr/local/lib/libnccl.so.2", "libnccl.so.2.29.2")
-    put(root, "usr/local/include/nccl.h", "#define NCCL_MAJOR 2\n#define NCCL_MINOR 29\n#define NCCL_PATCH 2\n")
-    put(root, "usr/lib/aarch64-linux-gnu/libc.so", "/* GNU ld script */\nGROUP ( libc.so.6 )\n")
-    return root
-
-
-@pytest.fixture
-def image(tmp_path) -> Path:
-    return make_image(tmp_path / "rootfs")
-
-
-def components(mismatches: list[Mismatch]) -> list[str]:
-    return [m.component for m in mismatches]
-
+from tests.rootfs_fixtures import (
+    NS,
+    SITE,
+    VERSIONS,
+    components,
+    dist,
+    labels,
+    link,
+    make_image,
+    put,
+    runtime_labels,
+    runtime_mismatches,
+)
 
 # --- the truthful image ------------------------------------------------------------------------------------
 
@@ -368,25 +288,6 @@ def test_python_without_a_venv(tmp_path):
 def test_scan_of_a_missing_root_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="root filesystem"):
         scan(tmp_path / "nope")
-
-
-@pytest.mark.parametrize(
-    ("component", "label", "found", "equal"),
-    [
-        ("nccl", "2.29.2-1", "2.29.2", True),
-        ("nccl", "2.29.2-1", "2.29.3", False),
-        ("torch", "2.10.0", "2.10.0+cu131", True),
-        ("torch", "2.10.0", "2.9.1", False),
-        ("cuda", "13.1", "13.1.0", True),
-        ("python", "3.12", "3.12.3", True),
-        ("python", "3.12", "3.11", False),
-        ("ubuntu", "24.04", "24.04", True),
-        ("transformers", "5.0.0rc3", "5.0.0rc3", True),
-        ("ubuntu", "noble", "noble", True),
-    ],
-)
-def test_versions_equal(component, label, found, equal):
-    assert versions_equal(component, label, found) is equal
 
 
 def test_dist_names_are_normalised():
@@ -677,97 +578,6 @@ def test_nvidia_layout_cuda_h_and_nvcc_banner(tmp_path):
     assert rootfs_cuda.nvcc_banner(root / cuda / "bin/nvcc", chunk=64) == ("13.0", "13.0.88")  # across chunks
 
 
-# --- NCCL: the one the dynamic loader gives torch ------------------------------------------------------------
-
-
-def nccl_file(root: Path, directory: str, version: str, *, wheel: bool = False) -> None:
-    name = "libnccl.so.2" if wheel else f"libnccl.so.{version}"
-    write_elf(root / directory / name, ["libcudart.so.13"], soname="libnccl.so.2")
-    if not wheel:
-        link(root, f"{directory}/libnccl.so.2", name)
-
-
-def ubuntu_ld_so_conf(root: Path) -> None:
-    put(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n\n")
-    put(root, "etc/ld.so.conf.d/aarch64-linux-gnu.conf",
-        "# Multiarch support\n/usr/local/lib/aarch64-linux-gnu\n/lib/aarch64-linux-gnu\n/usr/lib/aarch64-linux-gnu\n")
-    put(root, "etc/ld.so.conf.d/libc.conf", "# libc default configuration\n/usr/local/lib\n")
-
-
-def test_ld_so_conf_order_and_includes(tmp_path):
-    root = tmp_path / "r"
-    ubuntu_ld_so_conf(root)
-    put(root, "etc/ld.so.conf.d/zz-cuda.conf", "/usr/local/cuda/lib64 /usr/local/nvidia/lib:/usr/local/nvidia/lib64\n")
-    put(root, "etc/ld.so.conf.d/loop.conf", "include ld.so.conf\n")
-    assert libraries.ld_so_conf(root) == ["/usr/local/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu",
-                                        "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/usr/local/cuda/lib64",
-                                        "/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"]
-    assert libraries.ld_so_conf(tmp_path / "empty") == []
-
-
-def test_apt_nccl_in_the_multiarch_directory_shadows_usr_local_lib(image):
-    ubuntu_ld_so_conf(image)
-    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")  # the apt package
-    findings = scan(image)
-    assert findings.components["nccl"] == "2.27.7"
-    assert findings.locations["nccl"] == "/usr/lib/aarch64-linux-gnu/libnccl.so.2.27.7"
-    assert findings.resolved == {"libnccl.so.2": "/usr/lib/aarch64-linux-gnu/libnccl.so.2.27.7"}
-    assert any("is the one torch's libtorch_cuda.so loads (/usr/lib/aarch64-linux-gnu/libnccl.so.2 through "
-               "/etc/ld.so.conf), but the image also has NCCL 2.29.2 at /usr/local/include/nccl.h, 2.29.2 at "
-               "/usr/local/lib/libnccl.so.2.29.2" in note
-               for note in findings.notes)
-    assert components(verify(findings, labels(), NS, "vllm")) == ["nccl"]
-    assert scan(image, check_objects=False).components["nccl"] == "2.27.7"
-
-
-def test_ld_library_path_comes_before_ld_so_conf(image):
-    ubuntu_ld_so_conf(image)
-    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")
-    findings = scan(image, env={"LD_LIBRARY_PATH": "/usr/local/nvidia/lib64:/usr/local/lib"})
-    assert findings.locations["nccl"] == "/usr/local/lib/libnccl.so.2.29.2"
-    assert verify(findings, labels(), NS, "vllm") == []
-
-
-def test_the_wheel_found_through_torchs_rpath_wins(image):
-    write_elf(image / SITE / "torch/lib/libtorch_cuda.so", ["libcudart.so.13", "libnccl.so.2"],
-              rpath="$ORIGIN/../../nvidia/cudnn/lib:$ORIGIN/../../nvidia/nccl/lib:$ORIGIN")
-    ubuntu_ld_so_conf(image)
-    nccl_file(image, "usr/lib/aarch64-linux-gnu", "2.27.7")
-    nccl_file(image, f"{SITE}/nvidia/nccl/lib", "2.28.9", wheel=True)
-    dist(image, SITE, "nvidia_nccl_cu13", "nvidia-nccl-cu13", "2.28.9")
-    findings = scan(image, env={"LD_LIBRARY_PATH": "/usr/local/lib"})  # DT_RPATH is searched before it
-    assert (findings.components["nccl"], findings.locations["nccl"]) == (
-        "2.28.9", f"/{SITE}/nvidia_nccl_cu13-2.28.9.dist-info")
-    assert findings.resolved["libnccl.so.2"] == f"/{SITE}/nvidia/nccl/lib/libnccl.so.2"
-    assert any("through DT_RPATH $ORIGIN/../../nvidia/nccl/lib" in note and "2.27.7" in note and "2.29.2" in note
-               for note in findings.notes)
-    assert findings.cuda_dists == {"nvidia-nccl-cu13": "2.28.9"}
-
-
-def test_runpath_comes_after_ld_library_path_and_foreign_candidates_are_passed_by(image):
-    write_elf(image / SITE / "torch/lib/libtorch_cuda.so", ["libnccl.so.2"], runpath="/opt/a")
-    nccl_file(image, "opt/a", "2.26.1")
-    nccl_file(image, "opt/b", "2.25.1")
-    where = f"/{SITE}/torch/lib/libtorch_cuda.so"
-    assert libraries.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b"}).path == \
-        "/opt/b/libnccl.so.2"
-    found = libraries.find_library(image, where, "libnccl.so.2")
-    assert (found.path, found.via) == ("/opt/a/libnccl.so.2", "DT_RUNPATH /opt/a")
-    (image / "opt/b/libnccl.so.2.25.1").write_bytes(b"")  # not ELF: the loader goes on
-    write_elf(image / "opt/c/libnccl.so.2", [], machine=62)  # x86-64: the loader goes on
-    found = libraries.find_library(image, where, "libnccl.so.2", env={"LD_LIBRARY_PATH": "/opt/b:/opt/c:relative"})
-    assert found.path == "/opt/a/libnccl.so.2"
-    assert [s.split(" ")[0] for s in found.skipped] == ["/opt/b/libnccl.so.2", "/opt/c/libnccl.so.2"]
-    assert found.searched[:3] == ("/opt/b", "/opt/c", "/opt/a")
-    assert scan(image).components["nccl"] == "2.26.1"
-
-
-def test_a_library_the_loader_cannot_find_falls_back_to_the_ranking(image):
-    findings = scan(image)  # no ld.so.conf: /usr/local/lib is not searched
-    assert findings.locations["nccl"] == "/usr/local/lib/libnccl.so.2.29.2" and findings.resolved == {}
-    assert any("the dynamic loader would find no libnccl.so.2" in note for note in findings.notes)
-
-
 # --- pip CUDA distributions ------------------------------------------------------------------------------------
 
 
@@ -799,57 +609,7 @@ def test_a_cuda_12_object_is_named_with_the_package_that_installed_it(image):
     assert f"{where} (installed by cupy-cuda12x 13.6.0) needs libcublas.so.12" in mismatch.message
 
 
-def test_pip_cuda_components_of_another_cuda_minor_are_mismatches():
-    from factory.core.image_checks import pip_cuda_report, verify_pip_cuda
-
-    findings = Findings(cuda_dists={"nvidia-cuda-runtime": "13.0.96", "nvidia-nvjitlink": "13.5.37",
-                                    "nvidia-cublas": "13.1.1.3", "cuda-bindings": "13.4.4"})
-    labels = {"dev.scitrera.cuda_version": "13.0.3"}
-    found = verify_pip_cuda(findings, labels, "dev.scitrera")
-    assert [(m.component, m.found, m.where) for m in found] == [("cuda", "13.5.37", "pip nvidia-nvjitlink")]
-    assert found[0].message == ("cuda: pip's nvidia-nvjitlink 13.5.37 is CUDA 13.5, but label "
-                                "dev.scitrera.cuda_version=13.0.3")
-    # cuBLAS and the driver bindings have their own numbering: reported, never compared
-    assert pip_cuda_report(findings, "13.0.3") == [
-        ("cuda-bindings", "13.4.4", "own numbering"), ("nvidia-cublas", "13.1.1.3", "own numbering"),
-        ("nvidia-cuda-runtime", "13.0.96", "same CUDA"),
-        ("nvidia-nvjitlink", "13.5.37", "CUDA 13.5, not the image's 13.0")]
-    assert verify_pip_cuda(findings, {}, "dev.scitrera") == []  # no CUDA label (an extra's own check): nothing
-
-
-# --- runtime images: every library found, no build toolchain, a C compiler ---------------------------------
-
-FLAVOR = f"{NS}.flavor"  # factory_key(NS, "flavor")
-MULTIARCH_LIB = "usr/lib/aarch64-linux-gnu"
-
-
-def runtime_labels(flavor: str | None = "runtime") -> dict[str, str]:
-    return {**labels(), **({FLAVOR: flavor} if flavor else {})}
-
-
-def make_runtime_image(root: Path) -> Path:
-    """`make_image` completed the way a runtime image is: every library its objects need is where the loader
-    looks (Ubuntu's and the CUDA image's ld.so.conf, the multiarch directory) and gcc is there."""
-    make_image(root)
-    ubuntu_ld_so_conf(root)
-    put(root, "etc/ld.so.conf.d/988_cuda-13.conf", "/usr/local/cuda-13.1/lib64\n")
-    for soname in ("libc.so.6", "libstdc++.so.6"):
-        write_elf(root / MULTIARCH_LIB / soname, [], soname=soname)
-    write_elf(root / "usr/local/cuda-13.1/lib64/libcusparse.so.12", ["libc.so.6"], soname="libcusparse.so.12")
-    write_elf(root / "usr/bin/aarch64-linux-gnu-gcc-13", ["libc.so.6"])
-    link(root, "usr/bin/gcc-13", "aarch64-linux-gnu-gcc-13")
-    link(root, "usr/bin/gcc", "gcc-13")
-    put(root, "usr/lib/gcc/aarch64-linux-gnu/13/cc1")
-    return root
-
-
-@pytest.fixture
-def runtime(tmp_path) -> Path:
-    return make_runtime_image(tmp_path / "runtime")
-
-
-def runtime_mismatches(root: Path, **scan_kwargs) -> list[Mismatch]:
-    return verify(scan(root, **scan_kwargs), runtime_labels(), NS, "vllm")
+# --- runtime images: no build toolchain, a C compiler -----------------------------------------------------
 
 
 def test_runtime_image_with_every_library_and_a_c_compiler_passes(runtime):
@@ -858,98 +618,6 @@ def test_runtime_image_with_every_library_and_a_c_compiler_passes(runtime):
     assert verify(findings, runtime_labels(), NS, "vllm") == []
     data = json.loads(json.dumps(findings.as_dict()))
     assert (data["unresolved"], data["toolchain"], data["c_compiler"]) == ([], [], "/usr/bin/gcc")
-
-
-def lone_object(root: Path, rel: str = "opt/app/lib/plugins/libplugin.so", **kwargs) -> str:
-    """A root with one shared object that needs libx.so.1 (and nothing else); returns its image path."""
-    write_elf(root / rel, ["libx.so.1"], **kwargs)
-    return f"/{rel}"
-
-
-@pytest.mark.parametrize("how", ["runpath-origin", "rpath-origin", "ld-library-path", "ld.so.conf.d",
-                                 "multiarch", "lib"])
-def test_a_library_is_found_the_way_the_loader_finds_it(tmp_path, how):
-    root = tmp_path / "r"
-    runpath = "$ORIGIN/..:/nonexistent" if how == "runpath-origin" else None
-    rpath = "${ORIGIN}/../../x" if how == "rpath-origin" else None
-    where = lone_object(root, runpath=runpath, rpath=rpath)
-    env = {"LD_LIBRARY_PATH": "/nowhere:/opt/x/lib"} if how == "ld-library-path" else {}
-    place = {"runpath-origin": "opt/app/lib", "rpath-origin": "opt/app/x", "ld-library-path": "opt/x/lib",
-             "ld.so.conf.d": "opt/x/lib", "multiarch": MULTIARCH_LIB, "lib": "usr/lib"}[how]
-    assert scan(root, env=env).unresolved == ((where, "libx.so.1"),)  # not there yet
-    write_elf(root / place / "libx.so.1.2.3", [], soname="libx.so.1")
-    link(root, f"{place}/libx.so.1", "libx.so.1.2.3")
-    if how == "ld.so.conf.d":
-        # /opt/x/lib is searched only once listed; until then the library is only held elsewhere in the image
-        assert scan(root).preloaded == ((where, "libx.so.1"),) and scan(root).unresolved == ()
-        put(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")
-        put(root, "etc/ld.so.conf.d/x.conf", "# x\n/opt/x/lib\n")
-    assert scan(root, env=env).unresolved == ()
-    if how == "ld-library-path":
-        assert scan(root).preloaded == ((where, "libx.so.1"),)  # the image's env is what finds it
-
-
-def test_a_library_for_another_machine_or_in_another_multiarch_directory_is_not_found(tmp_path):
-    root = tmp_path / "r"
-    where = lone_object(root, machine=62)  # x86-64: its system directory is /usr/lib/x86_64-linux-gnu
-    write_elf(root / MULTIARCH_LIB / "libx.so.1", [])  # aarch64's: not searched for an x86-64 object
-    write_elf(root / "usr/lib/libx.so.1", [])  # searched, but aarch64: passed by
-    # the loader misses it; a library of that name is in the image, so it counts as one its owner loads first
-    assert scan(root).preloaded == ((where, "libx.so.1"),) and scan(root).unresolved == ()
-    write_elf(root / "usr/lib/x86_64-linux-gnu/libx.so.1", [], machine=62)
-    assert scan(root).unresolved == ()
-
-
-def test_a_needed_path_is_loaded_as_it_is(tmp_path):
-    root = tmp_path / "r"
-    write_elf(root / "opt/app/libapp.so", ["/opt/dep/libdep.so", "dep/librel.so"])
-    assert scan(root).unresolved == (("/opt/app/libapp.so", "/opt/dep/libdep.so"),
-                                     ("/opt/app/libapp.so", "dep/librel.so"))
-    write_elf(root / "opt/dep/libdep.so", [])
-    assert scan(root).unresolved == (("/opt/app/libapp.so", "dep/librel.so"),)  # from the working directory
-
-
-def test_unresolved_libraries_fail_a_runtime_image_only(runtime):
-    lost = [f"/{SITE}/pkg/_ext{i}.so" for i in range(5)]
-    for path in lost:
-        write_elf(runtime / path.lstrip("/"), ["libc.so.6", "libgomp.so.1"])
-    write_elf(runtime / "usr/local/lib/libone.so.1", ["libnuma.so.1", "libc.so.6"])
-    findings = scan(runtime)
-    assert findings.unresolved == (*((p, "libgomp.so.1") for p in lost), ("/usr/local/lib/libone.so.1", "libnuma.so.1"))
-    mismatches = verify(findings, runtime_labels(), NS, "vllm")
-    assert [(m.component, m.label, m.found, m.where) for m in mismatches] == [
-        ("runtime-libraries", FLAVOR, "libgomp.so.1", lost[0]),
-        ("runtime-libraries", FLAVOR, "libnuma.so.1", "/usr/local/lib/libone.so.1")]
-    assert mismatches[0].message == (
-        f"runtime-libraries: libgomp.so.1 is needed by {lost[0]}, {lost[1]}, {lost[2]} and 2 more, but the "
-        "dynamic loader would find it nowhere in the image (DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, ld.so.conf, "
-        "the system directories; no library of that name anywhere in it, and it is not an optional integration's)")
-    assert verify(findings, runtime_labels("dev"), NS, "vllm") == []
-    assert verify(findings, runtime_labels(None), NS, "vllm") == []
-    assert scan(runtime, check_objects=False).unresolved == ()
-
-
-def test_the_drivers_libraries_are_expected_to_be_missing(runtime):
-    driver = ["libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1",
-              "libnvidia-nvvm.so.4", "libnvcuvid.so.1", "libnvidia-encode.so.1", "libnvidia-gpucomp.so.580.95.05"]
-    write_elf(runtime / SITE / "vllm/cumem_allocator.abi3.so", [*driver, "libc.so.6"])
-    assert all(libraries.is_driver_library(soname) for soname in driver)
-    assert not libraries.is_driver_library("libcudart.so.13") and not libraries.is_driver_library("libnvrtc.so.13")
-    assert runtime_mismatches(runtime) == []
-
-
-def test_the_loader_lists_each_directory_once(runtime, monkeypatch):
-    for i in range(50):
-        write_elf(runtime / SITE / f"pkg/_m{i}.so", ["libc.so.6", "libstdc++.so.6", "libmissing.so.1"])
-    listed: list[str] = []
-    real = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(str(path)) or real(path))
-    loader = libraries.Loader(runtime)
-    for i in range(50):
-        where = f"/{SITE}/pkg/_m{i}.so"
-        assert loader.find(where, "libc.so.6").path == "/usr/lib/aarch64-linux-gnu/libc.so.6"
-        assert loader.find(where, "libmissing.so.1").path is None
-    assert listed and len(listed) == len(set(listed))
 
 
 def test_nvcc_outside_site_packages_fails_a_runtime_image(runtime):
@@ -1040,122 +708,3 @@ def test_the_c_compiler_is_found_as_triton_finds_it(runtime):
     findings = scan(runtime, env={"CC": "tcc"})  # CC wins, found on PATH or not at all
     assert findings.c_compiler is None
     assert any("CC=tcc, which is not in the image" in note for note in findings.notes)
-
-
-def test_the_export_filter_keeps_what_the_runtime_checks_read(tmp_path):
-    import io
-    import tarfile
-
-    from factory.adapters.docker import unpack_rootfs
-
-    big = 3 * 1024 * 1024
-    so = write_elf(tmp_path / "lib.so", ["libc.so.6"])
-    files = {
-        "usr/bin/g++": b"\x7fELF" + bytes(big),
-        "usr/local/cuda-13.0/include/cuda_runtime.h": b"/* CUDA runtime API */\n",
-        "usr/lib/aarch64-linux-gnu/libbig.so.1": so.read_bytes() + bytes(big),
-        "usr/share/model/weights.bin": bytes(big),
-    }
-    stream = io.BytesIO()
-    with tarfile.open(fileobj=stream, mode="w") as tar:
-        for name, data in files.items():
-            tar.addfile(_member(name, len(data)), io.BytesIO(data))
-        info = tarfile.TarInfo("usr/local/cuda")
-        info.type, info.linkname = tarfile.SYMTYPE, "/usr/local/cuda-13.0"
-        tar.addfile(info)
-    stream.seek(0)
-    root = tmp_path / "rootfs"
-    unpack_rootfs(stream, root)
-    assert (root / "usr/bin/g++").stat().st_size == 0  # only its path is needed: a placeholder
-    assert (root / "usr/local/cuda/include/cuda_runtime.h").read_bytes() == files[
-        "usr/local/cuda-13.0/include/cuda_runtime.h"]
-    assert (root / "usr/lib/aarch64-linux-gnu/libbig.so.1").stat().st_size == len(files[
-        "usr/lib/aarch64-linux-gnu/libbig.so.1"])
-    assert (root / "usr/share/model/weights.bin").stat().st_size == 0  # dropped
-    findings = scan(root)
-    assert findings.toolchain == ("/usr/bin/g++", "/usr/local/cuda-13.0/include/cuda_runtime.h")
-    assert findings.unresolved == (("/usr/lib/aarch64-linux-gnu/libbig.so.1", "libc.so.6"),)
-
-
-def _member(name: str, size: int):
-    import tarfile
-
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = size, 0o755
-    return info
-
-
-def test_an_images_kind_follows_from_its_labels_a_runtime_image_included():
-    from factory.usecases.verify import kind_of
-
-    ns = "dev.scitrera"
-    assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "dev"}, ns) == "base"
-    assert kind_of({f"{ns}.torch_version": "2.14.0", f"{ns}.flavor": "runtime"}, ns) == "runtime"
-    assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.flavor": "runtime"}, ns) == "vllm"
-    assert kind_of({f"{ns}.vllm_version": "0.33.0", f"{ns}.extra": "nixl"}, ns) == "extra"
-
-
-def test_a_library_held_elsewhere_is_preloaded_and_an_optional_integrations_is_not_a_failure(runtime):
-    """What the real vLLM image showed: torchaudio's extensions need libc10.so, which only torch's own RUNPATH
-    finds (torch loads it first); torchcodec needs the FFmpeg a user installs; NVSHMEM's MPI bootstrap an MPI.
-    Neither fails a runtime image; a library absent from the image that no table excuses does."""
-    write_elf(runtime / SITE / "torch/lib/libc10.so", ["libc.so.6"], soname="libc10.so")
-    write_elf(runtime / SITE / "torchaudio/lib/libtorchaudio.so", ["libc10.so", "libc.so.6"])
-    write_elf(runtime / SITE / "torchcodec/libtorchcodec_core7.so", ["libavcodec.so.61", "libc.so.6"])
-    write_elf(runtime / SITE / "nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3", ["libmpi.so.40"])
-    findings = scan(runtime)
-    assert findings.preloaded == ((f"/{SITE}/torchaudio/lib/libtorchaudio.so", "libc10.so"),)
-    assert findings.optional == ((f"/{SITE}/nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3", "libmpi.so.40"),
-                                 (f"/{SITE}/torchcodec/libtorchcodec_core7.so", "libavcodec.so.61"))
-    assert findings.unresolved == () and runtime_mismatches(runtime) == []
-    assert findings.as_dict()["optional"][0] == [f"/{SITE}/nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3",
-                                                 "libmpi.so.40"]
-    # the same FFmpeg library needed by vLLM itself is not excused: only the listed package's plugins are
-    write_elf(runtime / SITE / "vllm/_C.abi3.so", ["libavcodec.so.61", "libc.so.6"])
-    assert [m.found for m in runtime_mismatches(runtime)] == ["libavcodec.so.61"]
-
-
-def test_nixls_optional_backends_and_ucx_modules_are_optional_its_ucx_core_is_not(runtime):
-    """What the real nixl-cu13 1.5.1 wheel showed: its OBJ/GPUNetIO/libfabric/Infinia plugins and UCX's EFA,
-    FlexIO and MAD modules need libraries no image carries; UCX's verbs core needing libibverbs would not be."""
-    nixl = f"{SITE}/nixl_cu13.libs"
-    write_elf(runtime / nixl / "nixl/libplugin_GPUNETIO.so", ["libdoca_gpunetio.so.2", "libc.so.6"])
-    write_elf(runtime / nixl / "ucx/libuct_ib_efa.so.0.0.0", ["libefa.so.1", "libc.so.6"])
-    assert runtime_mismatches(runtime) == [] and len(scan(runtime).optional) == 2
-    write_elf(runtime / nixl / "ucx/libuct_ib.so.0.0.0", ["libibverbs.so.1", "libc.so.6"])
-    assert [m.found for m in runtime_mismatches(runtime)] == ["libibverbs.so.1"]
-
-
-def test_a_large_shared_object_is_unpacked_sparse_with_everything_verify_reads_from_it(tmp_path):
-    """verify's export keeps only the headers of a big library whose GPU code it does not read: the dynamic
-    section, ELF header and section table read back exactly as from the whole file; torch's, vLLM's and
-    FlashInfer's objects and anything that is not ELF are written whole."""
-    import io
-    import tarfile
-
-    import pydantic_core._pydantic_core as real
-
-    from factory.adapters.docker import unpack_rootfs
-    from factory.adapters.rootfs import elf
-
-    data = Path(real.__file__).read_bytes()  # a real ELF shared object of a few MB
-    junk = bytes(range(256)) * 8192
-    members = {f"{SITE}/pkg/libbig.so": data, f"{SITE}/vllm/_C.abi3.so": data, f"{SITE}/pkg/libjunk.so": junk}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
-    buffer.seek(0)
-    root = tmp_path / "r"
-    unpack_rootfs(buffer, root, sparse_min=0)
-    original = tmp_path / "original.so"
-    original.write_bytes(data)
-    sparse = root / SITE / "pkg/libbig.so"
-    assert sparse.stat().st_size == len(data)
-    assert elf.dynamic(sparse) == elf.dynamic(original) and elf.dynamic(sparse).needed
-    assert elf.header(sparse) == elf.header(original) and elf.sections(sparse) == elf.sections(original)
-    assert sparse.stat().st_blocks * 512 < len(data) // 2, "the code in between takes no disk"
-    assert (root / SITE / "vllm/_C.abi3.so").read_bytes() == data  # its GPU code is read: whole
-    assert (root / SITE / "pkg/libjunk.so").read_bytes() == junk  # not ELF: whole
