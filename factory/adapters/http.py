@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from factory.core.redact import redact
 
@@ -222,6 +222,33 @@ def new_client(timeout: float, user_agent: str | None = None, **options: Any) ->
     )
     _install_deadline(client)
     return client
+
+
+class ClientOwner:
+    """Owns one httpx client, made at first use (`_new_client`) and closed by `close()` or the end of a `with`:
+    the registry and index clients are both one, so neither opens a connection pool it does not use."""
+
+    _client: httpx.Client | None = None
+
+    def _new_client(self) -> httpx.Client:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------------------------

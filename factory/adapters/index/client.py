@@ -29,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from factory.adapters.http import (
     Answer,
+    ClientOwner,
     InvalidRequestURL,
     KeptFailing,
     NoAnswer,
@@ -92,7 +93,7 @@ TORCH_CUDA_WHEEL_MIN_SIZE = 400 * 1000 * 1000
 _METADATA_MEMBER = re.compile(r"^[^/]+\.dist-info/METADATA$")
 
 
-class PackageIndex:
+class PackageIndex(ClientOwner):
     """A client for one simple index; use as a context manager (it owns an ``httpx.Client``).
 
     ``cache``: where answers are kept (None: no caching).  Release lists are kept for
@@ -128,31 +129,14 @@ class PackageIndex:
         self.releases_ttl = releases_ttl
         self.stats = TransferStats()
         self._user_agent = user_agent
-        self._client: httpx.Client | None = None
         self._files_memo: dict[str, list[DistFile]] = {}
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> PackageIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def __repr__(self) -> str:
         mode = " offline" if self.offline else ""
         return f"<PackageIndex {self.index_url}{mode}>"
 
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = new_client(self.timeout, self._user_agent)
-        return self._client
+    def _new_client(self) -> httpx.Client:
+        return new_client(self.timeout, self._user_agent)
 
     # -- HTTP ------------------------------------------------------------------------------
 

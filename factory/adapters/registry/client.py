@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from factory.adapters.http import (
     Answer,
+    ClientOwner,
     InvalidRequestURL,
     KeptFailing,
     NoAnswer,
@@ -115,7 +116,7 @@ DOCKER_CONFIG: Literal[_Default.DOCKER_CONFIG] = _Default.DOCKER_CONFIG
 # ---------------------------------------------------------------------------------------------
 
 
-class RegistryClient:
+class RegistryClient(ClientOwner):
     """An OCI distribution API client; use as a context manager (it owns an ``httpx.Client``). It reads; it
     writes only through :meth:`tag`, :meth:`push_blob` and :meth:`attach`, which need push access.
 
@@ -158,36 +159,19 @@ class RegistryClient:
                     "unless allow_http is set")
         self.timeout = timeout
         self._user_agent = user_agent
-        self._client: httpx.Client | None = None
         self._blobs: dict[str, dict[str, Any]] = {}
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def __repr__(self) -> str:
         mode = " allow_http" if self.allow_http else ""
         return f"<RegistryClient{mode}>"
 
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = new_client(
-                self.timeout, self._user_agent,
-                event_hooks={"request": [self._guard]},
-                # like Go's ProxyFromEnvironment (so Docker), never send loopback traffic to a proxy
-                mounts={"all://localhost": None, "all://127.0.0.1": None, "all://[::1]": None},
-            )
-        return self._client
+    def _new_client(self) -> httpx.Client:
+        return new_client(
+            self.timeout, self._user_agent,
+            event_hooks={"request": [self._guard]},
+            # like Go's ProxyFromEnvironment (so Docker), never send loopback traffic to a proxy
+            mounts={"all://localhost": None, "all://127.0.0.1": None, "all://[::1]": None},
+        )
 
     # -- transport policy ------------------------------------------------------------------
 
