@@ -19,16 +19,7 @@ from factory.core.resolve import resolve
 from factory.usecases.propose import Proposal, _transformers_by_major, propose
 from factory.usecases.upstream import VllmFacts
 from tests.conftest import SHIPPED
-from tests.usecases.test_upstream import factory_main, upstream_server
-
-
-@pytest.fixture
-def server():
-    srv = upstream_server()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+from tests.usecases.test_upstream import factory_main
 
 
 @pytest.fixture

@@ -71,15 +71,6 @@ def upstream_server() -> PyPIServer:
 
 
 @pytest.fixture
-def server():
-    srv = upstream_server()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
 def cache(tmp_path) -> Cache:
     return Cache(tmp_path / "cache")
 
