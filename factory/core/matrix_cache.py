@@ -12,6 +12,7 @@ way every time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -32,9 +33,11 @@ def cache_dir() -> Path:
     return user_cache_dir() / "matrix"
 
 
+@functools.cache
 def schema_fingerprint() -> str:
     """The factory's version and the source of the schema modules, hashed: code that validates differently
-    must not read entries another version wrote."""
+    must not read entries another version wrote. The running code does not change, so it is read once per
+    process (a miss reads the cache and writes it: two keys)."""
     from factory import __version__
 
     digest = hashlib.sha256(f"factory {__version__} format {FORMAT}".encode())
